@@ -1,0 +1,266 @@
+//! Passwords (Argon2id, hashed off the async threads), the password policy,
+//! JWT access tokens, opaque refresh tokens and the extractors that turn a
+//! Bearer header into a caller.
+
+use crate::error::{ApiError, ApiResult};
+use crate::keys::Key;
+use crate::state::SharedState;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use jsonwebtoken::{
+    decode, decode_header, encode, Algorithm as JwtAlg, DecodingKey, EncodingKey, Header,
+    Validation,
+};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use vidhost_core::config::AuthConfig;
+use vidhost_core::domain::Role;
+use vidhost_db::{User, Viewer};
+
+fn argon(cfg: &AuthConfig) -> Argon2<'static> {
+    let params = Params::new(cfg.argon2_memory_kib, cfg.argon2_iterations, 1, None)
+        .expect("validated at start");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+pub async fn hash_password(cfg: &AuthConfig, password: String) -> ApiResult<String> {
+    let a = argon(cfg);
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        a.hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)
+}
+
+/// Verifies in constant time. With no stored hash, a dummy hash is checked
+/// anyway so an unknown e-mail costs the same time as a wrong password.
+pub async fn verify_password(
+    cfg: &AuthConfig,
+    password: String,
+    stored: Option<String>,
+) -> ApiResult<bool> {
+    let a = argon(cfg);
+    tokio::task::spawn_blocking(move || {
+        let dummy;
+        let stored = match &stored {
+            Some(s) => s.as_str(),
+            None => {
+                let salt = SaltString::generate(&mut rand::rngs::OsRng);
+                dummy = a
+                    .hash_password(b"not-a-password", &salt)
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                &dummy
+            }
+        };
+        let Ok(parsed) = PasswordHash::new(stored) else {
+            return false;
+        };
+        a.verify_password(password.as_bytes(), &parsed).is_ok() && !stored.is_empty()
+    })
+    .await
+    .map_err(ApiError::internal)
+}
+
+/// At least 12 characters and an entropy estimate of "safely unguessable"
+/// (zxcvbn score ≥ 3), judged with the user's own e-mail and name as hints.
+pub fn check_password_policy(password: &str, hints: &[&str]) -> ApiResult<()> {
+    let weak = |why: &str| {
+        Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "weak_password",
+            why,
+        ))
+    };
+    if password.chars().count() < 12 {
+        return weak("the password must have at least 12 characters");
+    }
+    if password.len() > 1024 {
+        return weak("the password must have at most 1024 bytes");
+    }
+    let estimate = zxcvbn::zxcvbn(password, hints);
+    if (estimate.score() as u8) < 3 {
+        let tip = estimate
+            .feedback()
+            .and_then(|f| f.warning().map(|w| w.to_string()))
+            .unwrap_or_else(|| "it is too easy to guess".into());
+        return weak(&format!(
+            "the password is too weak: {tip}; add more words or characters"
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub role: Role,
+    /// the refresh-token family (session) this token came from
+    pub sid: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+pub fn issue_access_token(
+    key: &Key,
+    user: &User,
+    session_id: &str,
+    ttl_s: u64,
+) -> ApiResult<String> {
+    let now = vidhost_core::time::now_ms() / 1000;
+    let claims = Claims {
+        sub: user.id.clone(),
+        role: user.role,
+        sid: session_id.into(),
+        iat: now,
+        exp: now + ttl_s as i64,
+    };
+    let mut h = Header::new(JwtAlg::HS256);
+    h.kid = Some(key.kid.clone());
+    encode(&h, &claims, &EncodingKey::from_secret(&key.secret)).map_err(ApiError::internal)
+}
+
+/// A fresh opaque refresh token and the hash we store for it.
+pub fn new_refresh_token() -> (String, String) {
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let token = B64.encode(raw);
+    let hash = hash_refresh_token(&token);
+    (token, hash)
+}
+
+pub fn hash_refresh_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The authenticated caller: a valid access token of an enabled user.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: User,
+    pub session_id: String,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.user.role == Role::Admin
+    }
+    pub fn may_manage(&self, owner_id: &str) -> bool {
+        self.is_admin() || self.user.id == owner_id
+    }
+    pub fn require_uploader(&self) -> ApiResult<()> {
+        if self.user.role.can_upload() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("your role may not upload videos"))
+        }
+    }
+    pub fn require_admin(&self) -> ApiResult<()> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("admins only"))
+        }
+    }
+    pub fn viewer(&self) -> Viewer {
+        Viewer::User {
+            id: self.user.id.clone(),
+            admin: self.is_admin(),
+        }
+    }
+}
+
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+pub async fn caller_from_token(state: &SharedState, token: &str) -> ApiResult<Caller> {
+    let invalid = || ApiError::unauthorized("the access token is invalid or has expired");
+    let header = decode_header(token).map_err(|_| invalid())?;
+    let kid = header.kid.ok_or_else(invalid)?;
+    let key = state
+        .jwt_keys
+        .find_or_reload(&state.db, &kid)
+        .await
+        .ok_or_else(invalid)?;
+    let mut v = Validation::new(JwtAlg::HS256);
+    v.leeway = 5;
+    let data = decode::<Claims>(token, &DecodingKey::from_secret(&key.secret), &v)
+        .map_err(|_| invalid())?;
+    // The user row is the authority on role and disabled, so a demotion or a
+    // ban takes effect at once rather than when the token expires.
+    let user = state
+        .db
+        .user_by_id(&data.claims.sub)
+        .await?
+        .ok_or_else(invalid)?;
+    if user.disabled {
+        return Err(invalid());
+    }
+    Ok(Caller {
+        user,
+        session_id: data.claims.sid,
+    })
+}
+
+impl FromRequestParts<SharedState> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or_else(|| {
+            ApiError::unauthorized("sign in first: Authorization: Bearer <token>")
+        })?;
+        caller_from_token(state, token).await
+    }
+}
+
+/// An optional caller: anonymous when there is no Authorization header, an
+/// error when there is one that is not valid.
+pub struct MaybeCaller(pub Option<Caller>);
+
+impl MaybeCaller {
+    pub fn viewer(&self) -> Viewer {
+        self.0
+            .as_ref()
+            .map(Caller::viewer)
+            .unwrap_or(Viewer::Anonymous)
+    }
+}
+
+impl FromRequestParts<SharedState> for MaybeCaller {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        match bearer(parts) {
+            None => Ok(MaybeCaller(None)),
+            Some(t) => Ok(MaybeCaller(Some(caller_from_token(state, t).await?))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_rejects_short_and_common() {
+        assert!(check_password_policy("short", &[]).is_err());
+        assert!(check_password_policy("password1234", &[]).is_err());
+        assert!(check_password_policy("aaaaaaaaaaaaaaaa", &[]).is_err());
+        assert!(check_password_policy("correct horse battery staple 42", &[]).is_ok());
+    }
+}

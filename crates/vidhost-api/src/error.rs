@@ -1,0 +1,212 @@
+//! The one place where errors of every layer become RFC 9457 problem+json
+//! with a stable `code`.
+
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use vidhost_db::DbError;
+use vidhost_store::StoreError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            detail: detail.into(),
+            headers: Vec::new(),
+        }
+    }
+    pub fn with_header(mut self, name: header::HeaderName, value: &str) -> Self {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.push((name, v));
+        }
+        self
+    }
+
+    pub fn validation(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            detail,
+        )
+    }
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+            .with_header(header::WWW_AUTHENTICATE, "Bearer")
+    }
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+    pub fn video_not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "video_not_found", "no such video")
+    }
+    pub fn upload_not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "upload_not_found",
+            "no such upload in progress",
+        )
+    }
+    pub fn invalid_token() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "invalid_token",
+            "the token is invalid or has expired",
+        )
+    }
+    pub fn invalid_media() -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_media",
+            "the uploaded bytes are not a video container we recognise",
+        )
+    }
+    pub fn file_too_large(limit: u64, single_request: bool) -> Self {
+        let hint = if single_request {
+            "; use a multipart or tus upload for larger files"
+        } else {
+            ""
+        };
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "file_too_large",
+            format!("the file exceeds the maximum of {limit} bytes{hint}"),
+        )
+    }
+    pub fn unsupported_media_type(ct: &str) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("`{ct}` is not an accepted video type"),
+        )
+    }
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "an internal error occurred",
+        )
+    }
+    pub fn unavailable(what: &str, e: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %e, "{what} unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("the {what} is unavailable; try again"),
+        )
+        .with_header(header::RETRY_AFTER, "5")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let title = self.status.canonical_reason().unwrap_or("Error");
+        let body = json!({
+            "type": "about:blank",
+            "title": title,
+            "status": self.status.as_u16(),
+            "code": self.code,
+            "detail": self.detail,
+        });
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        for (name, value) in self.headers {
+            resp.headers_mut().insert(name, value);
+        }
+        resp
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Unavailable(m) => ApiError::unavailable("database", m),
+            DbError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "the object does not exist",
+            ),
+            StoreError::TooLarge(n) => ApiError::file_too_large(n, false),
+            StoreError::PartSize {
+                part_number,
+                expected,
+                got,
+            } => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_part_size",
+                format!("part {part_number} must be {expected} bytes, got {got}"),
+            ),
+            StoreError::PartMismatch(n) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_part",
+                format!("part {n} is missing or its ETag does not match what was stored"),
+            ),
+            StoreError::Range => ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                "bad range",
+            ),
+            StoreError::Unavailable(m) => ApiError::unavailable("object store", m),
+            StoreError::Io(e) if is_client_abort(&e) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "upload_interrupted",
+                "the request body ended early",
+            ),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+/// A body stream error from hyper (client went away) arrives as an io::Error
+/// wrapping axum's error type.
+fn is_client_abort(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<axum::Error>())
+}
+
+/// Rejections of axum's extractors (bad JSON, bad path) as problem+json.
+pub struct Json<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for Json<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(rej) => Err(ApiError::new(
+                if rej.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE
+                } else {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                },
+                "validation_failed",
+                rej.body_text(),
+            )),
+        }
+    }
+}

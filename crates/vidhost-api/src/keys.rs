@@ -1,0 +1,138 @@
+//! Signing keys, kept in the catalog so that every node accepts what any node
+//! issued. Each key has a kid; the newest signs, all verify. A node that meets
+//! an unknown kid reloads the set once (another node may have rotated).
+
+use crate::error::ApiError;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::Sha256;
+use std::sync::RwLock;
+use vidhost_db::{DynCatalog, SigningKey};
+
+pub const JWT: &str = "jwt";
+pub const GRANT: &str = "grant";
+
+#[derive(Clone)]
+pub struct Key {
+    pub kid: String,
+    pub secret: Vec<u8>,
+}
+
+pub struct KeyRing {
+    purpose: &'static str,
+    keys: RwLock<Vec<Key>>,
+}
+
+fn decode(keys: Vec<SigningKey>) -> Result<Vec<Key>, ApiError> {
+    keys.into_iter()
+        .map(|k| {
+            let secret = B64
+                .decode(&k.secret)
+                .map_err(|e| ApiError::internal(format!("signing key {}: {e}", k.kid)))?;
+            Ok(Key { kid: k.kid, secret })
+        })
+        .collect()
+}
+
+impl KeyRing {
+    /// Loads the keys for `purpose`, creating the first one if none exists.
+    /// The first kid is fixed, so nodes starting together agree on one key.
+    pub async fn load(db: &DynCatalog, purpose: &'static str) -> Result<KeyRing, ApiError> {
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        let first = SigningKey {
+            kid: format!("{purpose}-1"),
+            purpose: purpose.into(),
+            secret: B64.encode(secret),
+            created_at: vidhost_core::time::now_ms(),
+        };
+        let keys = decode(db.ensure_signing_key(&first).await?)?;
+        Ok(KeyRing {
+            purpose,
+            keys: RwLock::new(keys),
+        })
+    }
+
+    pub fn current(&self) -> Key {
+        self.keys
+            .read()
+            .expect("not poisoned")
+            .last()
+            .cloned()
+            .expect("at least one key")
+    }
+
+    pub fn find(&self, kid: &str) -> Option<Key> {
+        self.keys
+            .read()
+            .expect("not poisoned")
+            .iter()
+            .find(|k| k.kid == kid)
+            .cloned()
+    }
+
+    /// Finds `kid`, reloading from the catalog once if it is unknown here.
+    pub async fn find_or_reload(&self, db: &DynCatalog, kid: &str) -> Option<Key> {
+        if let Some(k) = self.find(kid) {
+            return Some(k);
+        }
+        // Only kids of our own naming scheme are worth a database round trip.
+        if !kid.starts_with(self.purpose) || kid.len() > 64 {
+            return None;
+        }
+        let fresh = decode(db.signing_keys(self.purpose).await.ok()?).ok()?;
+        *self.keys.write().expect("not poisoned") = fresh;
+        self.find(kid)
+    }
+}
+
+/// Compact signed tokens for grants: `kid.payload.mac`, all base64url.
+pub struct Signer {
+    pub ring: KeyRing,
+}
+
+fn mac(key: &Key, signed: &str) -> Hmac<Sha256> {
+    let mut m = Hmac::<Sha256>::new_from_slice(&key.secret).expect("any key length");
+    m.update(signed.as_bytes());
+    m
+}
+
+impl Signer {
+    pub fn sign<T: Serialize>(&self, payload: &T) -> String {
+        let key = self.ring.current();
+        let body = B64.encode(serde_json::to_vec(payload).expect("serializable"));
+        let signed = format!("{}.{}", key.kid, body);
+        let tag = B64.encode(mac(&key, &signed).finalize().into_bytes());
+        format!("{signed}.{tag}")
+    }
+
+    /// Verifies the MAC in constant time and decodes the payload.
+    pub async fn verify<T: DeserializeOwned>(
+        &self,
+        db: &DynCatalog,
+        token: &str,
+    ) -> Result<T, ApiError> {
+        let mut it = token.rsplitn(2, '.');
+        let (Some(tag), Some(signed)) = (it.next(), it.next()) else {
+            return Err(ApiError::invalid_token());
+        };
+        let Some((kid, body)) = signed.split_once('.') else {
+            return Err(ApiError::invalid_token());
+        };
+        let key = self
+            .ring
+            .find_or_reload(db, kid)
+            .await
+            .ok_or_else(ApiError::invalid_token)?;
+        let tag = B64.decode(tag).map_err(|_| ApiError::invalid_token())?;
+        mac(&key, signed)
+            .verify_slice(&tag)
+            .map_err(|_| ApiError::invalid_token())?;
+        let raw = B64.decode(body).map_err(|_| ApiError::invalid_token())?;
+        serde_json::from_slice(&raw).map_err(|_| ApiError::invalid_token())
+    }
+}

@@ -1,0 +1,165 @@
+//! The HTTP API of vidhost: the only crate that knows axum.
+//!
+//! [`App::build`] connects the catalog and the object store and loads the
+//! signing keys; [`App::run`] serves until the shutdown future resolves.
+
+pub mod auth;
+pub mod error;
+pub mod grants;
+pub mod keys;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+pub mod views;
+
+use anyhow::Context;
+use axum::http::{header, HeaderName, Method};
+use keys::{KeyRing, Signer};
+use state::{AppState, SharedState};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use vidhost_core::domain::Role;
+use vidhost_core::Config;
+
+pub struct App {
+    pub state: SharedState,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        prepare_data_dir(&config)?;
+        let db_url = config.database_url();
+        let db = vidhost_db::connect(&db_url).await.with_context(|| {
+            format!(
+                "opening the database {}",
+                vidhost_core::config::redact_url(&db_url)
+            )
+        })?;
+        db.migrate().await.context("applying database migrations")?;
+        let store = vidhost_store::open(&config.storage_url())
+            .await
+            .context("opening the object store")?;
+        let jwt_keys = KeyRing::load(&db, keys::JWT)
+            .await
+            .map_err(|e| anyhow::anyhow!("signing keys: {}", e.detail))?;
+        let grants = Signer {
+            ring: KeyRing::load(&db, keys::GRANT)
+                .await
+                .map_err(|e| anyhow::anyhow!("signing keys: {}", e.detail))?,
+        };
+        let metrics = metrics::Metrics::install();
+        let state = Arc::new(AppState {
+            config,
+            db,
+            store,
+            jwt_keys,
+            grants,
+            metrics,
+        });
+        bootstrap_admin(&state).await?;
+        Ok(App { state })
+    }
+
+    pub fn router(&self) -> axum::Router {
+        let cors = CorsLayer::new()
+            .allow_origin(AllowOrigin::mirror_request())
+            .allow_methods([
+                Method::GET,
+                Method::HEAD,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::RANGE,
+                header::IF_RANGE,
+            ])
+            .expose_headers([
+                header::ETAG,
+                header::LOCATION,
+                header::CONTENT_RANGE,
+                HeaderName::from_static("retry-after"),
+            ])
+            .max_age(Duration::from_secs(600));
+        routes::router()
+            .with_state(self.state.clone())
+            .layer(axum::middleware::from_fn(metrics::track_http))
+            .layer(cors)
+            .layer(tower_http::trace::TraceLayer::new_for_http())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves; background sweeps run alongside.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let sweeper = tokio::spawn(sweep_loop(self.state.clone()));
+        let app = self.router();
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        sweeper.abort();
+        result.context("serving HTTP")
+    }
+}
+
+fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = &config.data_dir;
+    let needs_dir = config.database_url.is_none() || config.storage_url.is_none();
+    if needs_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the data directory {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {} to its owner", dir.display()))?;
+    }
+    Ok(())
+}
+
+async fn bootstrap_admin(state: &SharedState) -> anyhow::Result<()> {
+    let (Some(email), Some(password)) = (
+        &state.config.bootstrap_admin_email,
+        &state.config.bootstrap_admin_password,
+    ) else {
+        return Ok(());
+    };
+    if state.db.count_admins().await? > 0 {
+        return Ok(());
+    }
+    match routes::accounts::create_user(state, email, password, None, Role::Admin).await {
+        Ok(u) => tracing::info!(user = %u.id, "bootstrap admin created"),
+        Err(e) if e.code == "email_taken" => {
+            let u = state
+                .db
+                .user_by_email(email)
+                .await?
+                .context("bootstrap admin vanished")?;
+            state
+                .db
+                .update_user(&u.id, Some(Role::Admin), Some(false), None)
+                .await?;
+            tracing::info!(user = %u.id, "existing user promoted to bootstrap admin");
+        }
+        Err(e) => anyhow::bail!("bootstrap admin: {}", e.detail),
+    }
+    Ok(())
+}
+
+async fn sweep_loop(state: SharedState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        if let Err(e) = routes::uploads::sweep_expired(&state).await {
+            tracing::warn!(error = %e.detail, "sweeping expired uploads");
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Prometheus metrics (contract names). Route labels are matched route
+//! templates, never raw paths, so label values stay bounded.
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Instant;
+use vidhost_core::domain::UploadMethod;
+
+#[derive(Clone)]
+pub struct Metrics {
+    handle: PrometheusHandle,
+}
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+impl Metrics {
+    /// Installs the process-wide recorder (once; later calls share it).
+    pub fn install() -> Metrics {
+        let handle = HANDLE
+            .get_or_init(|| {
+                let secs = &[
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    300.0, 1800.0,
+                ];
+                let sizes = &[1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11];
+                PrometheusBuilder::new()
+                    .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), secs)
+                    .and_then(|b| {
+                        b.set_buckets_for_metric(
+                            Matcher::Full("vidhost_upload_size_bytes".into()),
+                            sizes,
+                        )
+                    })
+                    .expect("static buckets are valid")
+                    .install_recorder()
+                    .expect("one recorder per process")
+            })
+            .clone();
+        for m in UploadMethod::ALL {
+            metrics::gauge!("vidhost_uploads_in_progress", "method" => m.as_str()).set(0.0);
+        }
+        Metrics { handle }
+    }
+
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+}
+
+pub async fn track_http(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("vidhost_http_requests_total", "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("vidhost_http_request_duration_seconds", "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    resp
+}
+
+/// Counts an upload from start to its outcome; dropping it unfinished counts
+/// as `failed` (the request died or errored).
+pub struct UploadTracker {
+    method: UploadMethod,
+    start: Instant,
+    done: bool,
+}
+
+impl UploadTracker {
+    pub fn start(method: UploadMethod) -> Self {
+        metrics::gauge!("vidhost_uploads_in_progress", "method" => method.as_str()).increment(1.0);
+        UploadTracker {
+            method,
+            start: Instant::now(),
+            done: false,
+        }
+    }
+
+    pub fn finish(mut self, outcome: &'static str, size: Option<u64>) {
+        self.record(outcome, size);
+    }
+
+    fn record(&mut self, outcome: &'static str, size: Option<u64>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let m = self.method.as_str();
+        metrics::gauge!("vidhost_uploads_in_progress", "method" => m).decrement(1.0);
+        metrics::counter!("vidhost_uploads_total", "method" => m, "outcome" => outcome)
+            .increment(1);
+        if outcome == "completed" {
+            metrics::histogram!("vidhost_upload_duration_seconds", "method" => m)
+                .record(self.start.elapsed().as_secs_f64());
+            if let Some(s) = size {
+                metrics::histogram!("vidhost_upload_size_bytes", "method" => m).record(s as f64);
+            }
+        }
+    }
+}
+
+impl Drop for UploadTracker {
+    fn drop(&mut self) {
+        self.record("failed", None);
+    }
+}
+
+/// Outcome of an upload whose steps span several requests (presigned,
+/// multipart): counted once at the end, timed from its creation.
+pub fn record_upload_outcome(
+    method: UploadMethod,
+    outcome: &'static str,
+    created_at_ms: i64,
+    size: Option<u64>,
+) {
+    let m = method.as_str();
+    metrics::counter!("vidhost_uploads_total", "method" => m, "outcome" => outcome).increment(1);
+    if outcome == "completed" {
+        let secs = (vidhost_core::time::now_ms() - created_at_ms).max(0) as f64 / 1000.0;
+        metrics::histogram!("vidhost_upload_duration_seconds", "method" => m).record(secs);
+        if let Some(s) = size {
+            metrics::histogram!("vidhost_upload_size_bytes", "method" => m).record(s as f64);
+        }
+    }
+}

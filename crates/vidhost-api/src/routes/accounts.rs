@@ -1,0 +1,412 @@
+//! Register, sign in, rotate refresh tokens, sign out; the caller's profile,
+//! password and sessions.
+
+use crate::auth::{self, Caller};
+use crate::error::{ApiError, ApiResult, Json};
+use crate::state::SharedState;
+use crate::views::UserView;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::json;
+use vidhost_core::domain::{new_id, RegistrationMode, Role};
+use vidhost_core::time::{now_ms, rfc3339};
+use vidhost_db::{DbError, RotateOutcome, Session, User};
+
+#[derive(Deserialize)]
+pub struct RegisterBody {
+    email: String,
+    password: String,
+    display_name: Option<String>,
+    invite_code: Option<String>,
+}
+
+fn parse_email(raw: &str) -> ApiResult<String> {
+    let e = raw.trim();
+    let ok = e.len() <= 254
+        && e.split_once('@').is_some_and(|(l, d)| {
+            !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')
+        })
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(e.to_owned())
+    } else {
+        Err(ApiError::validation("email must be a valid e-mail address"))
+    }
+}
+
+pub fn parse_display_name(raw: &str) -> ApiResult<String> {
+    let n = raw.trim();
+    if n.is_empty() || n.chars().count() > 100 || n.chars().any(char::is_control) {
+        return Err(ApiError::validation(
+            "display_name must have 1 to 100 printable characters",
+        ));
+    }
+    Ok(n.to_owned())
+}
+
+/// Creates a user after checking the policy; shared by registration, the
+/// bootstrap admin and `vidhost admin create-user`.
+pub async fn create_user(
+    state: &SharedState,
+    email: &str,
+    password: &str,
+    display_name: Option<&str>,
+    role: Role,
+) -> ApiResult<User> {
+    let email = parse_email(email)?;
+    let local = email.split('@').next().unwrap_or("user").to_owned();
+    let display_name = parse_display_name(display_name.unwrap_or(&local))?;
+    auth::check_password_policy(password, &[&email, &local, &display_name])?;
+    let hash = auth::hash_password(&state.config.auth, password.to_owned()).await?;
+    let user = User {
+        id: new_id(),
+        email,
+        display_name,
+        password_hash: hash,
+        role,
+        disabled: false,
+        mfa_enabled: false,
+        created_at: now_ms(),
+    };
+    match state.db.create_user(&user).await {
+        Err(DbError::Conflict(_)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "email_taken",
+            "an account with this e-mail already exists",
+        )),
+        other => other.map(|_| user).map_err(Into::into),
+    }
+}
+
+pub async fn register(
+    State(state): State<SharedState>,
+    Json(b): Json<RegisterBody>,
+) -> ApiResult<impl IntoResponse> {
+    match state.config.auth.registration {
+        RegistrationMode::Open => {}
+        RegistrationMode::Closed => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "registration_closed",
+                "registration is closed",
+            ))
+        }
+        RegistrationMode::Invite => {
+            // Invites arrive with the admin API; until then no code is valid.
+            let _ = b.invite_code;
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "invalid_invite",
+                "a valid invite code is required",
+            ));
+        }
+    }
+    let user = create_user(
+        &state,
+        &b.email,
+        &b.password,
+        b.display_name.as_deref(),
+        state.config.auth.default_role,
+    )
+    .await?;
+    tracing::info!(user = %user.id, "registered");
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(
+            json!({"id": user.id, "email": user.email, "display_name": user.display_name, "role": user.role}),
+        ),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct LoginBody {
+    email: String,
+    password: String,
+    #[allow(dead_code)]
+    totp_code: Option<String>,
+}
+
+fn client_meta(headers: &HeaderMap) -> (Option<String>, Option<String>) {
+    let ua = headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(256).collect());
+    let ip = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(64).collect());
+    (ua, ip)
+}
+
+async fn token_pair(
+    state: &SharedState,
+    user: &User,
+    session_id: &str,
+    refresh: String,
+) -> ApiResult<serde_json::Value> {
+    let ttl = state.config.auth.access_token_ttl_s;
+    let access = auth::issue_access_token(&state.jwt_keys.current(), user, session_id, ttl)?;
+    Ok(
+        json!({"access_token": access, "refresh_token": refresh, "token_type": "Bearer", "expires_in": ttl}),
+    )
+}
+
+pub async fn login(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Json(b): Json<LoginBody>,
+) -> ApiResult<impl IntoResponse> {
+    let bad = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "wrong e-mail or password",
+        )
+    };
+    let user = state.db.user_by_email(b.email.trim()).await?;
+    let ok = auth::verify_password(
+        &state.config.auth,
+        b.password,
+        user.as_ref().map(|u| u.password_hash.clone()),
+    )
+    .await?;
+    let user = match user {
+        Some(u) if ok && !u.disabled => u,
+        _ => {
+            tracing::info!("login failed");
+            return Err(bad());
+        }
+    };
+    let (refresh, hash) = auth::new_refresh_token();
+    let now = now_ms();
+    let (user_agent, ip) = client_meta(&headers);
+    let session = Session {
+        id: new_id(),
+        user_id: user.id.clone(),
+        created_at: now,
+        last_used_at: now,
+        expires_at: now + state.config.auth.refresh_token_ttl_s as i64 * 1000,
+        user_agent,
+        ip,
+        revoked_at: None,
+    };
+    state.db.create_session(&session, &hash).await?;
+    tracing::info!(user = %user.id, session = %session.id, "login");
+    Ok(axum::Json(
+        token_pair(&state, &user, &session.id, refresh).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct RefreshBody {
+    refresh_token: String,
+}
+
+pub async fn refresh(
+    State(state): State<SharedState>,
+    Json(b): Json<RefreshBody>,
+) -> ApiResult<impl IntoResponse> {
+    let invalid = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_refresh_token",
+            "the refresh token is invalid, expired or revoked",
+        )
+    };
+    let old = auth::hash_refresh_token(&b.refresh_token);
+    let (new_token, new_hash) = auth::new_refresh_token();
+    match state
+        .db
+        .rotate_refresh_token(&old, &new_hash, now_ms())
+        .await?
+    {
+        RotateOutcome::Rotated {
+            user_id,
+            session_id,
+        } => {
+            let user = state
+                .db
+                .user_by_id(&user_id)
+                .await?
+                .filter(|u| !u.disabled)
+                .ok_or_else(invalid)?;
+            Ok(axum::Json(
+                token_pair(&state, &user, &session_id, new_token).await?,
+            ))
+        }
+        RotateOutcome::Reused => {
+            tracing::warn!("a rotated refresh token was reused; its session is revoked");
+            Err(invalid())
+        }
+        RotateOutcome::Invalid => Err(invalid()),
+    }
+}
+
+pub async fn logout(
+    State(state): State<SharedState>,
+    Json(b): Json<RefreshBody>,
+) -> ApiResult<StatusCode> {
+    let hash = auth::hash_refresh_token(&b.refresh_token);
+    if let Some(s) = state.db.session_by_token(&hash).await? {
+        state.db.revoke_session(&s.user_id, &s.id, now_ms()).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn me_json(u: &User) -> serde_json::Value {
+    json!({"id": u.id, "email": u.email, "display_name": u.display_name, "role": u.role, "mfa_enabled": u.mfa_enabled})
+}
+
+pub async fn me(caller: Caller) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(me_json(&caller.user)))
+}
+
+#[derive(Deserialize)]
+pub struct MePatch {
+    display_name: Option<String>,
+}
+
+pub async fn patch_me(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Json(b): Json<MePatch>,
+) -> ApiResult<impl IntoResponse> {
+    let name = b
+        .display_name
+        .as_deref()
+        .map(parse_display_name)
+        .transpose()?;
+    let user = state
+        .db
+        .update_user(&caller.user.id, None, None, name.as_deref())
+        .await?
+        .ok_or_else(ApiError::video_not_found)?;
+    Ok(axum::Json(me_json(&user)))
+}
+
+#[derive(Deserialize)]
+pub struct PasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+pub async fn change_password(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Json(b): Json<PasswordBody>,
+) -> ApiResult<StatusCode> {
+    let u = &caller.user;
+    if !auth::verify_password(
+        &state.config.auth,
+        b.current_password,
+        Some(u.password_hash.clone()),
+    )
+    .await?
+    {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "the current password is wrong",
+        ));
+    }
+    let local = u.email.split('@').next().unwrap_or("");
+    auth::check_password_policy(&b.new_password, &[&u.email, local, &u.display_name])?;
+    let hash = auth::hash_password(&state.config.auth, b.new_password).await?;
+    state.db.set_password(&u.id, &hash).await?;
+    state
+        .db
+        .revoke_sessions_except(&u.id, Some(&caller.session_id), now_ms())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn sessions(
+    State(state): State<SharedState>,
+    caller: Caller,
+) -> ApiResult<impl IntoResponse> {
+    let items: Vec<_> = state
+        .db
+        .list_sessions(&caller.user.id, now_ms())
+        .await?
+        .into_iter()
+        .map(|s| {
+            json!({"id": s.id, "created_at": rfc3339(s.created_at), "last_used_at": rfc3339(s.last_used_at),
+                   "user_agent": s.user_agent, "ip": s.ip, "current": s.id == caller.session_id})
+        })
+        .collect();
+    Ok(axum::Json(json!({ "items": items })))
+}
+
+pub async fn revoke_session(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    if state
+        .db
+        .revoke_session(&caller.user.id, &id, now_ms())
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "session_not_found",
+            "no such session",
+        ))
+    }
+}
+
+// --- admin: users ---
+
+pub async fn admin_users(
+    State(state): State<SharedState>,
+    caller: Caller,
+) -> ApiResult<impl IntoResponse> {
+    caller.require_admin()?;
+    let users = state.db.list_users(1000, 0).await?;
+    Ok(axum::Json(
+        json!({"items": users.iter().map(UserView::from).collect::<Vec<_>>()}),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct AdminUserPatch {
+    role: Option<String>,
+    disabled: Option<bool>,
+}
+
+pub async fn admin_patch_user(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(b): Json<AdminUserPatch>,
+) -> ApiResult<impl IntoResponse> {
+    caller.require_admin()?;
+    let role = b
+        .role
+        .as_deref()
+        .map(|r| {
+            r.parse::<Role>()
+                .map_err(|_| ApiError::validation("role must be admin, uploader or viewer"))
+        })
+        .transpose()?;
+    if id == caller.user.id && (b.disabled == Some(true) || role.is_some_and(|r| r != Role::Admin))
+    {
+        return Err(ApiError::validation(
+            "an admin cannot demote or disable themselves",
+        ));
+    }
+    let user = state
+        .db
+        .update_user(&id, role, b.disabled, None)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "user_not_found", "no such user"))?;
+    if b.disabled == Some(true) {
+        state.db.revoke_sessions_except(&id, None, now_ms()).await?;
+    }
+    tracing::info!(admin = %caller.user.id, user = %id, role = ?role, disabled = ?b.disabled, "user changed");
+    Ok(axum::Json(UserView::from(&user)))
+}

@@ -1,0 +1,293 @@
+//! `/play/{token}/…`: signed, expiring grants for one video, with complete
+//! RFC 9110 byte-range support. Expiry is checked when a request starts, so
+//! a long download is not cut.
+
+use crate::error::{ApiError, ApiResult};
+use crate::grants::{expired, GrantKind, PlayGrant, PLAY};
+use crate::state::SharedState;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use vidhost_core::domain::VideoStatus;
+use vidhost_store::ObjectMeta;
+
+use super::videos::original_key;
+
+async fn grant(state: &SharedState, token: &str) -> ApiResult<PlayGrant> {
+    let g: PlayGrant = state.grants.verify(&state.db, token).await?;
+    if g.p != PLAY || expired(g.e) {
+        return Err(ApiError::invalid_token());
+    }
+    Ok(g)
+}
+
+pub async fn original(
+    State(state): State<SharedState>,
+    Path(token): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let g = grant(&state, &token).await?;
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such file for this video",
+        )
+    };
+    if g.k != GrantKind::Owner {
+        return Err(not_found());
+    }
+    let video = state
+        .db
+        .get_video(&g.v)
+        .await?
+        .ok_or_else(ApiError::video_not_found)?;
+    if video.status == VideoStatus::AwaitingUpload {
+        return Err(not_found());
+    }
+    let key = original_key(&video.id);
+    let meta = state.store.head(&key).await?.ok_or_else(not_found)?;
+    let ct = video
+        .content_type
+        .as_deref()
+        .unwrap_or("application/octet-stream");
+    serve(
+        &state,
+        &key,
+        meta,
+        ct,
+        "private, max-age=3600",
+        &method,
+        &headers,
+    )
+    .await
+}
+
+/// What a request asks of a representation, after conditionals.
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    NotModified,
+    Full,
+    Partial(u64, u64),
+    Unsatisfiable,
+}
+
+fn http_date(t: SystemTime) -> String {
+    httpdate::fmt_http_date(t)
+}
+
+/// Whole seconds, as HTTP dates carry.
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+fn etag_matches(list: &str, etag: &str, weak_ok: bool) -> bool {
+    list.split(',').map(str::trim).any(|t| {
+        t == "*" || {
+            let (weak, tag) = t
+                .strip_prefix("W/")
+                .map(|s| (true, s))
+                .unwrap_or((false, t));
+            (weak_ok || !weak) && tag.trim_matches('"') == etag
+        }
+    })
+}
+
+fn plan(headers: &HeaderMap, meta: &ObjectMeta) -> Plan {
+    let h = |n: header::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
+    // RFC 9110 §13.2.2: If-None-Match wins over If-Modified-Since.
+    if let Some(inm) = h(header::IF_NONE_MATCH) {
+        if etag_matches(inm, &meta.etag, true) {
+            return Plan::NotModified;
+        }
+    } else if let Some(ims) =
+        h(header::IF_MODIFIED_SINCE).and_then(|v| httpdate::parse_http_date(v).ok())
+    {
+        if secs(meta.last_modified) <= secs(ims) {
+            return Plan::NotModified;
+        }
+    }
+    let Some(range) = h(header::RANGE) else {
+        return Plan::Full;
+    };
+    if let Some(ir) = h(header::IF_RANGE) {
+        let fresh = if ir.starts_with('"') || ir.starts_with("W/") {
+            // A strong comparison: weak tags never match.
+            !ir.starts_with("W/") && ir.trim_matches('"') == meta.etag
+        } else {
+            httpdate::parse_http_date(ir).is_ok_and(|d| secs(d) == secs(meta.last_modified))
+        };
+        if !fresh {
+            return Plan::Full;
+        }
+    }
+    match http_range_header::parse_range_header(range) {
+        // A Range we cannot parse is ignored (RFC 9110 §14.2).
+        Err(_) => Plan::Full,
+        Ok(parsed) => match parsed.validate(meta.size) {
+            Ok(ranges) if ranges.len() == 1 => Plan::Partial(*ranges[0].start(), *ranges[0].end()),
+            // Several ranges: a server may answer with the whole representation.
+            Ok(_) => Plan::Full,
+            Err(_) => Plan::Unsatisfiable,
+        },
+    }
+}
+
+/// Answers GET or HEAD for one stored object with ranges and validators.
+pub async fn serve(
+    state: &SharedState,
+    key: &str,
+    meta: ObjectMeta,
+    content_type: &str,
+    cache_control: &'static str,
+    method: &Method,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let plan = plan(headers, &meta);
+    let mut b = Response::builder()
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, format!("\"{}\"", meta.etag))
+        .header(header::LAST_MODIFIED, http_date(meta.last_modified))
+        .header(header::CACHE_CONTROL, cache_control)
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    let (status, range) = match plan {
+        Plan::NotModified => {
+            return b
+                .status(StatusCode::NOT_MODIFIED)
+                .body(Body::empty())
+                .map_err(ApiError::internal);
+        }
+        Plan::Unsatisfiable => {
+            let mut resp = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                "the range is outside the file",
+            )
+            .with_header(header::CONTENT_RANGE, &format!("bytes */{}", meta.size))
+            .into_response();
+            resp.headers_mut()
+                .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            return Ok(resp);
+        }
+        Plan::Full => (StatusCode::OK, None),
+        Plan::Partial(a, z) => (StatusCode::PARTIAL_CONTENT, Some((a, z))),
+    };
+    let len = range.map(|(a, z)| z - a + 1).unwrap_or(meta.size);
+    b = b
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CONTENT_LENGTH, len);
+    if let Some((a, z)) = range {
+        b = b.header(
+            header::CONTENT_RANGE,
+            format!("bytes {a}-{z}/{}", meta.size),
+        );
+    }
+    if *method == Method::HEAD || len == 0 {
+        return b.body(Body::empty()).map_err(ApiError::internal);
+    }
+    let body = state
+        .store
+        .get(key, Some(range.unwrap_or((0, meta.size - 1))))
+        .await?;
+    let counted = body.stream.inspect(|chunk| {
+        if let Ok(c) = chunk {
+            metrics::counter!("vidhost_delivery_bytes_total").increment(c.len() as u64);
+        }
+    });
+    b.body(Body::from_stream(counted))
+        .map_err(ApiError::internal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> ObjectMeta {
+        ObjectMeta {
+            size: 1000,
+            last_modified: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            etag: "abc".into(),
+        }
+    }
+
+    fn with(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn ranges() {
+        let m = meta();
+        assert_eq!(plan(&with(&[]), &m), Plan::Full);
+        assert_eq!(
+            plan(&with(&[("range", "bytes=0-99")]), &m),
+            Plan::Partial(0, 99)
+        );
+        assert_eq!(
+            plan(&with(&[("range", "bytes=-100")]), &m),
+            Plan::Partial(900, 999)
+        );
+        assert_eq!(
+            plan(&with(&[("range", "bytes=990-")]), &m),
+            Plan::Partial(990, 999)
+        );
+        assert_eq!(
+            plan(&with(&[("range", "bytes=990-5000")]), &m),
+            Plan::Partial(990, 999)
+        );
+        assert_eq!(
+            plan(&with(&[("range", "bytes=1000-")]), &m),
+            Plan::Unsatisfiable
+        );
+        assert_eq!(plan(&with(&[("range", "items=0-1")]), &m), Plan::Full);
+    }
+
+    #[test]
+    fn conditionals() {
+        let m = meta();
+        let date = httpdate::fmt_http_date(m.last_modified);
+        assert_eq!(
+            plan(&with(&[("if-none-match", "\"abc\"")]), &m),
+            Plan::NotModified
+        );
+        assert_eq!(
+            plan(&with(&[("if-modified-since", &date)]), &m),
+            Plan::NotModified
+        );
+        assert_eq!(
+            plan(
+                &with(&[("range", "bytes=0-1"), ("if-range", "\"abc\"")]),
+                &m
+            ),
+            Plan::Partial(0, 1)
+        );
+        assert_eq!(
+            plan(
+                &with(&[("range", "bytes=0-1"), ("if-range", "\"old\"")]),
+                &m
+            ),
+            Plan::Full
+        );
+        assert_eq!(
+            plan(
+                &with(&[("range", "bytes=0-1"), ("if-range", "W/\"abc\"")]),
+                &m
+            ),
+            Plan::Full
+        );
+        assert_eq!(
+            plan(&with(&[("range", "bytes=0-1"), ("if-range", &date)]), &m),
+            Plan::Partial(0, 1)
+        );
+    }
+}

@@ -1,0 +1,93 @@
+//! Every route of the API, declared once in `api_routes!`: the same table
+//! builds the axum router and the OpenAPI document, so the two cannot drift.
+
+pub mod accounts;
+pub mod delivery;
+pub mod ops;
+pub mod uploads;
+pub mod videos;
+
+use crate::state::SharedState;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, patch, post, put, MethodRouter};
+use axum::Router;
+
+/// One documented operation.
+pub struct Operation {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub tag: &'static str,
+    pub summary: &'static str,
+    pub auth: bool,
+    /// Status codes this operation answers with besides the problem+json errors.
+    pub ok: &'static [u16],
+}
+
+macro_rules! api_routes {
+    ($( $method:ident $path:literal => $handler:path, $tag:literal, $auth:literal, [$($ok:literal),*], $summary:literal; )+) => {
+        pub const OPERATIONS: &[Operation] = &[
+            $( Operation { method: stringify!($method), path: $path, tag: $tag, summary: $summary, auth: $auth, ok: &[$($ok),*] }, )+
+        ];
+
+        fn table() -> Vec<(&'static str, MethodRouter<SharedState>)> {
+            vec![ $( ($path, $method($handler)), )+ ]
+        }
+    };
+}
+
+api_routes! {
+    get "/healthz" => ops::healthz, "operations", false, [200], "Liveness: 200 while the process runs";
+    get "/readyz" => ops::readyz, "operations", false, [200, 503], "Readiness: database and object store answer";
+    get "/metrics" => ops::metrics, "operations", false, [200], "Prometheus metrics";
+    get "/api/v1/openapi.json" => crate::openapi::document, "operations", false, [200], "This OpenAPI 3.1 document";
+
+    post "/api/v1/auth/register" => accounts::register, "accounts", false, [201], "Create an account";
+    post "/api/v1/auth/login" => accounts::login, "accounts", false, [200], "Sign in: access and refresh tokens";
+    post "/api/v1/auth/refresh" => accounts::refresh, "accounts", false, [200], "Rotate a refresh token for a new pair";
+    post "/api/v1/auth/logout" => accounts::logout, "accounts", false, [204], "Revoke the refresh token's session";
+    get "/api/v1/me" => accounts::me, "accounts", true, [200], "The caller's profile";
+    patch "/api/v1/me" => accounts::patch_me, "accounts", true, [200], "Change the caller's display name";
+    post "/api/v1/me/password" => accounts::change_password, "accounts", true, [204], "Change password; other sessions are revoked";
+    get "/api/v1/me/sessions" => accounts::sessions, "accounts", true, [200], "The caller's signed-in sessions";
+    delete "/api/v1/me/sessions/{id}" => accounts::revoke_session, "accounts", true, [204], "Revoke one session";
+
+    get "/api/v1/videos" => videos::list, "videos", false, [200], "List and search videos (cursor pagination)";
+    get "/api/v1/videos/{id}" => videos::get, "videos", false, [200], "One video";
+    patch "/api/v1/videos/{id}" => videos::patch, "videos", true, [200], "Edit title, description, tags, visibility";
+    delete "/api/v1/videos/{id}" => videos::delete, "videos", true, [204], "Delete a video and every stored object";
+    get "/api/v1/videos/{id}/playback" => videos::playback, "delivery", false, [200], "Signed, expiring playback URLs";
+
+    post "/api/v1/upload" => uploads::form, "uploads", true, [201], "Upload in one multipart/form-data request";
+    get "/api/v1/uploads" => uploads::list, "uploads", true, [200], "The caller's incomplete uploads";
+    post "/api/v1/uploads/presigned" => uploads::create_presigned, "uploads", true, [201], "Start a presigned single-PUT upload";
+    post "/api/v1/uploads/presigned/{video_id}/complete" => uploads::complete_presigned, "uploads", true, [200], "Finish a presigned upload";
+    post "/api/v1/uploads/multipart" => uploads::create_multipart, "uploads", true, [201], "Start a multipart upload";
+    get "/api/v1/uploads/multipart/{upload_id}" => uploads::get_multipart, "uploads", true, [200], "Parts received so far";
+    delete "/api/v1/uploads/multipart/{upload_id}" => uploads::abort_multipart, "uploads", true, [204], "Abort; stored parts are removed";
+    post "/api/v1/uploads/multipart/{upload_id}/parts" => uploads::presign_parts, "uploads", true, [200], "URLs to PUT parts to";
+    post "/api/v1/uploads/multipart/{upload_id}/complete" => uploads::complete_multipart, "uploads", true, [200], "Join the parts into the video";
+    put "/api/v1/uploads/direct/{token}" => uploads::direct_put, "uploads", false, [200], "Signed PUT target of presigned URLs on local storage";
+
+    get "/play/{token}/original" => delivery::original, "delivery", false, [200, 206, 304, 416], "The uploaded file (owner grants), with byte ranges";
+
+    get "/api/v1/admin/users" => accounts::admin_users, "admin", true, [200], "All users";
+    patch "/api/v1/admin/users/{id}" => accounts::admin_patch_user, "admin", true, [200], "Change a user's role or disable them";
+}
+
+/// Routes whose bodies are whole files: no body limit (they stream, and
+/// enforce the declared size themselves).
+const STREAMING: &[&str] = &["/api/v1/upload", "/api/v1/uploads/direct/{token}"];
+
+pub fn router() -> Router<SharedState> {
+    let mut r = Router::new();
+    // Several methods on one path are merged by axum's `route`.
+    for (path, mr) in table() {
+        let mr = if STREAMING.contains(&path) {
+            mr.layer(DefaultBodyLimit::disable())
+        } else {
+            mr
+        };
+        r = r.route(path, mr);
+    }
+    r
+}

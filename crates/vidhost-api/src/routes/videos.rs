@@ -1,0 +1,280 @@
+//! The catalog over HTTP: read, edit, delete and list videos; issue playback
+//! grants.
+
+use crate::auth::{Caller, MaybeCaller};
+use crate::error::{ApiError, ApiResult, Json};
+use crate::grants::{bucketed_expiry, GrantKind, PlayGrant, PLAY};
+use crate::state::SharedState;
+use crate::views::VideoView;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::json;
+use vidhost_core::domain::{is_id, normalize_tags, VideoStatus, Visibility};
+use vidhost_db::{Video, VideoPatch, VideoQuery, Viewer};
+
+pub const ORIGINAL: &str = "original";
+
+pub fn original_key(video_id: &str) -> String {
+    format!("videos/{video_id}/{ORIGINAL}")
+}
+
+pub fn video_prefix(video_id: &str) -> String {
+    format!("videos/{video_id}/")
+}
+
+pub fn can_view(v: &Video, viewer: &Viewer) -> bool {
+    match viewer {
+        Viewer::User { admin: true, .. } => true,
+        Viewer::User { id, .. } if *id == v.owner_id => true,
+        _ => v.status == VideoStatus::Ready && v.visibility != Visibility::Private,
+    }
+}
+
+/// The video if `viewer` may see it; 404 otherwise, so its existence is not revealed.
+pub async fn load_visible(state: &SharedState, id: &str, viewer: &Viewer) -> ApiResult<Video> {
+    if !is_id(id) {
+        return Err(ApiError::video_not_found());
+    }
+    match state.db.get_video(id).await? {
+        Some(v) if can_view(&v, viewer) => Ok(v),
+        _ => Err(ApiError::video_not_found()),
+    }
+}
+
+/// The video if `caller` owns it or is an admin (403 if they can only watch it).
+pub async fn load_managed(state: &SharedState, id: &str, caller: &Caller) -> ApiResult<Video> {
+    let v = load_visible(state, id, &caller.viewer()).await?;
+    if caller.may_manage(&v.owner_id) {
+        Ok(v)
+    } else {
+        Err(ApiError::forbidden(
+            "only the owner or an admin may do this",
+        ))
+    }
+}
+
+pub async fn get(
+    State(state): State<SharedState>,
+    caller: MaybeCaller,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let v = load_visible(&state, &id, &caller.viewer()).await?;
+    Ok(axum::Json(VideoView::from(&v)))
+}
+
+/// Metadata accepted at creation and in PATCH.
+#[derive(Deserialize, Default)]
+pub struct MetaInput {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub visibility: Option<String>,
+}
+
+impl MetaInput {
+    pub fn parse(self) -> ApiResult<VideoPatch> {
+        let title = self
+            .title
+            .map(|t| {
+                let t = t.trim().to_owned();
+                if t.chars().count() > 200 || t.chars().any(char::is_control) {
+                    Err(ApiError::validation(
+                        "title must have at most 200 printable characters",
+                    ))
+                } else {
+                    Ok(t)
+                }
+            })
+            .transpose()?;
+        let description = self
+            .description
+            .map(|d| {
+                if d.chars().count() > 10_000 {
+                    Err(ApiError::validation(
+                        "description must have at most 10000 characters",
+                    ))
+                } else {
+                    Ok(d)
+                }
+            })
+            .transpose()?;
+        let tags = self
+            .tags
+            .map(|t| {
+                normalize_tags(t)
+                    .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_tags", e))
+            })
+            .transpose()?;
+        let visibility = self
+            .visibility
+            .map(|v| {
+                v.parse::<Visibility>().map_err(|_| {
+                    ApiError::validation("visibility must be public, unlisted or private")
+                })
+            })
+            .transpose()?;
+        Ok(VideoPatch {
+            title,
+            description,
+            tags,
+            visibility,
+        })
+    }
+}
+
+pub async fn patch(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(b): Json<MetaInput>,
+) -> ApiResult<impl IntoResponse> {
+    let patch = b.parse()?;
+    load_managed(&state, &id, &caller).await?;
+    state.db.update_video_meta(&id, &patch).await?;
+    let v = state
+        .db
+        .get_video(&id)
+        .await?
+        .ok_or_else(ApiError::video_not_found)?;
+    Ok(axum::Json(VideoView::from(&v)))
+}
+
+/// Removes every stored object of a video, its upload in flight and its row.
+/// Objects go first: if we crash halfway, the row is still there to delete again.
+pub async fn purge_video(state: &SharedState, video_id: &str) -> ApiResult<()> {
+    if let Some(up) = state.db.upload_by_video(video_id).await? {
+        if let Some(store_id) = &up.store_upload_id {
+            state
+                .store
+                .abort_multipart(&original_key(video_id), store_id)
+                .await?;
+        }
+    }
+    state.store.delete_prefix(&video_prefix(video_id)).await?;
+    state.db.delete_video(video_id).await?;
+    Ok(())
+}
+
+pub async fn delete(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    load_managed(&state, &id, &caller).await?;
+    purge_video(&state, &id).await?;
+    tracing::info!(video = %id, by = %caller.user.id, "video deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    q: Option<String>,
+    owner: Option<String>,
+    status: Option<String>,
+    tag: Option<String>,
+    sort: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+fn encode_cursor(v: &Video) -> String {
+    B64.encode(format!("{}:{}", v.created_at, v.id))
+}
+
+fn decode_cursor(c: &str) -> ApiResult<(i64, String)> {
+    let bad = || ApiError::validation("cursor is not one this server issued");
+    let raw = String::from_utf8(B64.decode(c).map_err(|_| bad())?).map_err(|_| bad())?;
+    let (at, id) = raw.split_once(':').ok_or_else(bad)?;
+    if !is_id(id) {
+        return Err(bad());
+    }
+    Ok((at.parse().map_err(|_| bad())?, id.to_owned()))
+}
+
+pub async fn list(
+    State(state): State<SharedState>,
+    caller: MaybeCaller,
+    Query(p): Query<ListQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let limit = p.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::validation("limit must be between 1 and 100"));
+    }
+    if let Some(s) = p.sort.as_deref() {
+        if !matches!(s, "recent" | "popular" | "relevance") {
+            return Err(ApiError::validation(
+                "sort must be recent, popular or relevance",
+            ));
+        }
+    }
+    let status = p
+        .status
+        .as_deref()
+        .map(|s| {
+            s.parse::<VideoStatus>()
+                .map_err(|_| ApiError::validation("unknown status"))
+        })
+        .transpose()?;
+    let q = VideoQuery {
+        viewer: caller.viewer(),
+        q: p.q
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.trim().chars().take(200).collect()),
+        owner: p.owner,
+        status,
+        tag: p.tag,
+        after: p.cursor.as_deref().map(decode_cursor).transpose()?,
+        limit,
+    };
+    let items = state.db.list_videos(&q).await?;
+    let next = (items.len() as i64 == limit)
+        .then(|| items.last().map(encode_cursor))
+        .flatten();
+    Ok(axum::Json(json!({
+        "items": items.iter().map(VideoView::from).collect::<Vec<_>>(),
+        "next_cursor": next,
+    })))
+}
+
+pub async fn playback(
+    State(state): State<SharedState>,
+    caller: MaybeCaller,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let v = load_visible(&state, &id, &caller.viewer()).await?;
+    let owner = caller.0.as_ref().is_some_and(|c| c.may_manage(&v.owner_id));
+    let (kind, ttl) = if owner {
+        (GrantKind::Owner, state.config.delivery.owner_grant_ttl_s)
+    } else {
+        (GrantKind::Viewer, state.config.delivery.grant_ttl_s)
+    };
+    let e = bucketed_expiry(ttl);
+    let token = state.grants.sign(&PlayGrant {
+        p: PLAY.into(),
+        v: v.id.clone(),
+        k: kind,
+        e,
+    });
+    let has_original = owner
+        && matches!(
+            v.status,
+            VideoStatus::Uploaded
+                | VideoStatus::Processing
+                | VideoStatus::Ready
+                | VideoStatus::Failed
+        );
+    let original = has_original.then(|| format!("/play/{token}/original"));
+    Ok(axum::Json(json!({
+        "hls": null,
+        "dash": null,
+        "mp4": null,
+        "poster": null,
+        "storyboard_vtt": null,
+        "original": original,
+        "expires_at": vidhost_core::time::rfc3339(e * 1000),
+    })))
+}

@@ -1,0 +1,312 @@
+//! One typed, layered configuration: built-in defaults < `vidhost.toml` <
+//! `VIDHOST_*` environment < command-line flags. The commented defaults file
+//! at the repository root documents every setting.
+
+use crate::domain::{RegistrationMode, Role, Visibility};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const MIB: u64 = 1024 * 1024;
+pub const GIB: u64 = 1024 * MIB;
+pub const TIB: u64 = 1024 * GIB;
+/// S3's PutObject limit, and ours for the two single-request upload ways.
+pub const SINGLE_REQUEST_MAX: u64 = 5 * GIB;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// Where the embedded defaults keep their files.
+    pub data_dir: PathBuf,
+    /// Origin used in absolute URLs; by default taken from the request.
+    pub public_url: Option<String>,
+    /// `sqlite://…` or `postgres://…`; default: SQLite under `data_dir`.
+    pub database_url: Option<String>,
+    /// `file:///…` or `s3://bucket?endpoint=…&region=…`; default: `data_dir/objects`.
+    pub storage_url: Option<String>,
+    pub bootstrap_admin_email: Option<String>,
+    pub bootstrap_admin_password: Option<String>,
+    pub log: String,
+    pub auth: AuthConfig,
+    pub uploads: UploadConfig,
+    pub delivery: DeliveryConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub access_token_ttl_s: u64,
+    pub refresh_token_ttl_s: u64,
+    pub registration: RegistrationMode,
+    pub default_role: Role,
+    /// Argon2id memory cost in KiB (OWASP: ≥ 19 MiB).
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadConfig {
+    pub max_size_bytes: u64,
+    pub presign_expiry_s: u64,
+    /// How long an incomplete upload lives.
+    pub expiry_s: u64,
+    /// Smallest multipart part size the server hands out.
+    pub min_part_size_bytes: u64,
+    /// Visibility of a new video when the uploader names none.
+    pub default_visibility: Visibility,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    pub grant_ttl_s: u64,
+    pub owner_grant_ttl_s: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("static address"),
+            data_dir: PathBuf::from("./vidhost-data"),
+            public_url: None,
+            database_url: None,
+            storage_url: None,
+            bootstrap_admin_email: None,
+            bootstrap_admin_password: None,
+            log: "info".into(),
+            auth: AuthConfig {
+                access_token_ttl_s: 3600,
+                refresh_token_ttl_s: 30 * 24 * 3600,
+                registration: RegistrationMode::Open,
+                default_role: Role::Uploader,
+                argon2_memory_kib: 19 * 1024,
+                argon2_iterations: 2,
+            },
+            uploads: UploadConfig {
+                max_size_bytes: 5 * TIB,
+                presign_expiry_s: 300,
+                expiry_s: 24 * 3600,
+                min_part_size_bytes: 8 * MIB,
+                default_visibility: Visibility::Private,
+            },
+            delivery: DeliveryConfig {
+                grant_ttl_s: 6 * 3600,
+                owner_grant_ttl_s: 3600,
+            },
+        }
+    }
+}
+
+/// Top-level settings; `VIDHOST_<KEY>` (and `VIDHOST_<SECTION>__<KEY>`) set them.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "public_url",
+    "database_url",
+    "storage_url",
+    "bootstrap_admin_email",
+    "bootstrap_admin_password",
+    "log",
+    "auth",
+    "uploads",
+    "delivery",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Layers defaults, the optional TOML file, the environment and `overrides`
+    /// (already-parsed flags, as a partial table), then validates.
+    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError::Invalid(format!(
+                        "config file {} does not exist",
+                        path.display()
+                    )));
+                }
+                fig = fig.merge(Toml::file(path));
+            }
+            None => fig = fig.merge(Toml::file("vidhost.toml")),
+        }
+        // Other tools may set VIDHOST_* variables of their own; only ours are read.
+        let env = Env::prefixed("VIDHOST_").split("__").filter(|k| {
+            let top = k
+                .as_str()
+                .split('.')
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            TOP_LEVEL_KEYS.contains(&top.as_str())
+        });
+        let fig = fig.merge(env).merge(overrides);
+        let cfg: Config = fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let ttl = self.auth.access_token_ttl_s;
+        if !(900..=86400).contains(&ttl) {
+            return bad(format!(
+                "auth.access_token_ttl_s must be between 900 (15 min) and 86400 (24 h), got {ttl}"
+            ));
+        }
+        if self.auth.argon2_memory_kib < 8 * 1024 {
+            return bad("auth.argon2_memory_kib must be at least 8192".into());
+        }
+        if self.uploads.max_size_bytes == 0 || self.uploads.max_size_bytes > 5 * TIB {
+            return bad("uploads.max_size_bytes must be between 1 and 5 TiB".into());
+        }
+        let mps = self.uploads.min_part_size_bytes;
+        if !(5 * MIB..=5 * GIB).contains(&mps) {
+            return bad(format!(
+                "uploads.min_part_size_bytes must be 5 MiB..5 GiB, got {mps}"
+            ));
+        }
+        if self.uploads.presign_expiry_s == 0 || self.uploads.presign_expiry_s > 7 * 24 * 3600 {
+            return bad("uploads.presign_expiry_s must be 1..604800 (S3's limit)".into());
+        }
+        if self.delivery.owner_grant_ttl_s > 3600 || self.delivery.owner_grant_ttl_s == 0 {
+            return bad("delivery.owner_grant_ttl_s must be between 1 and 3600".into());
+        }
+        if self.delivery.grant_ttl_s == 0 {
+            return bad("delivery.grant_ttl_s must be at least 1".into());
+        }
+        if let Some(u) = &self.public_url {
+            let parsed = url::Url::parse(u)
+                .map_err(|e| ConfigError::Invalid(format!("public_url `{u}`: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return bad(format!("public_url must be http(s), got `{u}`"));
+            }
+        }
+        if let Some(db) = &self.database_url {
+            if !(db.starts_with("sqlite:")
+                || db.starts_with("postgres://")
+                || db.starts_with("postgresql://"))
+            {
+                return bad(format!(
+                    "database_url must start with sqlite: or postgres://, got `{}`",
+                    redact_url(db)
+                ));
+            }
+        }
+        if let Some(st) = &self.storage_url {
+            if !(st.starts_with("file://") || st.starts_with("s3://")) {
+                return bad(format!(
+                    "storage_url must start with file:// or s3://, got `{st}`"
+                ));
+            }
+        }
+        match (&self.bootstrap_admin_email, &self.bootstrap_admin_password) {
+            (Some(_), None) | (None, Some(_)) => {
+                return bad("bootstrap_admin_email and bootstrap_admin_password go together".into())
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("vidhost.db").display()
+            )
+        })
+    }
+
+    pub fn storage_url(&self) -> String {
+        self.storage_url.clone().unwrap_or_else(|| {
+            let dir = self.data_dir.join("objects");
+            let abs = std::path::absolute(&dir).unwrap_or(dir);
+            format!("file://{}", abs.display())
+        })
+    }
+}
+
+/// Hides a password in a URL for messages and logs.
+pub fn redact_url(s: &str) -> String {
+    match url::Url::parse(s) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("****"));
+            u.to_string()
+        }
+        _ => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn bad_ttl_says_what_to_fix() {
+        let mut c = Config::default();
+        c.auth.access_token_ttl_s = 10;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("access_token_ttl_s"), "{e}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API, not ours
+    fn environment_overrides_and_foreign_variables_are_ignored() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("VIDHOST_AUTH__ACCESS_TOKEN_TTL_S", "7200");
+            jail.set_env("VIDHOST_TEST_SOMETHING", "x");
+            jail.create_file(
+                "vidhost.toml",
+                "log = \"debug\"\n[uploads]\nexpiry_s = 60\n",
+            )?;
+            let c = Config::load(None, Figment::new()).expect("loads");
+            assert_eq!(c.auth.access_token_ttl_s, 7200);
+            assert_eq!(c.uploads.expiry_s, 60);
+            assert_eq!(c.log, "debug");
+            jail.set_env("VIDHOST_AUTH__NO_SUCH_SETTING", "1");
+            assert!(
+                Config::load(None, Figment::new()).is_err(),
+                "typos in our own sections are errors"
+            );
+            Ok(())
+        });
+    }
+
+    /// The commented defaults file in the repository documents every
+    /// setting; it must parse and say exactly what the code defaults to.
+    #[test]
+    fn the_defaults_file_matches_the_code() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../vidhost.toml");
+        let from_file: Config = Figment::from(Toml::file(path)).extract().expect("vidhost.toml parses");
+        assert_eq!(
+            serde_json::to_value(&from_file).unwrap(),
+            serde_json::to_value(Config::default()).unwrap()
+        );
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:****@h/db"
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! Domain newtypes, parsed once at the edge so an invalid value cannot exist
+//! past it.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Opaque identifiers are UUIDv7: sortable by creation time, which keeps
+/// cursor pagination and B-tree inserts cheap.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// True when `s` looks like an id we issued (32 lowercase hex digits).
+pub fn is_id(s: &str) -> bool {
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownVariant;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s { $($text => Ok($name::$variant),)+ _ => Err(UnknownVariant(s.to_owned())) }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = UnknownVariant;
+            fn try_from(s: String) -> Result<Self, Self::Error> { s.parse() }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+    };
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown value `{0}`")]
+pub struct UnknownVariant(pub String);
+
+string_enum!(
+    /// What a user may do. Admins see and manage everything; uploaders own
+    /// their videos; viewers only watch.
+    Role { Admin => "admin", Uploader => "uploader", Viewer => "viewer" }
+);
+
+impl Role {
+    pub fn can_upload(self) -> bool {
+        matches!(self, Role::Admin | Role::Uploader)
+    }
+}
+
+string_enum!(
+    Visibility { Public => "public", Unlisted => "unlisted", Private => "private" }
+);
+
+string_enum!(
+    VideoStatus {
+        AwaitingUpload => "awaiting_upload",
+        Uploaded => "uploaded",
+        Processing => "processing",
+        Ready => "ready",
+        Failed => "failed",
+    }
+);
+
+string_enum!(
+    /// The four ways bytes come in (also the `method` metric label).
+    UploadMethod { Form => "form", Presigned => "presigned", Multipart => "multipart", Tus => "tus" }
+);
+
+string_enum!(
+    RegistrationMode { Open => "open", Invite => "invite", Closed => "closed" }
+);
+
+/// Video content types we accept at upload time. `application/octet-stream`
+/// (or none) lets the magic bytes decide.
+pub const VIDEO_CONTENT_TYPES: &[&str] = &[
+    "video/mp4",
+    "video/quicktime",
+    "video/webm",
+    "video/x-matroska",
+    "video/x-msvideo",
+    "video/mpeg",
+    "video/mp2t",
+    "video/3gpp",
+];
+
+/// Parses a declared content type: `Ok(Some(ct))` for an allowed video type,
+/// `Ok(None)` when the magic bytes must decide, `Err` for anything else.
+pub fn parse_content_type(declared: Option<&str>) -> Result<Option<&'static str>, String> {
+    let Some(raw) = declared else { return Ok(None) };
+    let essence = raw
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence.is_empty() || essence == "application/octet-stream" {
+        return Ok(None);
+    }
+    VIDEO_CONTENT_TYPES
+        .iter()
+        .find(|t| **t == essence)
+        .map(|t| Some(*t))
+        .ok_or(essence)
+}
+
+/// Recognises a video container from its first bytes; returns the content
+/// type it implies. At least 16 bytes should be given (more helps MPEG-TS).
+pub fn sniff_video(head: &[u8]) -> Option<&'static str> {
+    if head.len() >= 12 && &head[4..8] == b"ftyp" {
+        let brand = &head[8..12];
+        return Some(if brand == b"qt  " {
+            "video/quicktime"
+        } else if brand.starts_with(b"3g") {
+            "video/3gpp"
+        } else {
+            "video/mp4"
+        });
+    }
+    if head.len() >= 8 && matches!(&head[4..8], b"moov" | b"mdat" | b"wide" | b"free" | b"skip") {
+        return Some("video/quicktime");
+    }
+    if head.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
+        // EBML: WebM and Matroska share it; the DocType a few bytes in tells.
+        let window = &head[..head.len().min(64)];
+        return Some(if window.windows(4).any(|w| w == b"webm") {
+            "video/webm"
+        } else {
+            "video/x-matroska"
+        });
+    }
+    if head.len() >= 12 && &head[0..4] == b"RIFF" && &head[8..11] == b"AVI" {
+        return Some("video/x-msvideo");
+    }
+    if head.starts_with(&[0x00, 0x00, 0x01, 0xBA]) || head.starts_with(&[0x00, 0x00, 0x01, 0xB3]) {
+        return Some("video/mpeg");
+    }
+    if head.first() == Some(&0x47) && (head.len() < 189 || head[188] == 0x47) && head.len() >= 4 {
+        return Some("video/mp2t");
+    }
+    None
+}
+
+/// Tags: trimmed, de-duplicated case-insensitively, at most 20 of 1–40 chars.
+pub fn normalize_tags<I, S>(raw: I) -> Result<Vec<String>, String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut out: Vec<String> = Vec::new();
+    for t in raw {
+        let t = t.as_ref().trim();
+        let len = t.chars().count();
+        if len == 0 || len > 40 {
+            return Err(format!("a tag must have 1 to 40 characters, got {len}"));
+        }
+        if !out.iter().any(|o| o.to_lowercase() == t.to_lowercase()) {
+            out.push(t.to_owned());
+        }
+    }
+    if out.len() > 20 {
+        return Err(format!("at most 20 tags, got {}", out.len()));
+    }
+    Ok(out)
+}
+
+/// Splits the comma-separated form used in forms and tus metadata.
+pub fn split_tags(s: &str) -> Vec<&str> {
+    s.split(',').filter(|t| !t.trim().is_empty()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffs_common_containers() {
+        let mut mp4 = vec![0, 0, 0, 0x20];
+        mp4.extend_from_slice(b"ftypisom\0\0\0\0");
+        assert_eq!(sniff_video(&mp4), Some("video/mp4"));
+        let mkv = [
+            0x1A, 0x45, 0xDF, 0xA3, 0, 0, 0, 0, 0, 0, 0, 0, 0x42, 0x82, 0x84, b'w', b'e', b'b',
+            b'm',
+        ];
+        assert_eq!(sniff_video(&mkv), Some("video/webm"));
+        assert_eq!(sniff_video(b"hello, this is text, not video"), None);
+        assert_eq!(
+            sniff_video(b"RIFF\0\0\0\0AVI LIST"),
+            Some("video/x-msvideo")
+        );
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(
+            parse_content_type(Some("video/mp4; codecs=x")),
+            Ok(Some("video/mp4"))
+        );
+        assert_eq!(
+            parse_content_type(Some("application/octet-stream")),
+            Ok(None)
+        );
+        assert_eq!(parse_content_type(None), Ok(None));
+        assert!(parse_content_type(Some("image/png")).is_err());
+    }
+
+    #[test]
+    fn tags_are_normalized() {
+        assert_eq!(normalize_tags([" a ", "A", "b"]).unwrap(), vec!["a", "b"]);
+        assert!(normalize_tags([""]).is_err());
+        assert!(normalize_tags((0..21).map(|i| i.to_string())).is_err());
+        assert!(normalize_tags(["x".repeat(41)]).is_err());
+    }
+}

@@ -1,0 +1,134 @@
+//! The catalog: users, sessions, signing keys, videos and uploads in flight.
+//!
+//! [`Catalog`] is the one seam the rest of the program sees. It has two
+//! implementations, on `sqlx::Pool<Sqlite>` and `sqlx::Pool<Postgres>`,
+//! generated from one body of SQL (see `sql.rs`) so both behave identically;
+//! where the dialects differ, the difference is spelled out per backend.
+
+mod error;
+mod models;
+mod sql;
+
+pub use error::DbError;
+pub use models::*;
+
+use async_trait::async_trait;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use vidhost_core::time::Millis;
+
+pub type Result<T, E = DbError> = std::result::Result<T, E>;
+
+#[async_trait]
+pub trait Catalog: Send + Sync + 'static {
+    fn backend(&self) -> &'static str;
+    async fn migrate(&self) -> Result<()>;
+    async fn ping(&self) -> Result<()>;
+
+    // users
+    async fn create_user(&self, user: &User) -> Result<()>;
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>>;
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>>;
+    async fn count_admins(&self) -> Result<i64>;
+    async fn list_users(&self, limit: i64, offset: i64) -> Result<Vec<User>>;
+    async fn update_user(
+        &self,
+        id: &str,
+        role: Option<vidhost_core::domain::Role>,
+        disabled: Option<bool>,
+        display_name: Option<&str>,
+    ) -> Result<Option<User>>;
+    async fn set_password(&self, id: &str, password_hash: &str) -> Result<()>;
+
+    // signing keys
+    /// Inserts unless a key with this kid exists; returns every key of `purpose`.
+    async fn ensure_signing_key(&self, key: &SigningKey) -> Result<Vec<SigningKey>>;
+    async fn signing_keys(&self, purpose: &str) -> Result<Vec<SigningKey>>;
+
+    // sessions and refresh tokens
+    async fn create_session(&self, session: &Session, first_token_hash: &str) -> Result<()>;
+    async fn rotate_refresh_token(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        now: Millis,
+    ) -> Result<RotateOutcome>;
+    async fn session_by_token(&self, token_hash: &str) -> Result<Option<Session>>;
+    async fn revoke_session(&self, user_id: &str, session_id: &str, now: Millis) -> Result<bool>;
+    async fn revoke_sessions_except(
+        &self,
+        user_id: &str,
+        keep: Option<&str>,
+        now: Millis,
+    ) -> Result<()>;
+    async fn list_sessions(&self, user_id: &str, now: Millis) -> Result<Vec<Session>>;
+
+    // videos
+    async fn get_video(&self, id: &str) -> Result<Option<Video>>;
+    async fn update_video_meta(&self, id: &str, patch: &VideoPatch) -> Result<()>;
+    async fn delete_video(&self, id: &str) -> Result<bool>;
+    async fn list_videos(&self, q: &VideoQuery) -> Result<Vec<Video>>;
+
+    // uploads
+    /// Creates the video (status `awaiting_upload`) and its upload row at once.
+    async fn create_upload(&self, video: &Video, upload: &Upload) -> Result<()>;
+    async fn upload_by_video(&self, video_id: &str) -> Result<Option<Upload>>;
+    async fn upload_by_id(&self, upload_id: &str) -> Result<Option<Upload>>;
+    async fn set_store_upload_id(&self, video_id: &str, store_upload_id: &str) -> Result<()>;
+    async fn uploads_of(&self, owner_id: &str) -> Result<Vec<Upload>>;
+    /// Removes the upload row and marks the video `uploaded` (one transaction).
+    /// Returns false when the upload was no longer there (completed twice).
+    async fn finish_upload(&self, video_id: &str, done: &UploadDone) -> Result<bool>;
+    async fn expired_uploads(&self, now: Millis, limit: i64) -> Result<Vec<Upload>>;
+}
+
+pub type DynCatalog = Arc<dyn Catalog>;
+
+/// Opens (and, for SQLite, creates) the database named by `url`.
+pub async fn connect(url: &str) -> Result<DynCatalog> {
+    if url.starts_with("sqlite:") {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL: a commit survives kill -9 of the process (the WAL is
+            // in the OS page cache); only an OS crash can lose the last commits.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .connect_with(opts)
+            .await?;
+        restrict_sqlite_file(url);
+        Ok(Arc::new(sql::SqliteCatalog(pool)))
+    } else {
+        let pool = PgPoolOptions::new()
+            .max_connections(32)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        Ok(Arc::new(sql::PgCatalog(pool)))
+    }
+}
+
+/// The SQLite file holds password hashes and signing keys: owner-only.
+fn restrict_sqlite_file(url: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or(path);
+    for p in [
+        path.to_owned(),
+        format!("{path}-wal"),
+        format!("{path}-shm"),
+    ] {
+        if std::path::Path::new(&p).exists() {
+            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+}

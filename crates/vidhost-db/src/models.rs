@@ -1,0 +1,121 @@
+use vidhost_core::domain::{Role, UploadMethod, VideoStatus, Visibility};
+use vidhost_core::time::Millis;
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub display_name: String,
+    pub password_hash: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub mfa_enabled: bool,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone)]
+pub struct SigningKey {
+    pub kid: String,
+    pub purpose: String,
+    /// base64 of the raw key bytes
+    pub secret: String,
+    pub created_at: Millis,
+}
+
+/// One refresh-token family: a signed-in device.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: String,
+    pub user_id: String,
+    pub created_at: Millis,
+    pub last_used_at: Millis,
+    pub expires_at: Millis,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    pub revoked_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotateOutcome {
+    Rotated {
+        user_id: String,
+        session_id: String,
+    },
+    /// A rotated token came back: its whole family is now revoked.
+    Reused,
+    /// Unknown, expired or revoked.
+    Invalid,
+}
+
+#[derive(Debug, Clone)]
+pub struct Video {
+    pub id: String,
+    pub owner_id: String,
+    pub owner_display_name: String,
+    pub title: String,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub visibility: Visibility,
+    pub status: VideoStatus,
+    pub error: Option<String>,
+    pub progress: f64,
+    pub created_at: Millis,
+    pub uploaded_at: Option<Millis>,
+    pub ready_at: Option<Millis>,
+    pub original_filename: Option<String>,
+    pub content_type: Option<String>,
+    pub size_bytes: Option<i64>,
+    pub duration_s: Option<f64>,
+    pub width: Option<i64>,
+    pub height: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct VideoPatch {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub visibility: Option<Visibility>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub video_id: String,
+    /// The id clients see (multipart `upload_id`).
+    pub upload_id: String,
+    pub owner_id: String,
+    pub method: UploadMethod,
+    /// The store's own handle (S3 UploadId, staging file id).
+    pub store_upload_id: Option<String>,
+    pub size: i64,
+    pub part_size: i64,
+    pub part_count: i64,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
+#[derive(Debug, Clone)]
+pub struct UploadDone {
+    pub size_bytes: i64,
+    pub content_type: String,
+    pub uploaded_at: Millis,
+}
+
+/// Who is asking, for visibility rules.
+#[derive(Debug, Clone)]
+pub enum Viewer {
+    Anonymous,
+    User { id: String, admin: bool },
+}
+
+#[derive(Debug, Clone)]
+pub struct VideoQuery {
+    pub viewer: Viewer,
+    pub q: Option<String>,
+    pub owner: Option<String>,
+    pub status: Option<VideoStatus>,
+    pub tag: Option<String>,
+    /// Keyset cursor: (created_at, id) of the last item already returned.
+    pub after: Option<(Millis, String)>,
+    pub limit: i64,
+}

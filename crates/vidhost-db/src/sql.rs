@@ -1,0 +1,532 @@
+//! The SQL behind [`Catalog`], written once and instantiated for SQLite and
+//! PostgreSQL by `catalog_impl!`. Both dialects accept `$N` placeholders,
+//! `RETURNING`, `ON CONFLICT` and the column types used in the migrations, so
+//! one text serves both; every query's first statement in a transaction is a
+//! write, so SQLite takes its write lock up front and never fails a lock
+//! upgrade halfway.
+
+use crate::{
+    Catalog, DbError, Result, RotateOutcome, Session, SigningKey, Upload, UploadDone, User, Video,
+    VideoPatch, VideoQuery, Viewer,
+};
+use async_trait::async_trait;
+use sqlx::Row;
+use vidhost_core::domain::Role;
+use vidhost_core::time::Millis;
+
+fn parse<T: std::str::FromStr>(what: &str, s: String) -> Result<T> {
+    s.parse()
+        .map_err(|_| DbError::Corrupt(format!("{what} `{s}`")))
+}
+
+/// Escapes LIKE wildcards so user input matches literally.
+fn like_pattern(s: &str) -> String {
+    let mut out = String::from("%");
+    for c in s.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+const VIDEO_SELECT: &str = "SELECT v.id, v.owner_id, u.display_name AS owner_display_name, v.title, v.description, v.tags, \
+    v.visibility, v.status, v.error, v.progress, v.created_at, v.uploaded_at, v.ready_at, v.original_filename, \
+    v.content_type, v.size_bytes, v.duration_s, v.width, v.height FROM videos v JOIN users u ON u.id = v.owner_id";
+
+const USER_COLS: &str =
+    "id, email, display_name, password_hash, role, disabled, mfa_enabled, created_at";
+const UPLOAD_COLS: &str =
+    "video_id, upload_id, owner_id, method, store_upload_id, size, part_size, part_count, created_at, expires_at";
+const SESSION_COLS: &str =
+    "id, user_id, created_at, last_used_at, expires_at, user_agent, ip, revoked_at";
+
+macro_rules! catalog_impl {
+    ($name:ident, $db:ty, $row:ty, $backend:literal, $migrations:literal) => {
+        pub struct $name(pub sqlx::Pool<$db>);
+
+        impl $name {
+            fn user(r: &$row) -> Result<User> {
+                Ok(User {
+                    id: r.try_get("id")?,
+                    email: r.try_get("email")?,
+                    display_name: r.try_get("display_name")?,
+                    password_hash: r.try_get("password_hash")?,
+                    role: parse("role", r.try_get("role")?)?,
+                    disabled: r.try_get("disabled")?,
+                    mfa_enabled: r.try_get("mfa_enabled")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            }
+
+            fn video(r: &$row) -> Result<Video> {
+                let tags: String = r.try_get("tags")?;
+                Ok(Video {
+                    id: r.try_get("id")?,
+                    owner_id: r.try_get("owner_id")?,
+                    owner_display_name: r.try_get("owner_display_name")?,
+                    title: r.try_get("title")?,
+                    description: r.try_get("description")?,
+                    tags: serde_json::from_str(&tags).map_err(|e| DbError::Corrupt(format!("tags: {e}")))?,
+                    visibility: parse("visibility", r.try_get("visibility")?)?,
+                    status: parse("status", r.try_get("status")?)?,
+                    error: r.try_get("error")?,
+                    progress: r.try_get("progress")?,
+                    created_at: r.try_get("created_at")?,
+                    uploaded_at: r.try_get("uploaded_at")?,
+                    ready_at: r.try_get("ready_at")?,
+                    original_filename: r.try_get("original_filename")?,
+                    content_type: r.try_get("content_type")?,
+                    size_bytes: r.try_get("size_bytes")?,
+                    duration_s: r.try_get("duration_s")?,
+                    width: r.try_get("width")?,
+                    height: r.try_get("height")?,
+                })
+            }
+
+            fn upload(r: &$row) -> Result<Upload> {
+                Ok(Upload {
+                    video_id: r.try_get("video_id")?,
+                    upload_id: r.try_get("upload_id")?,
+                    owner_id: r.try_get("owner_id")?,
+                    method: parse("method", r.try_get("method")?)?,
+                    store_upload_id: r.try_get("store_upload_id")?,
+                    size: r.try_get("size")?,
+                    part_size: r.try_get("part_size")?,
+                    part_count: r.try_get("part_count")?,
+                    created_at: r.try_get("created_at")?,
+                    expires_at: r.try_get("expires_at")?,
+                })
+            }
+
+            fn session(r: &$row) -> Result<Session> {
+                Ok(Session {
+                    id: r.try_get("id")?,
+                    user_id: r.try_get("user_id")?,
+                    created_at: r.try_get("created_at")?,
+                    last_used_at: r.try_get("last_used_at")?,
+                    expires_at: r.try_get("expires_at")?,
+                    user_agent: r.try_get("user_agent")?,
+                    ip: r.try_get("ip")?,
+                    revoked_at: r.try_get("revoked_at")?,
+                })
+            }
+
+            fn key(r: &$row) -> Result<SigningKey> {
+                Ok(SigningKey {
+                    kid: r.try_get("kid")?,
+                    purpose: r.try_get("purpose")?,
+                    secret: r.try_get("secret")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            }
+        }
+
+        #[async_trait]
+        impl Catalog for $name {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn migrate(&self) -> Result<()> {
+                sqlx::migrate!($migrations).run(&self.0).await?;
+                Ok(())
+            }
+
+            async fn ping(&self) -> Result<()> {
+                sqlx::query("SELECT 1").execute(&self.0).await?;
+                Ok(())
+            }
+
+            async fn create_user(&self, u: &User) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO users (id, email, email_lower, display_name, password_hash, role, disabled, mfa_enabled, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&u.id)
+                .bind(&u.email)
+                .bind(u.email.to_lowercase())
+                .bind(&u.display_name)
+                .bind(&u.password_hash)
+                .bind(u.role.as_str())
+                .bind(u.disabled)
+                .bind(u.mfa_enabled)
+                .bind(u.created_at)
+                .execute(&self.0)
+                .await?;
+                Ok(())
+            }
+
+            async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
+                let sql = format!("SELECT {USER_COLS} FROM users WHERE id = $1");
+                sqlx::query(&sql).bind(id).fetch_optional(&self.0).await?.as_ref().map(Self::user).transpose()
+            }
+
+            async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+                let sql = format!("SELECT {USER_COLS} FROM users WHERE email_lower = $1");
+                sqlx::query(&sql)
+                    .bind(email.to_lowercase())
+                    .fetch_optional(&self.0)
+                    .await?
+                    .as_ref()
+                    .map(Self::user)
+                    .transpose()
+            }
+
+            async fn count_admins(&self) -> Result<i64> {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = $1")
+                    .bind(Role::Admin.as_str())
+                    .fetch_one(&self.0)
+                    .await?;
+                Ok(n)
+            }
+
+            async fn list_users(&self, limit: i64, offset: i64) -> Result<Vec<User>> {
+                let sql = format!("SELECT {USER_COLS} FROM users ORDER BY created_at, id LIMIT $1 OFFSET $2");
+                let rows = sqlx::query(&sql).bind(limit).bind(offset).fetch_all(&self.0).await?;
+                rows.iter().map(Self::user).collect()
+            }
+
+            async fn update_user(&self, id: &str, role: Option<Role>, disabled: Option<bool>, display_name: Option<&str>) -> Result<Option<User>> {
+                sqlx::query(
+                    "UPDATE users SET role = COALESCE($1, role), disabled = COALESCE($2, disabled), \
+                     display_name = COALESCE($3, display_name) WHERE id = $4",
+                )
+                .bind(role.map(|r| r.as_str()))
+                .bind(disabled)
+                .bind(display_name)
+                .bind(id)
+                .execute(&self.0)
+                .await?;
+                self.user_by_id(id).await
+            }
+
+            async fn set_password(&self, id: &str, password_hash: &str) -> Result<()> {
+                sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                    .bind(password_hash)
+                    .bind(id)
+                    .execute(&self.0)
+                    .await?;
+                Ok(())
+            }
+
+            async fn ensure_signing_key(&self, k: &SigningKey) -> Result<Vec<SigningKey>> {
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, purpose, secret, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (kid) DO NOTHING",
+                )
+                .bind(&k.kid)
+                .bind(&k.purpose)
+                .bind(&k.secret)
+                .bind(k.created_at)
+                .execute(&self.0)
+                .await?;
+                self.signing_keys(&k.purpose).await
+            }
+
+            async fn signing_keys(&self, purpose: &str) -> Result<Vec<SigningKey>> {
+                let rows = sqlx::query(
+                    "SELECT kid, purpose, secret, created_at FROM signing_keys WHERE purpose = $1 ORDER BY created_at, kid",
+                )
+                .bind(purpose)
+                .fetch_all(&self.0)
+                .await?;
+                rows.iter().map(Self::key).collect()
+            }
+
+            async fn create_session(&self, s: &Session, first_token_hash: &str) -> Result<()> {
+                let mut tx = self.0.begin().await?;
+                sqlx::query(
+                    "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, user_agent, ip, revoked_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
+                )
+                .bind(&s.id)
+                .bind(&s.user_id)
+                .bind(s.created_at)
+                .bind(s.last_used_at)
+                .bind(s.expires_at)
+                .bind(&s.user_agent)
+                .bind(&s.ip)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, created_at, rotated_at) VALUES ($1, $2, $3, NULL)")
+                    .bind(first_token_hash)
+                    .bind(&s.id)
+                    .bind(s.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn rotate_refresh_token(&self, old_hash: &str, new_hash: &str, now: Millis) -> Result<RotateOutcome> {
+                let mut tx = self.0.begin().await?;
+                let rotated = sqlx::query(
+                    "UPDATE refresh_tokens SET rotated_at = $1 WHERE token_hash = $2 AND rotated_at IS NULL \
+                     AND session_id IN (SELECT id FROM sessions WHERE revoked_at IS NULL AND expires_at > $3)",
+                )
+                .bind(now)
+                .bind(old_hash)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                let row = sqlx::query(
+                    "SELECT t.session_id, t.rotated_at, s.user_id FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
+                     WHERE t.token_hash = $1",
+                )
+                .bind(old_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else { return Ok(RotateOutcome::Invalid) };
+                let session_id: String = row.try_get("session_id")?;
+                let user_id: String = row.try_get("user_id")?;
+                if rotated == 1 {
+                    sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, created_at, rotated_at) VALUES ($1, $2, $3, NULL)")
+                        .bind(new_hash)
+                        .bind(&session_id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("UPDATE sessions SET last_used_at = $1 WHERE id = $2")
+                        .bind(now)
+                        .bind(&session_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    return Ok(RotateOutcome::Rotated { user_id, session_id });
+                }
+                let rotated_at: Option<Millis> = row.try_get("rotated_at")?;
+                if rotated_at.is_some() {
+                    sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                        .bind(now)
+                        .bind(&session_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    return Ok(RotateOutcome::Reused);
+                }
+                Ok(RotateOutcome::Invalid)
+            }
+
+            async fn session_by_token(&self, token_hash: &str) -> Result<Option<Session>> {
+                let sql = format!(
+                    "SELECT {SESSION_COLS} FROM sessions WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1)"
+                );
+                sqlx::query(&sql).bind(token_hash).fetch_optional(&self.0).await?.as_ref().map(Self::session).transpose()
+            }
+
+            async fn revoke_session(&self, user_id: &str, session_id: &str, now: Millis) -> Result<bool> {
+                let n = sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL")
+                    .bind(now)
+                    .bind(session_id)
+                    .bind(user_id)
+                    .execute(&self.0)
+                    .await?
+                    .rows_affected();
+                Ok(n == 1)
+            }
+
+            async fn revoke_sessions_except(&self, user_id: &str, keep: Option<&str>, now: Millis) -> Result<()> {
+                sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL AND id <> $3")
+                    .bind(now)
+                    .bind(user_id)
+                    .bind(keep.unwrap_or(""))
+                    .execute(&self.0)
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_sessions(&self, user_id: &str, now: Millis) -> Result<Vec<Session>> {
+                let sql = format!(
+                    "SELECT {SESSION_COLS} FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+                     ORDER BY last_used_at DESC"
+                );
+                let rows = sqlx::query(&sql).bind(user_id).bind(now).fetch_all(&self.0).await?;
+                rows.iter().map(Self::session).collect()
+            }
+
+            async fn get_video(&self, id: &str) -> Result<Option<Video>> {
+                let sql = format!("{VIDEO_SELECT} WHERE v.id = $1");
+                sqlx::query(&sql).bind(id).fetch_optional(&self.0).await?.as_ref().map(Self::video).transpose()
+            }
+
+            async fn update_video_meta(&self, id: &str, p: &VideoPatch) -> Result<()> {
+                let tags = p.tags.as_ref().map(|t| serde_json::to_string(t).expect("strings serialize"));
+                sqlx::query(
+                    "UPDATE videos SET title = COALESCE($1, title), description = COALESCE($2, description), \
+                     tags = COALESCE($3, tags), visibility = COALESCE($4, visibility) WHERE id = $5",
+                )
+                .bind(&p.title)
+                .bind(&p.description)
+                .bind(tags)
+                .bind(p.visibility.map(|v| v.as_str()))
+                .bind(id)
+                .execute(&self.0)
+                .await?;
+                Ok(())
+            }
+
+            async fn delete_video(&self, id: &str) -> Result<bool> {
+                let n = sqlx::query("DELETE FROM videos WHERE id = $1").bind(id).execute(&self.0).await?.rows_affected();
+                Ok(n == 1)
+            }
+
+            async fn list_videos(&self, q: &VideoQuery) -> Result<Vec<Video>> {
+                let mut b = sqlx::QueryBuilder::<$db>::new(VIDEO_SELECT);
+                b.push(" WHERE 1=1");
+                match &q.viewer {
+                    Viewer::Anonymous => {
+                        b.push(" AND v.visibility = 'public' AND v.status = 'ready'");
+                    }
+                    Viewer::User { admin: true, .. } => {}
+                    Viewer::User { id, .. } => {
+                        b.push(" AND ((v.visibility = 'public' AND v.status = 'ready') OR v.owner_id = ");
+                        b.push_bind(id.clone());
+                        b.push(")");
+                    }
+                }
+                if let Some(owner) = &q.owner {
+                    b.push(" AND v.owner_id = ").push_bind(owner.clone());
+                }
+                if let Some(status) = q.status {
+                    b.push(" AND v.status = ").push_bind(status.as_str());
+                }
+                if let Some(tag) = &q.tag {
+                    let quoted = serde_json::to_string(tag).expect("strings serialize");
+                    b.push(" AND lower(v.tags) LIKE ").push_bind(like_pattern(&quoted)).push(" ESCAPE '\\'");
+                }
+                if let Some(text) = &q.q {
+                    let pat = like_pattern(text);
+                    b.push(" AND (lower(v.title) LIKE ").push_bind(pat.clone()).push(" ESCAPE '\\'");
+                    b.push(" OR lower(v.description) LIKE ").push_bind(pat.clone()).push(" ESCAPE '\\'");
+                    b.push(" OR lower(v.tags) LIKE ").push_bind(pat).push(" ESCAPE '\\')");
+                }
+                if let Some((at, id)) = &q.after {
+                    b.push(" AND (v.created_at < ").push_bind(*at);
+                    b.push(" OR (v.created_at = ").push_bind(*at).push(" AND v.id < ").push_bind(id.clone()).push("))");
+                }
+                b.push(" ORDER BY v.created_at DESC, v.id DESC LIMIT ").push_bind(q.limit);
+                let rows = b.build().fetch_all(&self.0).await?;
+                rows.iter().map(Self::video).collect()
+            }
+
+            async fn create_upload(&self, v: &Video, u: &Upload) -> Result<()> {
+                let mut tx = self.0.begin().await?;
+                sqlx::query(
+                    "INSERT INTO videos (id, owner_id, title, description, tags, visibility, status, error, progress, created_at, \
+                     uploaded_at, ready_at, original_filename, content_type, size_bytes, duration_s, width, height) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, 0, $8, NULL, NULL, $9, $10, $11, NULL, NULL, NULL)",
+                )
+                .bind(&v.id)
+                .bind(&v.owner_id)
+                .bind(&v.title)
+                .bind(&v.description)
+                .bind(serde_json::to_string(&v.tags).expect("strings serialize"))
+                .bind(v.visibility.as_str())
+                .bind(v.status.as_str())
+                .bind(v.created_at)
+                .bind(&v.original_filename)
+                .bind(&v.content_type)
+                .bind(v.size_bytes)
+                .execute(&mut *tx)
+                .await?;
+                let sql = format!("INSERT INTO uploads ({UPLOAD_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
+                sqlx::query(&sql)
+                    .bind(&u.video_id)
+                    .bind(&u.upload_id)
+                    .bind(&u.owner_id)
+                    .bind(u.method.as_str())
+                    .bind(&u.store_upload_id)
+                    .bind(u.size)
+                    .bind(u.part_size)
+                    .bind(u.part_count)
+                    .bind(u.created_at)
+                    .bind(u.expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn upload_by_video(&self, video_id: &str) -> Result<Option<Upload>> {
+                let sql = format!("SELECT {UPLOAD_COLS} FROM uploads WHERE video_id = $1");
+                sqlx::query(&sql).bind(video_id).fetch_optional(&self.0).await?.as_ref().map(Self::upload).transpose()
+            }
+
+            async fn upload_by_id(&self, upload_id: &str) -> Result<Option<Upload>> {
+                let sql = format!("SELECT {UPLOAD_COLS} FROM uploads WHERE upload_id = $1");
+                sqlx::query(&sql).bind(upload_id).fetch_optional(&self.0).await?.as_ref().map(Self::upload).transpose()
+            }
+
+            async fn set_store_upload_id(&self, video_id: &str, store_upload_id: &str) -> Result<()> {
+                sqlx::query("UPDATE uploads SET store_upload_id = $1 WHERE video_id = $2")
+                    .bind(store_upload_id)
+                    .bind(video_id)
+                    .execute(&self.0)
+                    .await?;
+                Ok(())
+            }
+
+            async fn uploads_of(&self, owner_id: &str) -> Result<Vec<Upload>> {
+                let sql = format!("SELECT {UPLOAD_COLS} FROM uploads WHERE owner_id = $1 ORDER BY created_at DESC");
+                let rows = sqlx::query(&sql).bind(owner_id).fetch_all(&self.0).await?;
+                rows.iter().map(Self::upload).collect()
+            }
+
+            async fn finish_upload(&self, video_id: &str, d: &UploadDone) -> Result<bool> {
+                let mut tx = self.0.begin().await?;
+                let n = sqlx::query("DELETE FROM uploads WHERE video_id = $1")
+                    .bind(video_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if n != 1 {
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "UPDATE videos SET status = 'uploaded', size_bytes = $1, content_type = $2, uploaded_at = $3, progress = 0 \
+                     WHERE id = $4",
+                )
+                .bind(d.size_bytes)
+                .bind(&d.content_type)
+                .bind(d.uploaded_at)
+                .bind(video_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn expired_uploads(&self, now: Millis, limit: i64) -> Result<Vec<Upload>> {
+                let sql = format!("SELECT {UPLOAD_COLS} FROM uploads WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2");
+                let rows = sqlx::query(&sql).bind(now).bind(limit).fetch_all(&self.0).await?;
+                rows.iter().map(Self::upload).collect()
+            }
+        }
+    };
+}
+
+catalog_impl!(
+    SqliteCatalog,
+    sqlx::Sqlite,
+    sqlx::sqlite::SqliteRow,
+    "sqlite",
+    "./migrations/sqlite"
+);
+catalog_impl!(
+    PgCatalog,
+    sqlx::Postgres,
+    sqlx::postgres::PgRow,
+    "postgres",
+    "./migrations/postgres"
+);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn like_escapes_wildcards() {
+        assert_eq!(super::like_pattern("50%_A"), "%50\\%\\_a%");
+    }
+}

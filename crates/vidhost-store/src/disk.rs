@@ -1,0 +1,478 @@
+//! Objects as files under one root directory.
+//!
+//! Layout: `{root}/{key}` for objects, `{root}/.tmp/` for objects being
+//! written (renamed into place when whole), `{root}/.multipart/{id}/` for a
+//! multipart upload: `layout.json`, one preallocated `data` file that every
+//! part is written into at its own offset, and `parts/{n}` records written
+//! only after the part's bytes are synced. `complete` therefore verifies and
+//! renames; it never copies the bytes a second time.
+
+use crate::{
+    check_key, ByteStream, MultipartLayout, ObjectBody, ObjectMeta, ObjectStore, PartInfo,
+    Presigned, Result, StoreError,
+};
+use async_trait::async_trait;
+use futures::StreamExt;
+use md5::{Digest, Md5};
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+use tokio::fs::{self, File, OpenOptions};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio_util::io::ReaderStream;
+use vidhost_core::domain::{is_id, new_id};
+
+/// tokio's File hands writes of up to this size to a blocking thread at once.
+const WRITE_BUF: usize = 4 * 1024 * 1024;
+const READ_CHUNK: usize = 256 * 1024;
+
+pub struct DiskStore {
+    root: PathBuf,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PartRecord {
+    size: u64,
+    etag: String,
+}
+
+impl DiskStore {
+    pub async fn open(root: PathBuf) -> Result<DiskStore> {
+        for dir in [root.clone(), root.join(".tmp"), root.join(".multipart")] {
+            fs::create_dir_all(&dir).await?;
+        }
+        Ok(DiskStore { root })
+    }
+
+    fn object_path(&self, key: &str) -> Result<PathBuf> {
+        check_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    fn staging(&self, upload: &str) -> Result<PathBuf> {
+        if !is_id(upload) {
+            return Err(StoreError::NotFound);
+        }
+        Ok(self.root.join(".multipart").join(upload))
+    }
+
+    async fn layout(&self, upload: &str) -> Result<MultipartLayout> {
+        let raw = match fs::read(self.staging(upload)?.join("layout.json")).await {
+            Ok(raw) => raw,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound),
+            Err(e) => return Err(e.into()),
+        };
+        serde_json::from_slice(&raw).map_err(|e| StoreError::Io(std::io::Error::other(e)))
+    }
+
+    /// Writes a small file so that it is either whole or absent after a crash.
+    async fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let tmp = self.root.join(".tmp").join(new_id());
+        let mut f = File::create(&tmp).await?;
+        f.write_all(bytes).await?;
+        f.sync_all().await?;
+        drop(f);
+        fs::rename(&tmp, path).await?;
+        sync_dir(path.parent().expect("has parent")).await
+    }
+}
+
+async fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).await?.sync_all().await?;
+    Ok(())
+}
+
+fn meta_of(m: &std::fs::Metadata) -> ObjectMeta {
+    use std::os::unix::fs::MetadataExt;
+    let modified = m.modified().unwrap_or(UNIX_EPOCH);
+    let nanos = modified
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    // Objects are written once and never modified in place, so inode, mtime
+    // and size identify the content.
+    ObjectMeta {
+        size: m.len(),
+        last_modified: modified,
+        etag: format!("{:x}-{:x}-{:x}", m.ino(), nanos, m.len()),
+    }
+}
+
+/// Copies `body` into `f` (positioned already), hashing as it goes; stops
+/// with an error as soon as more than `limit` bytes arrive.
+async fn copy_body(f: &mut File, mut body: ByteStream<'_>, limit: u64) -> Result<(u64, Md5)> {
+    let mut written = 0u64;
+    let mut md5 = Md5::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        written += chunk.len() as u64;
+        if written > limit {
+            return Err(StoreError::TooLarge(limit));
+        }
+        md5.update(&chunk);
+        f.write_all(&chunk).await?;
+    }
+    f.flush().await?;
+    Ok((written, md5))
+}
+
+#[async_trait]
+impl ObjectStore for DiskStore {
+    fn kind(&self) -> &'static str {
+        "disk"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let probe = self.root.join(".tmp").join(format!("ping-{}", new_id()));
+        fs::write(&probe, b"ok")
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.root.display())))?;
+        fs::remove_file(&probe).await?;
+        Ok(())
+    }
+
+    async fn put_stream(&self, key: &str, body: ByteStream<'_>, max_size: u64) -> Result<u64> {
+        let dest = self.object_path(key)?;
+        let tmp = self.root.join(".tmp").join(new_id());
+        let result = async {
+            let mut f = File::create(&tmp).await?;
+            f.set_max_buf_size(WRITE_BUF);
+            let (n, _) = copy_body(&mut f, body, max_size).await?;
+            f.sync_data().await?;
+            drop(f);
+            let parent = dest.parent().expect("keys have a parent");
+            fs::create_dir_all(parent).await?;
+            fs::rename(&tmp, &dest).await?;
+            sync_dir(parent).await?;
+            Ok(n)
+        }
+        .await;
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        match fs::metadata(self.object_path(key)?).await {
+            Ok(m) if m.is_file() => Ok(Some(meta_of(&m))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get(&self, key: &str, range: Option<(u64, u64)>) -> Result<ObjectBody> {
+        let mut f = match File::open(self.object_path(key)?).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound),
+            Err(e) => return Err(e.into()),
+        };
+        let meta = meta_of(&f.metadata().await?);
+        let (start, len) = match range {
+            None => (0, meta.size),
+            Some((a, b)) if a <= b && b < meta.size => (a, b - a + 1),
+            Some(_) => return Err(StoreError::Range),
+        };
+        if start > 0 {
+            f.seek(SeekFrom::Start(start)).await?;
+        }
+        let stream = ReaderStream::with_capacity(f.take(len), READ_CHUNK).boxed();
+        Ok(ObjectBody { meta, stream })
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        match fs::remove_file(self.object_path(key)?).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<()> {
+        let dir = self.object_path(prefix.trim_end_matches('/'))?;
+        match fs::remove_dir_all(&dir).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn presign_put(&self, _key: &str, _ct: Option<&str>, _expires: Duration) -> Option<Presigned> {
+        None
+    }
+
+    async fn create_multipart(&self, _key: &str, layout: MultipartLayout) -> Result<String> {
+        let id = new_id();
+        let dir = self.staging(&id)?;
+        fs::create_dir_all(dir.join("parts")).await?;
+        let data = File::create(dir.join("data")).await?.into_std().await;
+        let total = layout.total_size;
+        // Reserve the space now, so a full disk fails here and not mid-upload.
+        tokio::task::spawn_blocking(move || preallocate(&data, total))
+            .await
+            .map_err(std::io::Error::other)??;
+        self.write_atomic(
+            &dir.join("layout.json"),
+            &serde_json::to_vec(&layout).expect("serializable"),
+        )
+        .await?;
+        Ok(id)
+    }
+
+    fn presign_part(
+        &self,
+        _key: &str,
+        _upload: &str,
+        _n: u32,
+        _expires: Duration,
+    ) -> Option<Presigned> {
+        None
+    }
+
+    async fn write_part(
+        &self,
+        _key: &str,
+        upload: &str,
+        part_number: u32,
+        body: ByteStream<'_>,
+    ) -> Result<PartInfo> {
+        let layout = self.layout(upload).await?;
+        let (offset, expected) = layout.part_span(part_number).ok_or(StoreError::PartSize {
+            part_number,
+            expected: 0,
+            got: 0,
+        })?;
+        let dir = self.staging(upload)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .open(dir.join("data"))
+            .await?;
+        f.set_max_buf_size(WRITE_BUF);
+        f.seek(SeekFrom::Start(offset)).await?;
+        let (got, md5) = match copy_body(&mut f, body, expected).await {
+            Err(StoreError::TooLarge(_)) => {
+                return Err(StoreError::PartSize {
+                    part_number,
+                    expected,
+                    got: expected + 1,
+                })
+            }
+            other => other?,
+        };
+        if got != expected {
+            return Err(StoreError::PartSize {
+                part_number,
+                expected,
+                got,
+            });
+        }
+        f.sync_data().await?;
+        let etag = hex::encode(md5.finalize());
+        let record = serde_json::to_vec(&PartRecord {
+            size: got,
+            etag: etag.clone(),
+        })
+        .expect("serializable");
+        self.write_atomic(&dir.join("parts").join(part_number.to_string()), &record)
+            .await?;
+        Ok(PartInfo {
+            part_number,
+            size: got,
+            etag,
+        })
+    }
+
+    async fn list_parts(&self, _key: &str, upload: &str) -> Result<Vec<PartInfo>> {
+        let dir = self.staging(upload)?.join("parts");
+        let mut entries = match fs::read_dir(&dir).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound),
+            Err(e) => return Err(e.into()),
+        };
+        let mut parts = Vec::new();
+        while let Some(entry) = entries.next_entry().await? {
+            let Some(n) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let rec: PartRecord = serde_json::from_slice(&fs::read(entry.path()).await?)
+                .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+            parts.push(PartInfo {
+                part_number: n,
+                size: rec.size,
+                etag: rec.etag,
+            });
+        }
+        parts.sort_by_key(|p| p.part_number);
+        Ok(parts)
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload: &str,
+        _: MultipartLayout,
+        parts: &[PartInfo],
+    ) -> Result<u64> {
+        // The layout written at creation is the authority here.
+        let layout = self.layout(upload).await?;
+        let stored = self.list_parts(key, upload).await?;
+        for n in 1..=layout.part_count() {
+            let have = stored.iter().find(|p| p.part_number == n);
+            let claimed = parts.iter().find(|p| p.part_number == n);
+            match (have, claimed) {
+                (Some(h), Some(c)) if h.etag == c.etag => {}
+                _ => return Err(StoreError::PartMismatch(n)),
+            }
+        }
+        if let Some(extra) = parts
+            .iter()
+            .find(|p| p.part_number == 0 || p.part_number > layout.part_count())
+        {
+            return Err(StoreError::PartMismatch(extra.part_number));
+        }
+        let dir = self.staging(upload)?;
+        let dest = self.object_path(key)?;
+        let parent = dest.parent().expect("keys have a parent");
+        fs::create_dir_all(parent).await?;
+        fs::rename(dir.join("data"), &dest).await?;
+        sync_dir(parent).await?;
+        fs::remove_dir_all(&dir).await?;
+        Ok(layout.total_size)
+    }
+
+    async fn abort_multipart(&self, _key: &str, upload: &str) -> Result<()> {
+        match fs::remove_dir_all(self.staging(upload)?).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn preallocate(f: &std::fs::File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: fallocate on a valid, owned descriptor; no memory is shared.
+    let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len as libc::off_t) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        // Filesystems without fallocate: a sparse file of the right length.
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => f.set_len(len),
+        _ => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use futures::TryStreamExt;
+
+    fn body(parts: Vec<&'static [u8]>) -> ByteStream<'static> {
+        futures::stream::iter(parts.into_iter().map(|p| Ok(Bytes::from_static(p)))).boxed()
+    }
+
+    async fn read_all(s: &DiskStore, key: &str, range: Option<(u64, u64)>) -> Vec<u8> {
+        let b = s.get(key, range).await.unwrap();
+        let chunks: Vec<Bytes> = b.stream.try_collect().await.unwrap();
+        chunks.concat()
+    }
+
+    #[tokio::test]
+    async fn put_get_range_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = DiskStore::open(dir.path().into()).await.unwrap();
+        assert_eq!(
+            s.put_stream("videos/a/original", body(vec![b"hello ", b"world"]), 100)
+                .await
+                .unwrap(),
+            11
+        );
+        assert_eq!(
+            read_all(&s, "videos/a/original", None).await,
+            b"hello world"
+        );
+        assert_eq!(
+            read_all(&s, "videos/a/original", Some((6, 10))).await,
+            b"world"
+        );
+        assert!(matches!(
+            s.get("videos/a/original", Some((6, 11))).await,
+            Err(StoreError::Range)
+        ));
+        s.delete_prefix("videos/a/").await.unwrap();
+        assert!(s.head("videos/a/original").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn oversized_put_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = DiskStore::open(dir.path().into()).await.unwrap();
+        let err = s
+            .put_stream("videos/b/original", body(vec![b"0123456789"]), 5)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::TooLarge(5)));
+        assert!(s.head("videos/b/original").await.unwrap().is_none());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(".tmp")).unwrap().count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn multipart_out_of_order_then_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = DiskStore::open(dir.path().into()).await.unwrap();
+        let layout = MultipartLayout {
+            total_size: 10,
+            part_size: 4,
+        };
+        let id = s
+            .create_multipart("videos/c/original", layout)
+            .await
+            .unwrap();
+        let p3 = s.write_part("", &id, 3, body(vec![b"89"])).await.unwrap();
+        let bad = s
+            .write_part("", &id, 1, body(vec![b"012"]))
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            bad,
+            StoreError::PartSize {
+                expected: 4,
+                got: 3,
+                ..
+            }
+        ));
+        let p1 = s
+            .write_part("", &id, 1, body(vec![b"01", b"23"]))
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.complete_multipart("videos/c/original", &id, layout, &[p1.clone(), p3.clone()])
+                .await,
+            Err(StoreError::PartMismatch(2))
+        ));
+        let p2 = s.write_part("", &id, 2, body(vec![b"4567"])).await.unwrap();
+        assert_eq!(
+            s.list_parts("", &id).await.unwrap(),
+            vec![p1.clone(), p2.clone(), p3.clone()]
+        );
+        assert_eq!(
+            s.complete_multipart("videos/c/original", &id, layout, &[p1, p2, p3])
+                .await
+                .unwrap(),
+            10
+        );
+        assert_eq!(read_all(&s, "videos/c/original", None).await, b"0123456789");
+        assert!(!dir.path().join(".multipart").join(&id).exists());
+    }
+}

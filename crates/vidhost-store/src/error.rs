@@ -1,0 +1,24 @@
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object not found")]
+    NotFound,
+    #[error("upload larger than the allowed {0} bytes")]
+    TooLarge(u64),
+    /// A part whose size is not what the layout says it must be.
+    #[error("part {part_number} must be {expected} bytes, got {got}")]
+    PartSize {
+        part_number: u32,
+        expected: u64,
+        got: u64,
+    },
+    #[error("part {0} is missing or its ETag does not match")]
+    PartMismatch(u32),
+    #[error("the requested range is not satisfiable")]
+    Range,
+    #[error("object store unavailable: {0}")]
+    Unavailable(String),
+    #[error("object store configuration: {0}")]
+    Config(String),
+    #[error("object store I/O: {0}")]
+    Io(#[from] std::io::Error),
+}

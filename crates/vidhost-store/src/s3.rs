@@ -1,0 +1,544 @@
+//! Any S3-compatible store (AWS S3, MinIO, Garage, Ceph RGW), spoken to
+//! through rusty-s3's signed requests over one reqwest client.
+//!
+//! Uploads from clients go straight to the store through presigned URLs
+//! (PutObject, UploadPart); the server only creates, lists (ListParts),
+//! completes and aborts. `put_stream` (server-side writes) buffers at most
+//! one 8 MiB part in memory.
+
+use crate::{
+    check_key, ByteStream, MultipartLayout, ObjectBody, ObjectMeta, ObjectStore, PartInfo,
+    Presigned, Result, StoreError,
+};
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, TryStreamExt};
+use reqwest::{Method, StatusCode};
+use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2, ListParts};
+use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+use std::time::{Duration, SystemTime};
+use url::Url;
+
+/// Signatures on server-side requests only need to outlive the request start.
+const SIGN_TTL: Duration = Duration::from_secs(600);
+const PUT_PART: usize = 8 * 1024 * 1024;
+
+pub struct S3Store {
+    bucket: Bucket,
+    /// The same bucket at the address clients use (`public_endpoint`).
+    public_bucket: Bucket,
+    prefix: String,
+    creds: Credentials,
+    http: reqwest::Client,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl S3Store {
+    /// `s3://bucket[/prefix]?endpoint=http://host:port&region=…&public_endpoint=…`
+    pub fn from_url(raw: &str) -> Result<S3Store> {
+        let u = Url::parse(raw).map_err(|e| StoreError::Config(format!("storage url: {e}")))?;
+        let name = u.host_str().filter(|h| !h.is_empty()).ok_or_else(|| {
+            StoreError::Config("storage url needs a bucket: s3://BUCKET?endpoint=…".into())
+        })?;
+        let mut endpoint = None;
+        let mut public = None;
+        let mut region = std::env::var("AWS_REGION").ok();
+        for (k, v) in u.query_pairs() {
+            match &*k {
+                "endpoint" => endpoint = Some(v.into_owned()),
+                "public_endpoint" => public = Some(v.into_owned()),
+                "region" => region = Some(v.into_owned()),
+                other => {
+                    return Err(StoreError::Config(format!(
+                        "unknown storage url parameter `{other}`"
+                    )))
+                }
+            }
+        }
+        let region = region.unwrap_or_else(|| "us-east-1".into());
+        let key = std::env::var("AWS_ACCESS_KEY_ID")
+            .map_err(|_| StoreError::Config("S3 storage needs AWS_ACCESS_KEY_ID".into()))?;
+        let secret = std::env::var("AWS_SECRET_ACCESS_KEY")
+            .map_err(|_| StoreError::Config("S3 storage needs AWS_SECRET_ACCESS_KEY".into()))?;
+        let creds = match std::env::var("AWS_SESSION_TOKEN") {
+            Ok(token) => Credentials::new_with_token(key, secret, token),
+            Err(_) => Credentials::new(key, secret),
+        };
+        let make = |ep: &Option<String>| -> Result<Bucket> {
+            let (url, style) = match ep {
+                // A custom endpoint means MinIO/Garage/Ceph: path-style addressing.
+                Some(e) => (e.clone(), UrlStyle::Path),
+                None => (
+                    format!("https://s3.{region}.amazonaws.com"),
+                    UrlStyle::VirtualHost,
+                ),
+            };
+            let url = Url::parse(&url)
+                .map_err(|e| StoreError::Config(format!("endpoint `{url}`: {e}")))?;
+            Bucket::new(url, style, name.to_owned(), region.clone())
+                .map_err(|e| StoreError::Config(format!("bucket: {e}")))
+        };
+        let bucket = make(&endpoint)?;
+        let public_bucket = make(&public.or(endpoint))?;
+        let prefix = u.path().trim_matches('/').to_owned();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        Ok(S3Store {
+            bucket,
+            public_bucket,
+            prefix: if prefix.is_empty() {
+                prefix
+            } else {
+                prefix + "/"
+            },
+            creds,
+            http,
+        })
+    }
+
+    fn full_key(&self, key: &str) -> Result<String> {
+        check_key(key.trim_end_matches('/'))?;
+        Ok(format!("{}{}", self.prefix, key))
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<reqwest::Body>,
+    ) -> Result<reqwest::Response> {
+        let empty_write = body.is_none() && matches!(method, Method::POST | Method::PUT);
+        let mut req = self.http.request(method, url);
+        if let Some(b) = body {
+            req = req.body(b);
+        } else if empty_write {
+            // Some servers want a Content-Length even on empty writes.
+            req = req.header(reqwest::header::CONTENT_LENGTH, "0");
+        }
+        req.send().await.map_err(unavailable)
+    }
+
+    async fn expect_ok(resp: reqwest::Response) -> Result<reqwest::Response> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let text = resp.text().await.unwrap_or_default();
+        Err(match status {
+            StatusCode::NOT_FOUND => StoreError::NotFound,
+            StatusCode::RANGE_NOT_SATISFIABLE => StoreError::Range,
+            StatusCode::BAD_REQUEST
+                if text.contains("EntityTooSmall") || text.contains("InvalidPart") =>
+            {
+                StoreError::PartMismatch(0)
+            }
+            _ => unavailable(format!(
+                "S3 answered {status}: {}",
+                text.chars().take(300).collect::<String>()
+            )),
+        })
+    }
+
+    async fn put_object(&self, key: &str, body: Bytes) -> Result<()> {
+        let url = self
+            .bucket
+            .put_object(Some(&self.creds), key)
+            .sign(SIGN_TTL);
+        Self::expect_ok(self.send(Method::PUT, url, Some(body.into())).await?).await?;
+        Ok(())
+    }
+
+    async fn create_upload(&self, key: &str) -> Result<String> {
+        let url = self
+            .bucket
+            .create_multipart_upload(Some(&self.creds), key)
+            .sign(SIGN_TTL);
+        let text = Self::expect_ok(self.send(Method::POST, url, None).await?)
+            .await?
+            .text()
+            .await
+            .map_err(unavailable)?;
+        let parsed = CreateMultipartUpload::parse_response(&text).map_err(unavailable)?;
+        Ok(parsed.upload_id().to_owned())
+    }
+
+    async fn upload_part(&self, key: &str, upload: &str, n: u16, body: Bytes) -> Result<String> {
+        let url = self
+            .bucket
+            .upload_part(Some(&self.creds), key, n, upload)
+            .sign(SIGN_TTL);
+        let resp = Self::expect_ok(self.send(Method::PUT, url, Some(body.into())).await?).await?;
+        Ok(etag_of(&resp))
+    }
+
+    async fn complete(&self, key: &str, upload: &str, etags: &[String]) -> Result<()> {
+        let action = self.bucket.complete_multipart_upload(
+            Some(&self.creds),
+            key,
+            upload,
+            etags.iter().map(|e| e.as_str()),
+        );
+        let url = action.sign(SIGN_TTL);
+        let resp = Self::expect_ok(
+            self.send(Method::POST, url, Some(action.body().into()))
+                .await?,
+        )
+        .await?;
+        // S3 may answer 200 and still report an error in the body.
+        let text = resp.text().await.map_err(unavailable)?;
+        if text.contains("<Error>") {
+            return Err(
+                if text.contains("InvalidPart") || text.contains("EntityTooSmall") {
+                    StoreError::PartMismatch(0)
+                } else {
+                    unavailable(format!("CompleteMultipartUpload failed: {text}"))
+                },
+            );
+        }
+        Ok(())
+    }
+
+    async fn abort(&self, key: &str, upload: &str) -> Result<()> {
+        let url = self
+            .bucket
+            .abort_multipart_upload(Some(&self.creds), key, upload)
+            .sign(SIGN_TTL);
+        match Self::expect_ok(self.send(Method::DELETE, url, None).await?).await {
+            Ok(_) | Err(StoreError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn presigned(url: Url, method: &'static str) -> Presigned {
+        Presigned {
+            url: url.to_string(),
+            method,
+            headers: Vec::new(),
+        }
+    }
+}
+
+fn etag_of(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get(reqwest::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim_matches('"').to_owned())
+        .unwrap_or_default()
+}
+
+fn meta_from(resp: &reqwest::Response, size: u64) -> ObjectMeta {
+    let last_modified = resp
+        .headers()
+        .get(reqwest::header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| httpdate::parse_http_date(s).ok())
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    ObjectMeta {
+        size,
+        last_modified,
+        etag: etag_of(resp),
+    }
+}
+
+fn total_size(resp: &reqwest::Response) -> Option<u64> {
+    if let Some(cr) = resp
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+    {
+        return cr.rsplit('/').next().and_then(|t| t.parse().ok());
+    }
+    resp.content_length()
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    fn kind(&self) -> &'static str {
+        "s3"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let url = self.bucket.head_bucket(Some(&self.creds)).sign(SIGN_TTL);
+        let resp = self.send(Method::HEAD, url, None).await?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(unavailable(format!(
+                "HeadBucket {} answered {}",
+                self.bucket.name(),
+                resp.status()
+            )))
+        }
+    }
+
+    async fn put_stream(&self, key: &str, mut body: ByteStream<'_>, max_size: u64) -> Result<u64> {
+        let key = self.full_key(key)?;
+        let mut buf = BytesMut::with_capacity(PUT_PART);
+        let mut total = 0u64;
+        let mut upload: Option<String> = None;
+        let mut etags = Vec::new();
+        let result: Result<()> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk?;
+                total += chunk.len() as u64;
+                if total > max_size {
+                    return Err(StoreError::TooLarge(max_size));
+                }
+                buf.extend_from_slice(&chunk);
+                if buf.len() >= PUT_PART {
+                    if upload.is_none() {
+                        upload = Some(self.create_upload(&key).await?);
+                    }
+                    let part = buf.split_to(PUT_PART).freeze();
+                    let n = etags.len() as u16 + 1;
+                    etags.push(
+                        self.upload_part(&key, upload.as_deref().expect("set"), n, part)
+                            .await?,
+                    );
+                }
+            }
+            match &upload {
+                None => self.put_object(&key, buf.split().freeze()).await,
+                Some(id) => {
+                    if !buf.is_empty() {
+                        let n = etags.len() as u16 + 1;
+                        etags.push(self.upload_part(&key, id, n, buf.split().freeze()).await?);
+                    }
+                    self.complete(&key, id, &etags).await
+                }
+            }
+        }
+        .await;
+        if let Err(e) = result {
+            if let Some(id) = &upload {
+                let _ = self.abort(&key, id).await;
+            }
+            return Err(e);
+        }
+        Ok(total)
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        let key = self.full_key(key)?;
+        let url = self
+            .bucket
+            .head_object(Some(&self.creds), &key)
+            .sign(SIGN_TTL);
+        let resp = self.send(Method::HEAD, url, None).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let resp = Self::expect_ok(resp).await?;
+        let size = resp
+            .headers()
+            .get(reqwest::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Ok(Some(meta_from(&resp, size)))
+    }
+
+    async fn get(&self, key: &str, range: Option<(u64, u64)>) -> Result<ObjectBody> {
+        let key = self.full_key(key)?;
+        let url = self
+            .bucket
+            .get_object(Some(&self.creds), &key)
+            .sign(SIGN_TTL);
+        let mut req = self.http.get(url);
+        if let Some((a, b)) = range {
+            req = req.header(reqwest::header::RANGE, format!("bytes={a}-{b}"));
+        }
+        let resp = Self::expect_ok(req.send().await.map_err(unavailable)?).await?;
+        if range.is_some() && resp.status() != StatusCode::PARTIAL_CONTENT {
+            return Err(unavailable("the store ignored a Range request"));
+        }
+        let meta = meta_from(&resp, total_size(&resp).unwrap_or(0));
+        let stream = resp.bytes_stream().map_err(std::io::Error::other).boxed();
+        Ok(ObjectBody { meta, stream })
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let key = self.full_key(key)?;
+        let url = self
+            .bucket
+            .delete_object(Some(&self.creds), &key)
+            .sign(SIGN_TTL);
+        match Self::expect_ok(self.send(Method::DELETE, url, None).await?).await {
+            Ok(_) | Err(StoreError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<()> {
+        let full = self.full_key(prefix)?;
+        let mut token: Option<String> = None;
+        loop {
+            let mut action = self.bucket.list_objects_v2(Some(&self.creds));
+            action.with_prefix(full.as_str());
+            if let Some(t) = &token {
+                action.with_continuation_token(t.as_str());
+            }
+            let url = action.sign(SIGN_TTL);
+            let text = Self::expect_ok(self.send(Method::GET, url, None).await?)
+                .await?
+                .text()
+                .await
+                .map_err(unavailable)?;
+            let page = ListObjectsV2::parse_response(&text).map_err(unavailable)?;
+            futures::stream::iter(page.contents.into_iter().map(|o| async move {
+                let url = self
+                    .bucket
+                    .delete_object(Some(&self.creds), &o.key)
+                    .sign(SIGN_TTL);
+                match Self::expect_ok(self.send(Method::DELETE, url, None).await?).await {
+                    Ok(_) | Err(StoreError::NotFound) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }))
+            .buffer_unordered(8)
+            .try_collect::<Vec<()>>()
+            .await?;
+            match page.next_continuation_token {
+                Some(t) => token = Some(t),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    fn presign_put(&self, key: &str, _ct: Option<&str>, expires: Duration) -> Option<Presigned> {
+        let key = self.full_key(key).ok()?;
+        Some(Self::presigned(
+            self.public_bucket
+                .put_object(Some(&self.creds), &key)
+                .sign(expires),
+            "PUT",
+        ))
+    }
+
+    async fn create_multipart(&self, key: &str, _layout: MultipartLayout) -> Result<String> {
+        let key = self.full_key(key)?;
+        self.create_upload(&key).await
+    }
+
+    fn presign_part(
+        &self,
+        key: &str,
+        upload: &str,
+        part_number: u32,
+        expires: Duration,
+    ) -> Option<Presigned> {
+        let key = self.full_key(key).ok()?;
+        let n = u16::try_from(part_number).ok()?;
+        let url = self
+            .public_bucket
+            .upload_part(Some(&self.creds), &key, n, upload)
+            .sign(expires);
+        Some(Self::presigned(url, "PUT"))
+    }
+
+    async fn write_part(
+        &self,
+        key: &str,
+        upload: &str,
+        part_number: u32,
+        body: ByteStream<'_>,
+    ) -> Result<PartInfo> {
+        // Not on the request path (clients PUT parts to S3 directly), but
+        // supported so server-side writers can use the same call.
+        let key = self.full_key(key)?;
+        let bytes: Vec<Bytes> = body.try_collect().await?;
+        let bytes = Bytes::from(bytes.concat());
+        let n = u16::try_from(part_number).map_err(|_| StoreError::PartMismatch(part_number))?;
+        let size = bytes.len() as u64;
+        let etag = self.upload_part(&key, upload, n, bytes).await?;
+        Ok(PartInfo {
+            part_number,
+            size,
+            etag,
+        })
+    }
+
+    async fn list_parts(&self, key: &str, upload: &str) -> Result<Vec<PartInfo>> {
+        let key = self.full_key(key)?;
+        let mut parts = Vec::new();
+        let mut marker: Option<u16> = None;
+        loop {
+            let mut action = self.bucket.list_parts(Some(&self.creds), &key, upload);
+            if let Some(m) = marker {
+                action.set_part_number_marker(m);
+            }
+            let url = action.sign(SIGN_TTL);
+            let text = Self::expect_ok(self.send(Method::GET, url, None).await?)
+                .await?
+                .text()
+                .await
+                .map_err(unavailable)?;
+            let page = ListParts::parse_response(&text).map_err(unavailable)?;
+            parts.extend(page.parts.iter().map(|p| PartInfo {
+                part_number: p.number as u32,
+                size: p.size,
+                etag: p.etag.trim_matches('"').to_owned(),
+            }));
+            match page.next_part_number_marker {
+                Some(m)
+                    if marker != Some(m)
+                        && !page.parts.is_empty()
+                        && text.contains("<IsTruncated>true") =>
+                {
+                    marker = Some(m)
+                }
+                _ => break,
+            }
+        }
+        parts.sort_by_key(|p| p.part_number);
+        Ok(parts)
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload: &str,
+        layout: MultipartLayout,
+        parts: &[PartInfo],
+    ) -> Result<u64> {
+        let stored = self.list_parts(key, upload).await?;
+        let mut etags = Vec::new();
+        for n in 1..=layout.part_count() {
+            let (_, expected) = layout.part_span(n).expect("n in range");
+            let have = stored
+                .iter()
+                .find(|p| p.part_number == n)
+                .ok_or(StoreError::PartMismatch(n))?;
+            if have.size != expected {
+                return Err(StoreError::PartSize {
+                    part_number: n,
+                    expected,
+                    got: have.size,
+                });
+            }
+            match parts.iter().find(|p| p.part_number == n) {
+                Some(c) if c.etag == have.etag => etags.push(format!("\"{}\"", have.etag)),
+                _ => return Err(StoreError::PartMismatch(n)),
+            }
+        }
+        if let Some(extra) = parts
+            .iter()
+            .find(|p| p.part_number == 0 || p.part_number > layout.part_count())
+        {
+            return Err(StoreError::PartMismatch(extra.part_number));
+        }
+        self.complete(&self.full_key(key)?, upload, &etags).await?;
+        Ok(layout.total_size)
+    }
+
+    async fn abort_multipart(&self, key: &str, upload: &str) -> Result<()> {
+        let key = self.full_key(key)?;
+        self.abort(&key, upload).await
+    }
+}

@@ -1,0 +1,190 @@
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::io::{IsTerminal, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use vidhost_api::App;
+use vidhost_core::config::Config;
+use vidhost_core::domain::Role;
+
+#[derive(Parser)]
+#[command(
+    name = "vidhost",
+    version,
+    about = "Self-hosted video platform: upload, process, deliver"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// HTTP API server (zero config: 127.0.0.1:8080, data under ./vidhost-data)
+    Serve(ServeArgs),
+    /// Apply database migrations and exit
+    Migrate(CommonArgs),
+    /// Administrative tasks
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Args)]
+struct CommonArgs {
+    /// Configuration file (default: ./vidhost.toml when present)
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory for the embedded defaults
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port)
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a user; the password is read from stdin (or prompted for)
+    CreateUser {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long, default_value = "uploader")]
+        role: String,
+    },
+}
+
+impl CommonArgs {
+    fn load(&self, listen: Option<SocketAddr>) -> anyhow::Result<Config> {
+        let mut overrides = figment::Figment::new();
+        if let Some(d) = &self.data_dir {
+            overrides = overrides.merge(("data_dir", d));
+        }
+        if let Some(l) = listen {
+            overrides = overrides.merge(("listen", l.to_string()));
+        }
+        Ok(Config::load(self.config.as_deref(), overrides)?)
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_owned());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = args.common.load(args.listen)?;
+            init_tracing(&config.log);
+            let listen = config.listen;
+            let app = App::build(config).await?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            let addr = listener.local_addr()?;
+            // Tests and scripts read this line to find a port-0 server.
+            println!("vidhost listening on http://{addr}");
+            tracing::info!(%addr, db = app.state.db.backend(), store = app.state.store.kind(), "serving");
+            app.run(listener, shutdown_signal()).await
+        }
+        Command::Migrate(common) => {
+            let config = common.load(None)?;
+            init_tracing(&config.log);
+            App::build(config).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Admin {
+            command:
+                AdminCommand::CreateUser {
+                    common,
+                    email,
+                    display_name,
+                    role,
+                },
+        } => {
+            let role: Role = role
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--role must be admin, uploader or viewer"))?;
+            let config = common.load(None)?;
+            init_tracing("warn");
+            let password = read_password()?;
+            let app = App::build(config).await?;
+            let user = vidhost_api::routes::accounts::create_user(
+                &app.state,
+                &email,
+                &password,
+                display_name.as_deref(),
+                role,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{} ({})", e.detail, e.code))?;
+            println!("created {} {} ({})", user.role, user.email, user.id);
+            Ok(())
+        }
+    }
+}
+
+fn read_password() -> anyhow::Result<String> {
+    let mut stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return rpassword::prompt_password("Password: ").context("reading the password");
+    }
+    let mut s = String::new();
+    stdin
+        .read_to_string(&mut s)
+        .context("reading the password from stdin")?;
+    let p = s.lines().next().unwrap_or("").to_owned();
+    anyhow::ensure!(!p.is_empty(), "no password on stdin");
+    Ok(p)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,300 @@
+use crate::helpers::*;
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[tokio::test]
+async fn register_login_me_and_profile() {
+    let s = TestServer::start().await;
+    let created = s.register("Alice@Example.com").await;
+    assert_eq!(created["role"], "uploader");
+    assert_eq!(created["display_name"], "Alice");
+    assert!(created["id"].as_str().unwrap().len() >= 26);
+
+    let tokens = s.login("alice@example.com").await;
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["expires_in"], 3600);
+    let at = tokens["access_token"].as_str().unwrap();
+    let me: serde_json::Value = s.get("/api/v1/me", Some(at)).await.json().await.unwrap();
+    assert_eq!(me["email"], "Alice@Example.com");
+    assert_eq!(me["mfa_enabled"], false);
+
+    let r = s
+        .http
+        .patch(s.url("/api/v1/me"))
+        .bearer_auth(at)
+        .json(&json!({"display_name": "Al"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let me: serde_json::Value = s.get("/api/v1/me", Some(at)).await.json().await.unwrap();
+    assert_eq!(me["display_name"], "Al");
+}
+
+#[tokio::test]
+async fn bad_registrations_and_logins_are_refused() {
+    let s = TestServer::start().await;
+    s.register("bob@example.com").await;
+    let r = s
+        .post_json(
+            "/api/v1/auth/register",
+            None,
+            json!({"email": "BOB@example.com", "password": PASSWORD}),
+        )
+        .await;
+    problem(r, StatusCode::CONFLICT, "email_taken").await;
+    for weak in ["short", "password1234", "aaaaaaaaaaaaaaaa", "qwertyuiop123"] {
+        let r = s
+            .post_json(
+                "/api/v1/auth/register",
+                None,
+                json!({"email": "c@example.com", "password": weak}),
+            )
+            .await;
+        problem(r, StatusCode::UNPROCESSABLE_ENTITY, "weak_password").await;
+    }
+    let r = s
+        .post_json(
+            "/api/v1/auth/register",
+            None,
+            json!({"email": "not-an-email", "password": PASSWORD}),
+        )
+        .await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    let r = s
+        .post_json(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": "bob@example.com", "password": "wrong password 123"}),
+        )
+        .await;
+    problem(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    let r = s
+        .post_json(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": "nobody@example.com", "password": PASSWORD}),
+        )
+        .await;
+    problem(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    let r = s.get("/api/v1/me", None).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = s.get("/api/v1/me", Some("garbage.token.here")).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Nothing was half-created by the refusals.
+    let admin = s.admin().await;
+    let users: serde_json::Value = s
+        .get("/api/v1/admin/users", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(users["items"].as_array().unwrap().len(), 2, "{users}");
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
+    let s = TestServer::start().await;
+    s.register("carol@example.com").await;
+    let first = s.login("carol@example.com").await;
+    let r1 = first["refresh_token"].as_str().unwrap();
+    let second: serde_json::Value = s
+        .post_json("/api/v1/auth/refresh", None, json!({"refresh_token": r1}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let r2 = second["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(r1, r2);
+    assert!(s
+        .get("/api/v1/me", Some(second["access_token"].as_str().unwrap()))
+        .await
+        .status()
+        .is_success());
+
+    // Replaying the rotated token is theft: it fails and kills the family,
+    // so the legitimately rotated token stops working too.
+    let r = s
+        .post_json("/api/v1/auth/refresh", None, json!({"refresh_token": r1}))
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = s
+        .post_json("/api/v1/auth/refresh", None, json!({"refresh_token": r2}))
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // Logout revokes the session it names.
+    let other = s.login("carol@example.com").await;
+    let ro = other["refresh_token"].as_str().unwrap();
+    let r = s
+        .post_json("/api/v1/auth/logout", None, json!({"refresh_token": ro}))
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = s
+        .post_json("/api/v1/auth/refresh", None, json!({"refresh_token": ro}))
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn password_change_revokes_other_sessions() {
+    let s = TestServer::start().await;
+    s.register("dave@example.com").await;
+    let a = s.login("dave@example.com").await;
+    let b = s.login("dave@example.com").await;
+    let at = a["access_token"].as_str().unwrap();
+    let sessions: serde_json::Value = s
+        .get("/api/v1/me/sessions", Some(at))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sessions["items"].as_array().unwrap().len(), 2);
+
+    let r = s.post_json("/api/v1/me/password", Some(at), json!({"current_password": "nope nope nope", "new_password": "another fine passphrase 77"})).await;
+    problem(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    let r = s
+        .post_json(
+            "/api/v1/me/password",
+            Some(at),
+            json!({"current_password": PASSWORD, "new_password": "abc"}),
+        )
+        .await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "weak_password").await;
+    let r = s
+        .post_json(
+            "/api/v1/me/password",
+            Some(at),
+            json!({"current_password": PASSWORD, "new_password": "another fine passphrase 77"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+
+    let r = s
+        .post_json(
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refresh_token": b["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "the other session is revoked"
+    );
+    let r = s
+        .post_json(
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refresh_token": a["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "the caller's own session survives"
+    );
+    let r = s
+        .post_json(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": "dave@example.com", "password": "another fine passphrase 77"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn roles_registration_modes_and_disabling() {
+    let s = TestServer::start_with(&[("VIDHOST_AUTH__REGISTRATION", "closed")]).await;
+    let r = s
+        .post_json(
+            "/api/v1/auth/register",
+            None,
+            json!({"email": "e@example.com", "password": PASSWORD}),
+        )
+        .await;
+    problem(r, StatusCode::FORBIDDEN, "registration_closed").await;
+
+    let s = TestServer::start_with(&[("VIDHOST_AUTH__DEFAULT_ROLE", "viewer")]).await;
+    let viewer = s.user("v@example.com").await;
+    let r = s
+        .upload_form(&viewer, sample_mp4().to_vec(), "a.mp4", &[])
+        .await;
+    problem(r, StatusCode::FORBIDDEN, "forbidden").await;
+    let r = s
+        .post_json(
+            "/api/v1/uploads/multipart",
+            Some(&viewer),
+            json!({"filename": "a.mp4", "size": 10}),
+        )
+        .await;
+    problem(r, StatusCode::FORBIDDEN, "forbidden").await;
+    let r = s.get("/api/v1/admin/users", Some(&viewer)).await;
+    problem(r, StatusCode::FORBIDDEN, "forbidden").await;
+
+    // An admin promotes the viewer; the change applies to the token already held.
+    let admin = s.admin().await;
+    let me: serde_json::Value = s
+        .get("/api/v1/me", Some(&viewer))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = me["id"].as_str().unwrap();
+    let r = s
+        .http
+        .patch(s.url(&format!("/api/v1/admin/users/{id}")))
+        .bearer_auth(&admin)
+        .json(&json!({"role": "uploader"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = s
+        .upload_form(&viewer, sample_mp4().to_vec(), "a.mp4", &[])
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // Disabling locks the user out at once.
+    let r = s
+        .http
+        .patch(s.url(&format!("/api/v1/admin/users/{id}")))
+        .bearer_auth(&admin)
+        .json(&json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        s.get("/api/v1/me", Some(&viewer)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = s
+        .post_json(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": "v@example.com", "password": PASSWORD}),
+        )
+        .await;
+    problem(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+}
+
+#[tokio::test]
+async fn tokens_from_one_node_work_on_another() {
+    // Two servers on one database (SQLite in WAL mode shares across
+    // processes too) accept each other's tokens: keys live in the database.
+    let a = TestServer::start().await;
+    let b = TestServer::start_with(&[("VIDHOST_DATABASE_URL", &a.database_url)]).await;
+    let t = a.user("shared@example.com").await;
+    assert_eq!(b.get("/api/v1/me", Some(&t)).await.status(), StatusCode::OK);
+    let pair = b.login("shared@example.com").await;
+    let r = a
+        .post_json(
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refresh_token": pair["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+}

@@ -1,0 +1,169 @@
+use crate::helpers::*;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+async fn original_url(s: &TestServer, token: &str, id: &str) -> String {
+    let pb: Value = s
+        .get(&format!("/api/v1/videos/{id}/playback"), Some(token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    for f in ["hls", "dash", "mp4", "poster", "storyboard_vtt"] {
+        assert!(pb[f].is_null(), "{f} is null until its output exists");
+    }
+    assert!(pb["expires_at"].is_string());
+    pb["original"]
+        .as_str()
+        .expect("owner grant has original")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn ranges_return_exact_slices() {
+    let s = TestServer::start().await;
+    let t = s.user("u@example.com").await;
+    let file = big_avi();
+    let r = s.upload_form(&t, file.to_vec(), "big.avi", &[]).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    let url = original_url(&s, &t, v["id"].as_str().unwrap()).await;
+    assert!(url.starts_with("/play/") && url.ends_with("/original"));
+    let len = file.len();
+
+    let full = s.get(&url, None).await;
+    assert_eq!(full.status(), StatusCode::OK);
+    assert_eq!(full.headers()["accept-ranges"], "bytes");
+    assert_eq!(full.headers()["content-type"], "video/x-msvideo");
+    assert_eq!(full.headers()["content-length"], len.to_string().as_str());
+    let etag = full.headers()["etag"].to_str().unwrap().to_owned();
+    let last_modified = full.headers()["last-modified"].to_str().unwrap().to_owned();
+    assert!(full.headers().contains_key("cache-control"));
+    assert_eq!(sha256(&full.bytes().await.unwrap()), sha256(file));
+
+    let cases: Vec<(String, usize, usize)> = vec![
+        ("bytes=0-99".into(), 0, 99),
+        ("bytes=1000000-2000000".into(), 1_000_000, 2_000_000),
+        ("bytes=-500".into(), len - 500, len - 1),
+        (format!("bytes={}-", len - 1234), len - 1234, len - 1),
+        (
+            format!("bytes={}-{}", len - 10, len + 100),
+            len - 10,
+            len - 1,
+        ),
+    ];
+    for (range, a, z) in cases {
+        let r = s
+            .http
+            .get(s.url(&url))
+            .header("range", &range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{range}");
+        assert_eq!(
+            r.headers()["content-range"],
+            format!("bytes {a}-{z}/{len}").as_str(),
+            "{range}"
+        );
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &file[a..=z], "{range}");
+    }
+    let r = s
+        .http
+        .get(s.url(&url))
+        .header("range", format!("bytes={len}-"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes */{len}").as_str()
+    );
+
+    // If-Range: a current validator keeps the range, a stale one gets the whole file.
+    let r = s
+        .http
+        .get(s.url(&url))
+        .header("range", "bytes=0-9")
+        .header("if-range", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    let r = s
+        .http
+        .get(s.url(&url))
+        .header("range", "bytes=0-9")
+        .header("if-range", "\"stale\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = s
+        .http
+        .get(s.url(&url))
+        .header("range", "bytes=0-9")
+        .header("if-range", &last_modified)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    // Conditional GET.
+    let r = s
+        .http
+        .get(s.url(&url))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    // HEAD: headers, no body.
+    let r = s
+        .http
+        .head(s.url(&url))
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers()["content-length"], "10");
+    assert!(r.bytes().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn tokens_are_checked() {
+    let s = TestServer::start_with(&[("VIDHOST_DELIVERY__OWNER_GRANT_TTL_S", "2")]).await;
+    let t = s.user("u@example.com").await;
+    let v = s.upload_sample(&t, "x").await;
+    let url = original_url(&s, &t, v["id"].as_str().unwrap()).await;
+    // The same video and grant kind yield the same token (cacheable URLs).
+    assert_eq!(url, original_url(&s, &t, v["id"].as_str().unwrap()).await);
+    let token = url
+        .trim_start_matches("/play/")
+        .trim_end_matches("/original");
+    let mut chars: Vec<char> = token.chars().collect();
+    let i = chars.len() - 3;
+    chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+    let tampered: String = chars.into_iter().collect();
+    problem(
+        s.get(&format!("/play/{tampered}/original"), None).await,
+        StatusCode::FORBIDDEN,
+        "invalid_token",
+    )
+    .await;
+    problem(
+        s.get("/play/garbage/original", None).await,
+        StatusCode::FORBIDDEN,
+        "invalid_token",
+    )
+    .await;
+    // Any signed-in viewer who could see the video gets no `original`.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    problem(
+        s.get(&url, None).await,
+        StatusCode::FORBIDDEN,
+        "invalid_token",
+    )
+    .await;
+}

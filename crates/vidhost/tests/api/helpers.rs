@@ -1,0 +1,440 @@
+//! Spawns the real `vidhost` binary on a loopback port and talks to it over
+//! HTTP, as a client would. The backend comes from the environment:
+//! `VIDHOST_TEST_PG_URL` (a PostgreSQL server: each server gets a fresh
+//! database on it) and `VIDHOST_TEST_S3_ENDPOINT` (an S3-compatible server:
+//! each server gets a fresh bucket). Without them: SQLite + local disk.
+
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const ADMIN_EMAIL: &str = "root@example.com";
+pub const PASSWORD: &str = "correct horse battery staple 42";
+
+pub struct TestServer {
+    pub base: String,
+    pub http: Client,
+    pub data_dir: tempfile::TempDir,
+    pub storage: Storage,
+    pub database_url: String,
+    /// Killed when the test drops the server.
+    _child: Child,
+}
+
+#[derive(Clone)]
+pub enum Storage {
+    Disk(PathBuf),
+    S3 { endpoint: String, bucket: String },
+}
+
+fn rand_suffix() -> String {
+    use rand::Rng;
+    let n: u64 = rand::thread_rng().gen();
+    format!("{n:016x}")
+}
+
+async fn fresh_pg_database(base: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("t_{}", rand_suffix());
+    let mut conn = sqlx::PgConnection::connect(base)
+        .await
+        .expect("connect to the test PostgreSQL");
+    sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create database");
+    let mut url = url::Url::parse(base).expect("pg url");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+async fn fresh_bucket(endpoint: &str) -> String {
+    let name = format!("t-{}", rand_suffix());
+    let bucket = rusty_s3::Bucket::new(
+        endpoint.parse().unwrap(),
+        rusty_s3::UrlStyle::Path,
+        name.clone(),
+        region(),
+    )
+    .unwrap();
+    let creds = creds();
+    let url = rusty_s3::S3Action::sign(&bucket.create_bucket(&creds), Duration::from_secs(60));
+    let r = Client::new()
+        .put(url)
+        .header("content-length", "0")
+        .send()
+        .await
+        .expect("create bucket");
+    assert!(r.status().is_success(), "create bucket: {}", r.status());
+    name
+}
+
+fn region() -> String {
+    std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into())
+}
+
+fn creds() -> rusty_s3::Credentials {
+    rusty_s3::Credentials::new(
+        std::env::var("AWS_ACCESS_KEY_ID").expect("AWS_ACCESS_KEY_ID for the S3 test server"),
+        std::env::var("AWS_SECRET_ACCESS_KEY")
+            .expect("AWS_SECRET_ACCESS_KEY for the S3 test server"),
+    )
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts a server with extra `VIDHOST_*` settings.
+    pub async fn start_with(env: &[(&str, &str)]) -> TestServer {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vidhost"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir.path());
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .env("VIDHOST_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL)
+            .env("VIDHOST_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)
+            // Cheap hashing keeps the suite fast; production defaults are tested in unit tests.
+            .env("VIDHOST_AUTH__ARGON2_MEMORY_KIB", "8192")
+            .env("VIDHOST_AUTH__ARGON2_ITERATIONS", "1")
+            .env(
+                "VIDHOST_UPLOADS__MIN_PART_SIZE_BYTES",
+                (5 * 1024 * 1024).to_string(),
+            );
+        for k in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"] {
+            if let Ok(v) = std::env::var(k) {
+                cmd.env(k, v);
+            }
+        }
+        let database_url = match std::env::var("VIDHOST_TEST_PG_URL") {
+            Ok(pg) => fresh_pg_database(&pg).await,
+            Err(_) => format!(
+                "sqlite://{}?mode=rwc",
+                data_dir.path().join("vidhost.db").display()
+            ),
+        };
+        cmd.env("VIDHOST_DATABASE_URL", &database_url);
+        let storage = match std::env::var("VIDHOST_TEST_S3_ENDPOINT") {
+            Ok(endpoint) => {
+                let bucket = fresh_bucket(&endpoint).await;
+                cmd.env(
+                    "VIDHOST_STORAGE_URL",
+                    format!("s3://{bucket}?endpoint={endpoint}&region={}", region()),
+                );
+                Storage::S3 { endpoint, bucket }
+            }
+            Err(_) => Storage::Disk(data_dir.path().join("objects")),
+        };
+        let mut database_url = database_url;
+        for (k, v) in env {
+            cmd.env(k, v);
+            if *k == "VIDHOST_DATABASE_URL" {
+                database_url = v.to_string();
+            }
+        }
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn vidhost");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("vidhost did not start within 60 s")
+            .unwrap()
+            .expect("vidhost exited before listening");
+        let base = line
+            .trim()
+            .strip_prefix("vidhost listening on ")
+            .expect("listening line")
+            .to_owned();
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let http = Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap();
+        TestServer {
+            base,
+            http,
+            data_dir,
+            storage,
+            database_url,
+            _child: child,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn register(&self, email: &str) -> Value {
+        let r = self
+            .post_json(
+                "/api/v1/auth/register",
+                None,
+                json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED, "register {email}");
+        r.json().await.unwrap()
+    }
+
+    pub async fn login(&self, email: &str) -> Value {
+        let r = self
+            .post_json(
+                "/api/v1/auth/login",
+                None,
+                json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK, "login {email}");
+        r.json().await.unwrap()
+    }
+
+    /// Registers `email` and returns an access token.
+    pub async fn user(&self, email: &str) -> String {
+        self.register(email).await;
+        self.login(email).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn admin(&self) -> String {
+        self.login(ADMIN_EMAIL).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: Value) -> Response {
+        let mut r = self.http.post(self.url(path)).json(&body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut r = self.http.get(self.url(path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().await.unwrap()
+    }
+
+    /// One-request upload of `bytes` as `filename`.
+    pub async fn upload_form(
+        &self,
+        token: &str,
+        bytes: Vec<u8>,
+        filename: &str,
+        fields: &[(&str, &str)],
+    ) -> Response {
+        let mut form = reqwest::multipart::Form::new();
+        for (k, v) in fields {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        form = form.part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name(filename.to_owned()),
+        );
+        self.http
+            .post(self.url("/api/v1/upload"))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Uploads a small real video and returns the video JSON.
+    pub async fn upload_sample(&self, token: &str, title: &str) -> Value {
+        let r = self
+            .upload_form(
+                token,
+                sample_mp4().to_vec(),
+                "sample.mp4",
+                &[("title", title)],
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json().await.unwrap()
+    }
+
+    /// Every object key the store holds (not counting in-flight scratch space).
+    pub async fn object_keys(&self) -> Vec<String> {
+        match &self.storage {
+            Storage::Disk(root) => {
+                let mut out = Vec::new();
+                walk(root, root, &mut out);
+                out
+            }
+            Storage::S3 { endpoint, bucket } => {
+                let b = rusty_s3::Bucket::new(
+                    endpoint.parse().unwrap(),
+                    rusty_s3::UrlStyle::Path,
+                    bucket.clone(),
+                    region(),
+                )
+                .unwrap();
+                let c = creds();
+                let url =
+                    rusty_s3::S3Action::sign(&b.list_objects_v2(Some(&c)), Duration::from_secs(60));
+                let text = Client::new()
+                    .get(url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                let parsed = rusty_s3::actions::ListObjectsV2::parse_response(&text).unwrap();
+                parsed.contents.into_iter().map(|o| o.key).collect()
+            }
+        }
+    }
+
+    /// Bytes held in incomplete uploads (multipart staging or S3 multipart uploads).
+    pub async fn pending_multipart_count(&self) -> usize {
+        match &self.storage {
+            Storage::Disk(root) => std::fs::read_dir(root.join(".multipart"))
+                .map(|d| d.count())
+                .unwrap_or(0),
+            Storage::S3 { endpoint, bucket } => {
+                let b = rusty_s3::Bucket::new(
+                    endpoint.parse().unwrap(),
+                    rusty_s3::UrlStyle::Path,
+                    bucket.clone(),
+                    region(),
+                )
+                .unwrap();
+                let c = creds();
+                let mut action = b.list_objects_v2(Some(&c));
+                rusty_s3::S3Action::query_mut(&mut action).insert("uploads", "");
+                let url = rusty_s3::S3Action::sign(&action, Duration::from_secs(60));
+                let text = Client::new()
+                    .get(url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                text.matches("<UploadId>").count()
+            }
+        }
+    }
+
+    pub fn is_s3(&self) -> bool {
+        matches!(self.storage, Storage::S3 { .. })
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        if rel.starts_with(".tmp") || rel.starts_with(".multipart") {
+            continue;
+        }
+        if p.is_dir() {
+            walk(root, &p, out);
+        } else {
+            out.push(rel);
+        }
+    }
+}
+
+/// A small real MP4 (2 s of test pattern), made once per test binary with ffmpeg.
+pub fn sample_mp4() -> &'static [u8] {
+    static CELL: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    CELL.get_or_init(|| {
+        make_media(
+            "sample.mp4",
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=320x240:rate=25",
+                "-t",
+                "2",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+            ],
+        )
+    })
+}
+
+/// A ~11.5 MiB real video (uncompressed AVI): big enough for several 5 MiB parts.
+pub fn big_avi() -> &'static [u8] {
+    static CELL: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    CELL.get_or_init(|| {
+        make_media(
+            "big.avi",
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=320x240:rate=25",
+                "-t",
+                "4",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:v",
+                "rawvideo",
+            ],
+        )
+    })
+}
+
+fn make_media(name: &str, args: &[&str]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join(name);
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .arg(&out)
+        .status()
+        .expect("ffmpeg must be installed (scripts/install-deps.sh)");
+    assert!(status.success(), "ffmpeg failed to make {name}");
+    std::fs::read(out).unwrap()
+}
+
+pub fn sha256(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+pub async fn problem(r: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(r.status(), status, "expected {status} {code}");
+    let ct = r
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(ct, "application/problem+json");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], code, "{v}");
+    assert_eq!(v["status"], status.as_u16());
+    v
+}

@@ -1,0 +1,104 @@
+use crate::helpers::*;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+#[tokio::test]
+async fn health_readiness_and_openapi() {
+    let s = TestServer::start().await;
+    assert_eq!(s.get("/healthz", None).await.status(), StatusCode::OK);
+    let r = s.get("/readyz", None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let doc: Value = s
+        .get("/api/v1/openapi.json", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for (path, method) in [
+        ("/api/v1/auth/register", "post"),
+        ("/api/v1/videos/{id}", "patch"),
+        ("/api/v1/uploads/multipart/{upload_id}/complete", "post"),
+        ("/api/v1/upload", "post"),
+        ("/play/{token}/original", "get"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} documented"
+        );
+    }
+}
+
+#[tokio::test]
+async fn readyz_names_the_failing_store() {
+    let s = TestServer::start().await;
+    if s.is_s3() {
+        // Point a second server at a bucket that does not exist.
+        let Storage::S3 { endpoint, .. } = &s.storage else {
+            unreachable!()
+        };
+        let url = format!("s3://no-such-bucket-here?endpoint={endpoint}");
+        let s2 = TestServer::start_with(&[("VIDHOST_STORAGE_URL", &url)]).await;
+        let r = s2.get("/readyz", None).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["database"], "ok");
+        assert!(v["storage"].as_str().unwrap().starts_with("error"), "{v}");
+        return;
+    }
+    std::fs::remove_dir_all(s.data_dir.path().join("objects")).unwrap();
+    let r = s.get("/readyz", None).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["database"], "ok");
+    assert!(v["storage"].as_str().unwrap().starts_with("error"), "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("storage"));
+}
+
+#[tokio::test]
+async fn metrics_use_route_templates() {
+    let s = TestServer::start().await;
+    let t = s.user("u@example.com").await;
+    let v = s.upload_sample(&t, "m").await;
+    let id = v["id"].as_str().unwrap();
+    s.get(&format!("/api/v1/videos/{id}"), Some(&t)).await;
+    let text = s.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        text.contains(r#"vidhost_http_requests_total{route="/api/v1/videos/{id}",status="200"}"#),
+        "{text}"
+    );
+    assert!(!text.contains(id), "no raw ids in labels");
+    assert!(
+        text.contains(r#"vidhost_uploads_total{method="form",outcome="completed"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("vidhost_upload_duration_seconds_bucket"));
+    assert!(text.contains("vidhost_upload_size_bytes_bucket"));
+    assert!(text.contains("vidhost_uploads_in_progress"));
+    assert!(text.contains("vidhost_http_request_duration_seconds_bucket"));
+}
+
+#[tokio::test]
+async fn bad_configuration_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vidhost"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("VIDHOST_AUTH__ACCESS_TOKEN_TTL_S", "5")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("access_token_ttl_s") && err.contains("900"),
+        "{err}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vidhost"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("VIDHOST_DATABASE_URL", "mysql://x")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("database_url"));
+}

@@ -1,0 +1,644 @@
+use crate::helpers::*;
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn form_upload_stores_the_file_and_metadata() {
+    let s = TestServer::start().await;
+    let t = s.user("u@example.com").await;
+    let r = s
+        .upload_form(
+            &t,
+            sample_mp4().to_vec(),
+            "holiday.mp4",
+            &[
+                ("title", "Holiday"),
+                ("tags", "sea, Sun ,sea"),
+                ("tags", "beach"),
+                ("visibility", "unlisted"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "uploaded");
+    assert_eq!(v["title"], "Holiday");
+    assert_eq!(v["tags"], json!(["sea", "Sun", "beach"]));
+    assert_eq!(v["visibility"], "unlisted");
+    assert_eq!(v["original_filename"], "holiday.mp4");
+    assert_eq!(v["content_type"], "video/mp4");
+    assert_eq!(v["size_bytes"], sample_mp4().len());
+    for field in [
+        "error",
+        "ready_at",
+        "duration_s",
+        "width",
+        "height",
+        "thumbnail_url",
+    ] {
+        assert!(
+            v.get(field).is_some_and(Value::is_null),
+            "{field} present and null"
+        );
+    }
+    assert_eq!(
+        s.object_keys().await,
+        vec![format!("videos/{}/original", v["id"].as_str().unwrap())]
+    );
+}
+
+#[tokio::test]
+async fn bad_form_uploads_leave_nothing_behind() {
+    let s = TestServer::start_with(&[("VIDHOST_UPLOADS__MAX_SIZE_BYTES", "100000")]).await;
+    let t = s.user("u@example.com").await;
+    // Not a video: 422, and neither the video nor its bytes remain.
+    let r = s
+        .upload_form(
+            &t,
+            b"just some text, not a video at all".to_vec(),
+            "fake.mp4",
+            &[],
+        )
+        .await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_media").await;
+    // A declared type that is no video: 415.
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(sample_mp4().to_vec())
+            .file_name("a.png")
+            .mime_str("image/png")
+            .unwrap(),
+    );
+    let r = s
+        .http
+        .post(s.url("/api/v1/upload"))
+        .bearer_auth(&t)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    problem(
+        r,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    // Over the maximum: 413, whether announced or discovered while streaming.
+    let big = vec![0u8; 200_000];
+    let r = s.upload_form(&t, big, "big.mp4", &[]).await;
+    let p = problem(r, StatusCode::PAYLOAD_TOO_LARGE, "file_too_large").await;
+    assert!(p["detail"].as_str().unwrap().contains("100000"));
+    let mut body = sample_mp4().to_vec();
+    body.resize(150_000, 7);
+    let stream = futures::stream::iter(
+        body.chunks(10_000)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream))
+        .file_name("chunked.mp4");
+    let r = s
+        .http
+        .post(s.url("/api/v1/upload"))
+        .bearer_auth(&t)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::PAYLOAD_TOO_LARGE, "file_too_large").await;
+    // Bad metadata.
+    let r = s
+        .upload_form(
+            &t,
+            sample_mp4().to_vec(),
+            "a.mp4",
+            &[("visibility", "everyone")],
+        )
+        .await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    let r = s
+        .upload_form(
+            &t,
+            sample_mp4().to_vec(),
+            "a.mp4",
+            &[("tags", &"x".repeat(41))],
+        )
+        .await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_tags").await;
+    // No file part at all.
+    let r = s
+        .http
+        .post(s.url("/api/v1/upload"))
+        .bearer_auth(&t)
+        .multipart(reqwest::multipart::Form::new().text("title", "x"))
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+
+    assert!(s.object_keys().await.is_empty(), "no objects remain");
+    let list: Value = s
+        .get("/api/v1/videos", Some(&t))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"], json!([]), "no videos remain");
+    let ups: Value = s
+        .get("/api/v1/uploads", Some(&t))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ups["items"], json!([]), "no uploads remain");
+}
+
+#[tokio::test]
+async fn presigned_put_then_complete() {
+    let s = TestServer::start().await;
+    let t = s.user("u@example.com").await;
+    let bytes = sample_mp4().to_vec();
+    let r = s.post_json("/api/v1/uploads/presigned", Some(&t), json!({"filename": "p.mp4", "content_type": "video/mp4", "size": bytes.len(), "title": "Pre"})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["method"], "PUT");
+    let vid = p["video_id"].as_str().unwrap();
+    let url = p["upload_url"].as_str().unwrap();
+
+    // Visible as an incomplete upload meanwhile.
+    let ups: Value = s
+        .get("/api/v1/uploads", Some(&t))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ups["items"][0]["video_id"], vid);
+    assert_eq!(ups["items"][0]["method"], "presigned");
+    assert_eq!(ups["items"][0]["received_bytes"], 0);
+
+    // Completing before the bytes arrived is refused and changes nothing.
+    let r = s
+        .post_json(
+            &format!("/api/v1/uploads/presigned/{vid}/complete"),
+            Some(&t),
+            json!({}),
+        )
+        .await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "size_mismatch").await;
+
+    let r = s.http.put(url).body(bytes.clone()).send().await.unwrap();
+    assert!(r.status().is_success(), "PUT {}", r.status());
+    assert!(r.headers().get("etag").is_some());
+    let r = s
+        .post_json(
+            &format!("/api/v1/uploads/presigned/{vid}/complete"),
+            Some(&t),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "uploaded");
+    assert_eq!(v["title"], "Pre");
+    assert_eq!(v["size_bytes"], bytes.len());
+    // Completing twice finds nothing to complete.
+    let r = s
+        .post_json(
+            &format!("/api/v1/uploads/presigned/{vid}/complete"),
+            Some(&t),
+            json!({}),
+        )
+        .await;
+    problem(r, StatusCode::NOT_FOUND, "upload_not_found").await;
+}
+
+#[tokio::test]
+async fn presigned_validation_and_refused_urls() {
+    let s = TestServer::start_with(&[("VIDHOST_UPLOADS__PRESIGN_EXPIRY_S", "2")]).await;
+    let t = s.user("u@example.com").await;
+    let r = s
+        .post_json(
+            "/api/v1/uploads/presigned",
+            Some(&t),
+            json!({"filename": "p.mp4", "size": 6u64 << 30}),
+        )
+        .await;
+    let p = problem(r, StatusCode::PAYLOAD_TOO_LARGE, "file_too_large").await;
+    assert!(
+        p["detail"].as_str().unwrap().contains("multipart"),
+        "points to multipart: {p}"
+    );
+    let r = s
+        .post_json(
+            "/api/v1/uploads/presigned",
+            Some(&t),
+            json!({"filename": "p.gif", "content_type": "image/gif", "size": 10}),
+        )
+        .await;
+    problem(
+        r,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    let r = s
+        .post_json(
+            "/api/v1/uploads/presigned",
+            Some(&t),
+            json!({"filename": "p.mp4", "size": 0}),
+        )
+        .await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    let r = s
+        .post_json(
+            "/api/v1/uploads/presigned",
+            None,
+            json!({"filename": "p.mp4", "size": 10}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    let bytes = sample_mp4().to_vec();
+    let p: Value = s
+        .post_json(
+            "/api/v1/uploads/presigned",
+            Some(&t),
+            json!({"filename": "p.mp4", "size": bytes.len()}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let url = p["upload_url"].as_str().unwrap().to_owned();
+    // A tampered URL is refused.
+    let tampered = tamper(&url);
+    let r = s
+        .http
+        .put(&tampered)
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "tampered URL");
+    // Bytes of the wrong size are refused (local storage checks at the PUT).
+    if !s.is_s3() {
+        let r = s
+            .http
+            .put(&url)
+            .body(bytes[..100].to_vec())
+            .send()
+            .await
+            .unwrap();
+        problem(r, StatusCode::UNPROCESSABLE_ENTITY, "size_mismatch").await;
+    }
+    // An expired URL is refused.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let r = s.http.put(&url).body(bytes.clone()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "expired URL");
+    assert!(s.object_keys().await.is_empty());
+}
+
+/// Flips one character of the signature part of a URL.
+fn tamper(url: &str) -> String {
+    let mut u = url.to_owned();
+    let idx = if let Some(i) = u.find("X-Amz-Signature=") {
+        i + "X-Amz-Signature=".len() + 3
+    } else {
+        u.len() - 5
+    };
+    let c = u.as_bytes()[idx];
+    let new = if c == b'a' { 'b' } else { 'a' };
+    u.replace_range(idx..idx + 1, &new.to_string());
+    u
+}
+
+async fn start_multipart(s: &TestServer, t: &str, size: usize) -> Value {
+    let r = s.post_json("/api/v1/uploads/multipart", Some(t), json!({"filename": "big.avi", "content_type": "video/x-msvideo", "size": size, "title": "Big"})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    r.json().await.unwrap()
+}
+
+async fn part_urls(s: &TestServer, t: &str, upload_id: &str, numbers: &[u32]) -> Vec<String> {
+    let r = s
+        .post_json(
+            &format!("/api/v1/uploads/multipart/{upload_id}/parts"),
+            Some(t),
+            json!({"part_numbers": numbers}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    v["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["url"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn multipart_parallel_parts_in_any_order() {
+    let s = TestServer::start().await;
+    let t = s.user("u@example.com").await;
+    let file = big_avi();
+    let m = start_multipart(&s, &t, file.len()).await;
+    let upload_id = m["upload_id"].as_str().unwrap();
+    let part_size = m["part_size"].as_u64().unwrap() as usize;
+    let count = m["part_count"].as_u64().unwrap() as u32;
+    assert_eq!(part_size, 5 << 20);
+    assert_eq!(count as usize, file.len().div_ceil(part_size));
+    assert!(count >= 3);
+
+    // All parts but the first, in reverse order and in parallel.
+    let numbers: Vec<u32> = (2..=count).rev().collect();
+    let urls = part_urls(&s, &t, upload_id, &numbers).await;
+    let puts = numbers.iter().zip(urls).map(|(&n, url)| {
+        let start = (n as usize - 1) * part_size;
+        let chunk = file[start..(start + part_size).min(file.len())].to_vec();
+        let http = s.http.clone();
+        async move {
+            let r = http.put(url).body(chunk).send().await.unwrap();
+            assert!(r.status().is_success(), "part {n}: {}", r.status());
+            (
+                n,
+                r.headers()
+                    .get("etag")
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        }
+    });
+    let mut etags: Vec<(u32, String)> = join_all(puts).await;
+
+    // What was received so far, for resuming.
+    let got: Value = s
+        .get(&format!("/api/v1/uploads/multipart/{upload_id}"), Some(&t))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let listed: Vec<u64> = got["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["part_number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(listed, (2..=count as u64).collect::<Vec<_>>());
+    assert_eq!(got["video_id"], m["video_id"]);
+    let ups: Value = s
+        .get("/api/v1/uploads", Some(&t))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ups["items"][0]["upload_id"], upload_id);
+    assert_eq!(ups["items"][0]["received_bytes"], file.len() - part_size);
+
+    // Completing with a part missing is refused.
+    let parts: Vec<Value> = etags
+        .iter()
+        .map(|(n, e)| json!({"part_number": n, "etag": e}))
+        .collect();
+    let r = s
+        .post_json(
+            &format!("/api/v1/uploads/multipart/{upload_id}/complete"),
+            Some(&t),
+            json!({"parts": parts}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    let url = part_urls(&s, &t, upload_id, &[1]).await.remove(0);
+    if !s.is_s3() {
+        // On local storage a wrongly sized part is refused at the PUT.
+        let r = s
+            .http
+            .put(&url)
+            .body(file[..1000].to_vec())
+            .send()
+            .await
+            .unwrap();
+        problem(r, StatusCode::BAD_REQUEST, "invalid_part_size").await;
+    }
+    let r = s
+        .http
+        .put(&url)
+        .body(file[..part_size].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    etags.push((
+        1,
+        r.headers()
+            .get("etag")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned(),
+    ));
+    etags.sort();
+
+    // A wrong ETag is refused; the right ones (quotes or not) complete it.
+    let mut parts: Vec<Value> = etags
+        .iter()
+        .map(|(n, e)| json!({"part_number": n, "etag": e}))
+        .collect();
+    parts[0]["etag"] = json!("\"0123456789abcdef0123456789abcdef\"");
+    let r = s
+        .post_json(
+            &format!("/api/v1/uploads/multipart/{upload_id}/complete"),
+            Some(&t),
+            json!({"parts": parts}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let parts: Vec<Value> = etags
+        .iter()
+        .map(|(n, e)| json!({"part_number": n, "etag": e.trim_matches('"')}))
+        .collect();
+    let r = s
+        .post_json(
+            &format!("/api/v1/uploads/multipart/{upload_id}/complete"),
+            Some(&t),
+            json!({"parts": parts}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "uploaded");
+    assert_eq!(v["size_bytes"], file.len());
+    assert_eq!(v["content_type"], "video/x-msvideo");
+
+    // The stored original is byte-identical.
+    let pb: Value = s
+        .get(
+            &format!("/api/v1/videos/{}/playback", v["id"].as_str().unwrap()),
+            Some(&t),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let body = s
+        .get(pb["original"].as_str().unwrap(), None)
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(sha256(&body), sha256(file));
+    assert_eq!(s.pending_multipart_count().await, 0);
+    let ups: Value = s
+        .get("/api/v1/uploads", Some(&t))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ups["items"], json!([]));
+}
+
+#[tokio::test]
+async fn multipart_abort_and_invalid_media_leave_nothing() {
+    let s = TestServer::start().await;
+    let t = s.user("u@example.com").await;
+    let other = s.user("o@example.com").await;
+    let file = big_avi();
+    let m = start_multipart(&s, &t, file.len()).await;
+    let upload_id = m["upload_id"].as_str().unwrap();
+    let url = part_urls(&s, &t, upload_id, &[1]).await.remove(0);
+    assert!(s
+        .http
+        .put(&url)
+        .body(file[..5 << 20].to_vec())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+
+    // Someone else can neither see nor abort it.
+    let r = s
+        .get(
+            &format!("/api/v1/uploads/multipart/{upload_id}"),
+            Some(&other),
+        )
+        .await;
+    problem(r, StatusCode::NOT_FOUND, "upload_not_found").await;
+    let r = s
+        .http
+        .delete(s.url(&format!("/api/v1/uploads/multipart/{upload_id}")))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::NOT_FOUND, "upload_not_found").await;
+
+    let r = s
+        .http
+        .delete(s.url(&format!("/api/v1/uploads/multipart/{upload_id}")))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = s
+        .get(&format!("/api/v1/uploads/multipart/{upload_id}"), Some(&t))
+        .await;
+    problem(r, StatusCode::NOT_FOUND, "upload_not_found").await;
+    let r = s
+        .get(
+            &format!("/api/v1/videos/{}", m["video_id"].as_str().unwrap()),
+            Some(&t),
+        )
+        .await;
+    problem(r, StatusCode::NOT_FOUND, "video_not_found").await;
+    assert_eq!(s.pending_multipart_count().await, 0);
+
+    // Bytes that are not a video: refused at completion, nothing remains.
+    let junk = vec![0x55u8; 6 << 20];
+    let m = start_multipart(&s, &t, junk.len()).await;
+    let upload_id = m["upload_id"].as_str().unwrap();
+    let urls = part_urls(&s, &t, upload_id, &[1, 2]).await;
+    let mut parts = Vec::new();
+    for (i, url) in urls.iter().enumerate() {
+        let chunk = if i == 0 {
+            junk[..5 << 20].to_vec()
+        } else {
+            junk[5 << 20..].to_vec()
+        };
+        let r = s.http.put(url).body(chunk).send().await.unwrap();
+        parts.push(json!({"part_number": i + 1, "etag": r.headers().get("etag").unwrap().to_str().unwrap()}));
+    }
+    let r = s
+        .post_json(
+            &format!("/api/v1/uploads/multipart/{upload_id}/complete"),
+            Some(&t),
+            json!({"parts": parts}),
+        )
+        .await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_media").await;
+    assert!(s.object_keys().await.is_empty());
+    assert_eq!(s.pending_multipart_count().await, 0);
+    let list: Value = s
+        .get("/api/v1/videos", Some(&t))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"], json!([]));
+}
+
+#[tokio::test]
+async fn multipart_validation() {
+    let s = TestServer::start_with(&[("VIDHOST_UPLOADS__MAX_SIZE_BYTES", "100000000")]).await;
+    let t = s.user("u@example.com").await;
+    let r = s
+        .post_json(
+            "/api/v1/uploads/multipart",
+            Some(&t),
+            json!({"filename": "a.mp4", "size": 100_000_001u64}),
+        )
+        .await;
+    problem(r, StatusCode::PAYLOAD_TOO_LARGE, "file_too_large").await;
+    let r = s
+        .post_json(
+            "/api/v1/uploads/multipart",
+            Some(&t),
+            json!({"filename": "a.txt", "content_type": "text/plain", "size": 10}),
+        )
+        .await;
+    problem(
+        r,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    let r = s
+        .post_json(
+            "/api/v1/uploads/multipart",
+            Some(&t),
+            json!({"filename": "a.mp4", "size": 10, "tags": ["", "x"]}),
+        )
+        .await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_tags").await;
+    let r = s
+        .post_json("/api/v1/uploads/multipart", Some(&t), json!({"size": 10}))
+        .await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+
+    let m = start_multipart(&s, &t, 12 << 20).await;
+    let upload_id = m["upload_id"].as_str().unwrap();
+    for bad in [json!([0]), json!([4]), json!([])] {
+        let r = s
+            .post_json(
+                &format!("/api/v1/uploads/multipart/{upload_id}/parts"),
+                Some(&t),
+                json!({"part_numbers": bad}),
+            )
+            .await;
+        problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    }
+}

@@ -1,0 +1,337 @@
+use crate::helpers::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn visibility_rules_hide_what_a_caller_may_not_see() {
+    let s = TestServer::start().await;
+    let owner = s.user("owner@example.com").await;
+    let other = s.user("other@example.com").await;
+    let admin = s.admin().await;
+    let v = s.upload_sample(&owner, "Mine").await;
+    let id = v["id"].as_str().unwrap();
+    let path = format!("/api/v1/videos/{id}");
+
+    assert_eq!(s.get(&path, Some(&owner)).await.status(), StatusCode::OK);
+    assert_eq!(s.get(&path, Some(&admin)).await.status(), StatusCode::OK);
+    // Not ready yet, and private: others and anonymous callers get 404.
+    problem(
+        s.get(&path, Some(&other)).await,
+        StatusCode::NOT_FOUND,
+        "video_not_found",
+    )
+    .await;
+    problem(
+        s.get(&path, None).await,
+        StatusCode::NOT_FOUND,
+        "video_not_found",
+    )
+    .await;
+    problem(
+        s.get(&format!("{path}/playback"), Some(&other)).await,
+        StatusCode::NOT_FOUND,
+        "video_not_found",
+    )
+    .await;
+    // Even making it public does not show an unprocessed video to others.
+    let r = s
+        .http
+        .patch(s.url(&path))
+        .bearer_auth(&owner)
+        .json(&json!({"visibility": "public"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    problem(
+        s.get(&path, None).await,
+        StatusCode::NOT_FOUND,
+        "video_not_found",
+    )
+    .await;
+    let anon: Value = s.get("/api/v1/videos", None).await.json().await.unwrap();
+    assert_eq!(anon["items"], json!([]));
+    let theirs: Value = s
+        .get("/api/v1/videos", Some(&other))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs["items"], json!([]));
+    // Others cannot edit or delete it.
+    let r = s
+        .http
+        .patch(s.url(&path))
+        .bearer_auth(&other)
+        .json(&json!({"title": "x"}))
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::NOT_FOUND, "video_not_found").await;
+    let r = s
+        .http
+        .delete(s.url(&path))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::NOT_FOUND, "video_not_found").await;
+    problem(
+        s.get("/api/v1/videos/not-an-id", None).await,
+        StatusCode::NOT_FOUND,
+        "video_not_found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn edit_metadata() {
+    let s = TestServer::start().await;
+    let t = s.user("u@example.com").await;
+    let v = s.upload_sample(&t, "Before").await;
+    let path = format!("/api/v1/videos/{}", v["id"].as_str().unwrap());
+    let r = s
+        .http
+        .patch(s.url(&path))
+        .bearer_auth(&t)
+        .json(&json!({"title": "After", "description": "Long text", "tags": [" a", "B", "b"], "visibility": "unlisted"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (
+            v["title"].as_str(),
+            v["description"].as_str(),
+            v["visibility"].as_str()
+        ),
+        (Some("After"), Some("Long text"), Some("unlisted"))
+    );
+    assert_eq!(v["tags"], json!(["a", "B"]));
+    let too_many: Vec<String> = (0..21).map(|i| format!("t{i}")).collect();
+    let r = s
+        .http
+        .patch(s.url(&path))
+        .bearer_auth(&t)
+        .json(&json!({"tags": too_many}))
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_tags").await;
+    let r = s
+        .http
+        .patch(s.url(&path))
+        .bearer_auth(&t)
+        .json(&json!({"visibility": "world"}))
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    let r = s
+        .http
+        .patch(s.url(&path))
+        .bearer_auth(&t)
+        .body("{not json")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error());
+    let after: Value = s.get(&path, Some(&t)).await.json().await.unwrap();
+    assert_eq!(after["title"], "After", "refused edits changed nothing");
+}
+
+#[tokio::test]
+async fn delete_removes_every_object() {
+    let s = TestServer::start().await;
+    let t = s.user("u@example.com").await;
+    let keep = s.upload_sample(&t, "Keep").await;
+    let gone = s.upload_sample(&t, "Gone").await;
+    let gone_id = gone["id"].as_str().unwrap();
+    let pb: Value = s
+        .get(&format!("/api/v1/videos/{gone_id}/playback"), Some(&t))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let r = s
+        .http
+        .delete(s.url(&format!("/api/v1/videos/{gone_id}")))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    problem(
+        s.get(&format!("/api/v1/videos/{gone_id}"), Some(&t)).await,
+        StatusCode::NOT_FOUND,
+        "video_not_found",
+    )
+    .await;
+    assert_eq!(
+        s.get(pb["original"].as_str().unwrap(), None).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        s.object_keys().await,
+        vec![format!("videos/{}/original", keep["id"].as_str().unwrap())]
+    );
+
+    // Deleting a video whose multipart upload is in flight aborts that upload.
+    let m: Value = s
+        .post_json(
+            "/api/v1/uploads/multipart",
+            Some(&t),
+            json!({"filename": "x.avi", "size": 6 << 20}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let parts: Value = s
+        .post_json(
+            &format!(
+                "/api/v1/uploads/multipart/{}/parts",
+                m["upload_id"].as_str().unwrap()
+            ),
+            Some(&t),
+            json!({"part_numbers": [1]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let r = s
+        .http
+        .put(parts["parts"][0]["url"].as_str().unwrap())
+        .body(big_avi()[..5 << 20].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let r = s
+        .http
+        .delete(s.url(&format!(
+            "/api/v1/videos/{}",
+            m["video_id"].as_str().unwrap()
+        )))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(s.pending_multipart_count().await, 0);
+    let ups: Value = s
+        .get("/api/v1/uploads", Some(&t))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ups["items"], json!([]));
+}
+
+#[tokio::test]
+async fn list_filters_and_cursor_pagination() {
+    let s = TestServer::start().await;
+    let t = s.user("u@example.com").await;
+    let other = s.user("o@example.com").await;
+    let mut ids = Vec::new();
+    for (i, tags) in [("One", "cats"), ("Two", "dogs"), ("Three", "cats,dogs")]
+        .iter()
+        .enumerate()
+    {
+        let r = s
+            .upload_form(
+                &t,
+                sample_mp4().to_vec(),
+                "v.mp4",
+                &[
+                    ("title", tags.0),
+                    ("tags", tags.1),
+                    ("description", &format!("number {i}")),
+                ],
+            )
+            .await;
+        let v: Value = r.json().await.unwrap();
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    s.upload_sample(&other, "Theirs").await;
+
+    let page1: Value = s
+        .get("/api/v1/videos?limit=2", Some(&t))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let got: Vec<&str> = page1["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, vec![ids[2].as_str(), ids[1].as_str()], "newest first");
+    let cursor = page1["next_cursor"].as_str().unwrap();
+    let page2: Value = s
+        .get(&format!("/api/v1/videos?limit=2&cursor={cursor}"), Some(&t))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let got: Vec<&str> = page2["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, vec![ids[0].as_str()]);
+    assert!(page2["next_cursor"].is_null());
+
+    let cats: Value = s
+        .get("/api/v1/videos?tag=CATS", Some(&t))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cats["items"].as_array().unwrap().len(), 2);
+    let q: Value = s
+        .get("/api/v1/videos?q=three", Some(&t))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(q["items"][0]["title"], "Three");
+    let q: Value = s
+        .get("/api/v1/videos?q=number%201", Some(&t))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(q["items"][0]["title"], "Two");
+    let admin = s.admin().await;
+    let all: Value = s
+        .get("/api/v1/videos?status=uploaded&limit=100", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["items"].as_array().unwrap().len(), 4);
+    problem(
+        s.get("/api/v1/videos?limit=101", None).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    problem(
+        s.get("/api/v1/videos?cursor=bogus", None).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    problem(
+        s.get("/api/v1/videos?status=nope", None).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+}
