@@ -295,7 +295,9 @@ mod tests {
     #[test]
     fn the_defaults_file_matches_the_code() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../vidhost.toml");
-        let from_file: Config = Figment::from(Toml::file(path)).extract().expect("vidhost.toml parses");
+        let from_file: Config = Figment::from(Toml::file(path))
+            .extract()
+            .expect("vidhost.toml parses");
         assert_eq!(
             serde_json::to_value(&from_file).unwrap(),
             serde_json::to_value(Config::default()).unwrap()
