@@ -3,12 +3,11 @@
 # that are missing. Safe to run repeatedly; a no-op (and fast) when everything
 # is already present.
 #
-#   apt:  ffmpeg postgresql wrk nginx-light curl   (+ python3/pip if absent)
-#   pip:  moto[server] boto3                       (S3 test server, see below)
+#   apt:   ffmpeg postgresql wrk nginx-light curl   (+ python3 if absent)
+#   cargo: garage (the S3 test server), cached in ~/.cache/vidhost-tools
 #
 # Env knobs:
-#   VIDHOST_S3_SERVERS           space-separated S3 test servers to install
-#                                (default: "moto"; see the S3 SERVERS section)
+#   VIDHOST_TOOLS_DIR            where garage is installed (default ~/.cache/vidhost-tools)
 #   VIDHOST_ALLOW_SERVICE_START  set to 1 to let apt start system services
 #                                (postgresql/nginx) after install; by default we
 #                                block that with a temporary policy-rc.d.
@@ -47,9 +46,6 @@ have wrk || need_apt wrk
 { have nginx || [[ -x /usr/sbin/nginx ]]; } || need_apt nginx-light
 have curl || need_apt curl
 have python3 || need_apt python3
-if ! python3 -c 'import importlib.util as u, sys; sys.exit(u.find_spec("pip") is None)' >/dev/null 2>&1; then
-    need_apt python3-pip
-fi
 
 # Temporary policy-rc.d so that installing postgresql/nginx does not start
 # system-wide daemons (port 5432/80). Only installed if none exists, and
@@ -77,46 +73,20 @@ else
     log "apt: all packages present"
 fi
 
-# ---------------------------------------------------------------------------
-# pip helper
-# ---------------------------------------------------------------------------
-pip_install() {
-    # PIP_BREAK_SYSTEM_PACKAGES: needed on Debian 12+ system python (PEP 668);
-    # ignored by older pips and by venv/pyenv pythons.
-    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore \
-        PIP_DISABLE_PIP_VERSION_CHECK=1 \
-        python3 -m pip install -q "$@"
-}
-
 # ===========================================================================
-# S3 SERVERS — extension point.
-# To add another S3-compatible test server (e.g. minio), append its name to
-# the default of VIDHOST_S3_SERVERS and define two functions:
-#     s3_server_present_<name>   -> exit 0 if already installed
-#     s3_server_install_<name>   -> install it
-# and teach scripts/s3-test.sh to start it (VIDHOST_TEST_S3_SERVER=<name>).
+# The S3 test server: Garage, a real S3-compatible store that verifies SigV4
+# signatures, presigned URLs included (moto does not). Built once from
+# crates.io into a cache outside the clone (a cold build takes ~12 min on
+# 2 cores); later runs find it there.
 # ===========================================================================
-VIDHOST_S3_SERVERS="${VIDHOST_S3_SERVERS:-moto}"
-
-s3_server_present_moto() {
-    # find_spec instead of import: importing moto takes ~1s.
-    python3 -c 'import importlib.util as u, sys
-sys.exit(0 if all(u.find_spec(m) for m in ("moto", "boto3", "flask", "flask_cors")) else 1)' >/dev/null 2>&1
-}
-s3_server_install_moto() {
-    pip_install 'moto[server]' boto3
-}
-
-for s3 in $VIDHOST_S3_SERVERS; do
-    declare -F "s3_server_present_$s3" >/dev/null \
-        || die "unknown S3 server '$s3' (no s3_server_present_$s3 function)"
-    if "s3_server_present_$s3"; then
-        log "s3 server '$s3': present"
-    else
-        log "s3 server '$s3': installing"
-        "s3_server_install_$s3"
-        "s3_server_present_$s3" || die "s3 server '$s3' still missing after install"
-    fi
-done
+TOOLS="${VIDHOST_TOOLS_DIR:-$HOME/.cache/vidhost-tools}"
+GARAGE_VERSION=2.5.0
+if [[ -x "$TOOLS/bin/garage" ]] && "$TOOLS/bin/garage" --version 2>/dev/null | grep -q "$GARAGE_VERSION"; then
+    log "garage $GARAGE_VERSION: present"
+else
+    log "garage $GARAGE_VERSION: building (one time, ~12 min)"
+    cargo install --quiet --root "$TOOLS" garage --version "$GARAGE_VERSION" \
+        --no-default-features --features sqlite,bundled-libs
+fi
 
 log "done"

@@ -170,6 +170,11 @@ impl From<StoreError> for ApiError {
                 "bad range",
             ),
             StoreError::Unavailable(m) => ApiError::unavailable("object store", m),
+            StoreError::Full => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                "the server has no room for this upload",
+            ),
             StoreError::Io(e) if is_client_abort(&e) => ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "upload_interrupted",

@@ -4,6 +4,7 @@
 //! signing keys; [`App::run`] serves until the shutdown future resolves.
 
 pub mod auth;
+mod conn;
 pub mod error;
 pub mod grants;
 pub mod keys;
@@ -91,6 +92,7 @@ impl App {
             .max_age(Duration::from_secs(600));
         routes::router()
             .with_state(self.state.clone())
+            .layer(axum::middleware::from_fn(conn::close_if_body_unread))
             .layer(axum::middleware::from_fn(metrics::track_http))
             .layer(cors)
             .layer(tower_http::trace::TraceLayer::new_for_http())

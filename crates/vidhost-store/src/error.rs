@@ -15,10 +15,22 @@ pub enum StoreError {
     PartMismatch(u32),
     #[error("the requested range is not satisfiable")]
     Range,
+    #[error("the object store is full")]
+    Full,
     #[error("object store unavailable: {0}")]
     Unavailable(String),
     #[error("object store configuration: {0}")]
     Config(String),
     #[error("object store I/O: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        if e.raw_os_error() == Some(libc::ENOSPC) {
+            StoreError::Full
+        } else {
+            StoreError::Io(e)
+        }
+    }
 }

@@ -392,9 +392,13 @@ impl ObjectStore for S3Store {
                 .map_err(unavailable)?;
             let page = ListObjectsV2::parse_response(&text).map_err(unavailable)?;
             futures::stream::iter(page.contents.into_iter().map(|o| async move {
+                // Listed with encoding-type=url: keys come back percent-encoded.
+                let key = percent_encoding::percent_decode_str(&o.key)
+                    .decode_utf8_lossy()
+                    .into_owned();
                 let url = self
                     .bucket
-                    .delete_object(Some(&self.creds), &o.key)
+                    .delete_object(Some(&self.creds), &key)
                     .sign(SIGN_TTL);
                 match Self::expect_ok(self.send(Method::DELETE, url, None).await?).await {
                     Ok(_) | Err(StoreError::NotFound) => Ok(()),

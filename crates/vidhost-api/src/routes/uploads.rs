@@ -479,8 +479,7 @@ pub async fn complete_presigned(
 
 /// Part size for a declared size: at least the configured minimum, and big
 /// enough that no upload needs more than 10,000 parts.
-fn layout_for(state: &SharedState, size: u64) -> MultipartLayout {
-    let min = state.config.uploads.min_part_size_bytes;
+fn layout_for(min: u64, size: u64) -> MultipartLayout {
     let needed = size.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB;
     MultipartLayout {
         total_size: size,
@@ -494,7 +493,7 @@ pub async fn create_multipart(
     Json(b): Json<CreateBody>,
 ) -> ApiResult<impl IntoResponse> {
     let Prepared { video, size } = prepare(&state, &caller, b, false)?;
-    let layout = layout_for(&state, size);
+    let layout = layout_for(state.config.uploads.min_part_size_bytes, size);
     let mut upload = new_upload(&state, &video, UploadMethod::Multipart, size, Some(layout));
     let key = original_key(&video.id);
     let store_id = state.store.create_multipart(&key, layout).await?;
@@ -818,4 +817,20 @@ pub async fn sweep_expired(state: &SharedState) -> ApiResult<usize> {
         tracing::info!(video = %up.video_id, method = %up.method, "expired upload removed");
     }
     Ok(expired.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_sizes_keep_within_s3_limits() {
+        let small = layout_for(8 * MIB, 20 * MIB);
+        assert_eq!((small.part_size, small.part_count()), (8 * MIB, 3));
+        assert_eq!(small.part_span(3), Some((16 * MIB, 4 * MIB)));
+        let huge = layout_for(8 * MIB, 5 * 1024 * 1024 * MIB);
+        assert!(huge.part_count() as u64 <= MAX_PARTS);
+        assert!(huge.part_size <= MAX_PART_SIZE && huge.part_size.is_multiple_of(MIB));
+        assert_eq!(layout_for(8 * MIB, 1).part_count(), 1);
+    }
 }

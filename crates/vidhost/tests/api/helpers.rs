@@ -300,7 +300,15 @@ impl TestServer {
                     .await
                     .unwrap();
                 let parsed = rusty_s3::actions::ListObjectsV2::parse_response(&text).unwrap();
-                parsed.contents.into_iter().map(|o| o.key).collect()
+                parsed
+                    .contents
+                    .into_iter()
+                    .map(|o| {
+                        percent_encoding::percent_decode_str(&o.key)
+                            .decode_utf8_lossy()
+                            .into_owned()
+                    })
+                    .collect()
             }
         }
     }

@@ -292,10 +292,19 @@ async fn presigned_validation_and_refused_urls() {
             .unwrap();
         problem(r, StatusCode::UNPROCESSABLE_ENTITY, "size_mismatch").await;
     }
-    // An expired URL is refused.
+    // An expired URL is refused (Garage answers 400 "Date is too old"
+    // where AWS answers 403; vidhost's own endpoint answers 403).
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let r = s.http.put(&url).body(bytes.clone()).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN, "expired URL");
+    if s.is_s3() {
+        assert!(
+            matches!(r.status().as_u16(), 400 | 403),
+            "expired URL: {}",
+            r.status()
+        );
+    } else {
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "expired URL");
+    }
     assert!(s.object_keys().await.is_empty());
 }
 
