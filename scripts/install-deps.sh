@@ -89,4 +89,27 @@ else
         --no-default-features --features sqlite,bundled-libs
 fi
 
+# ===========================================================================
+# Third-party tus clients the tests drive: tuspy (PyPI) and tus-js-client
+# (npm, run under Node).
+# ===========================================================================
+if python3 -c 'import tusclient' >/dev/null 2>&1; then
+    log "tuspy: present"
+else
+    log "tuspy: installing"
+    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+        python3 -m pip install -q 'tuspy==1.1.0'
+fi
+have node || need_node=1
+if [[ ${need_node:-0} == 1 ]]; then
+    apt-get update -q && apt-get install -y -q --no-install-recommends nodejs npm
+fi
+NODE_CLIENTS="$(dirname "$0")/../crates/vidhost/tests/clients/node"
+if [[ -d "$NODE_CLIENTS/node_modules/tus-js-client" ]]; then
+    log "tus-js-client: present"
+else
+    log "tus-js-client: installing"
+    (cd "$NODE_CLIENTS" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 log "done"

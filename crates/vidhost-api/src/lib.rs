@@ -15,7 +15,7 @@ pub mod state;
 pub mod views;
 
 use anyhow::Context;
-use axum::http::{header, HeaderName, Method};
+use axum::http::{HeaderName, Method};
 use keys::{KeyRing, Signer};
 use state::{AppState, SharedState};
 use std::future::Future;
@@ -77,24 +77,61 @@ impl App {
                 Method::DELETE,
                 Method::OPTIONS,
             ])
-            .allow_headers([
-                header::AUTHORIZATION,
-                header::CONTENT_TYPE,
-                header::RANGE,
-                header::IF_RANGE,
-            ])
-            .expose_headers([
-                header::ETAG,
-                header::LOCATION,
-                header::CONTENT_RANGE,
-                HeaderName::from_static("retry-after"),
-            ])
+            .allow_headers(
+                [
+                    "authorization",
+                    "content-type",
+                    "range",
+                    "if-range",
+                    "tus-resumable",
+                    "upload-length",
+                    "upload-metadata",
+                    "upload-offset",
+                    "upload-checksum",
+                    "upload-defer-length",
+                    "x-requested-with",
+                ]
+                .map(HeaderName::from_static),
+            )
+            .expose_headers(
+                [
+                    "etag",
+                    "location",
+                    "content-range",
+                    "retry-after",
+                    "upload-offset",
+                    "upload-length",
+                    "upload-metadata",
+                    "upload-expires",
+                    "tus-resumable",
+                    "tus-version",
+                    "tus-extension",
+                    "tus-max-size",
+                    "tus-checksum-algorithm",
+                ]
+                .map(HeaderName::from_static),
+            )
             .max_age(Duration::from_secs(600));
-        routes::router()
+        let app = routes::router()
             .with_state(self.state.clone())
             .layer(axum::middleware::from_fn(conn::close_if_body_unread))
-            .layer(axum::middleware::from_fn(metrics::track_http))
-            .layer(cors)
+            .layer(axum::middleware::from_fn(metrics::track_http));
+        // tower-http answers every OPTIONS as a CORS preflight; tus clients
+        // also send plain OPTIONS (no Access-Control-Request-Method) to
+        // discover capabilities, and those must reach the tus handler.
+        let with_cors = app.clone().layer(cors);
+        let dispatch = tower::service_fn(move |req: axum::extract::Request| {
+            let plain_options = req.method() == Method::OPTIONS
+                && !req.headers().contains_key("access-control-request-method");
+            let svc = if plain_options {
+                app.clone()
+            } else {
+                with_cors.clone()
+            };
+            tower::ServiceExt::oneshot(svc, req)
+        });
+        axum::Router::new()
+            .fallback_service(dispatch)
             .layer(tower_http::trace::TraceLayer::new_for_http())
     }
 
@@ -157,7 +194,8 @@ async fn bootstrap_admin(state: &SharedState) -> anyhow::Result<()> {
 }
 
 async fn sweep_loop(state: SharedState) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut tick =
+        tokio::time::interval(Duration::from_secs(state.config.uploads.sweep_interval_s));
     loop {
         tick.tick().await;
         if let Err(e) = routes::uploads::sweep_expired(&state).await {

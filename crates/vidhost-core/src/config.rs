@@ -59,6 +59,8 @@ pub struct UploadConfig {
     pub min_part_size_bytes: u64,
     /// Visibility of a new video when the uploader names none.
     pub default_visibility: Visibility,
+    /// How often each server looks for expired uploads to remove.
+    pub sweep_interval_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,6 +95,7 @@ impl Default for Config {
                 expiry_s: 24 * 3600,
                 min_part_size_bytes: 8 * MIB,
                 default_visibility: Visibility::Private,
+                sweep_interval_s: 60,
             },
             delivery: DeliveryConfig {
                 grant_ttl_s: 6 * 3600,
@@ -180,6 +183,9 @@ impl Config {
         }
         if self.uploads.presign_expiry_s == 0 || self.uploads.presign_expiry_s > 7 * 24 * 3600 {
             return bad("uploads.presign_expiry_s must be 1..604800 (S3's limit)".into());
+        }
+        if self.uploads.sweep_interval_s == 0 {
+            return bad("uploads.sweep_interval_s must be at least 1".into());
         }
         if self.delivery.owner_grant_ttl_s > 3600 || self.delivery.owner_grant_ttl_s == 0 {
             return bad("delivery.owner_grant_ttl_s must be between 1 and 3600".into());

@@ -83,6 +83,29 @@ pub trait Catalog: Send + Sync + 'static {
     /// Returns false when the upload was no longer there (completed twice).
     async fn finish_upload(&self, video_id: &str, done: &UploadDone) -> Result<bool>;
     async fn expired_uploads(&self, now: Millis, limit: i64) -> Result<Vec<Upload>>;
+
+    // leases on an upload (tus): one writer at a time across all nodes
+    /// Takes the lease when it is free or its holder stopped renewing.
+    async fn acquire_lease(
+        &self,
+        video_id: &str,
+        owner: &str,
+        now: Millis,
+        ttl_ms: i64,
+    ) -> Result<Lease>;
+    /// Asks the current holder to let go.
+    async fn request_lease_steal(&self, video_id: &str) -> Result<()>;
+    async fn renew_lease(
+        &self,
+        video_id: &str,
+        owner: &str,
+        now: Millis,
+        ttl_ms: i64,
+    ) -> Result<Renewal>;
+    async fn release_lease(&self, video_id: &str, owner: &str) -> Result<()>;
+    /// Moves the durable offset from `from` to `to`, only for the lease holder.
+    async fn advance_offset(&self, video_id: &str, owner: &str, from: i64, to: i64)
+        -> Result<bool>;
 }
 
 pub type DynCatalog = Arc<dyn Catalog>;

@@ -92,6 +92,29 @@ pub struct Upload {
     pub part_count: i64,
     pub created_at: Millis,
     pub expires_at: Millis,
+    /// Bytes durably received so far (tus).
+    pub received: i64,
+    /// The client's `Upload-Metadata`, echoed on HEAD (tus).
+    pub metadata: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    Acquired,
+    /// A live request holds it.
+    Held,
+    /// The upload is gone.
+    Missing,
+}
+
+/// What a lease holder learns when it renews.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    Kept,
+    /// Another request asks for the upload: finish up and let go.
+    StealRequested,
+    /// The lease expired and someone else took it.
+    Lost,
 }
 
 #[derive(Debug, Clone)]

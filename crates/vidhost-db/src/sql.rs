@@ -6,8 +6,8 @@
 //! upgrade halfway.
 
 use crate::{
-    Catalog, DbError, Result, RotateOutcome, Session, SigningKey, Upload, UploadDone, User, Video,
-    VideoPatch, VideoQuery, Viewer,
+    Catalog, DbError, Lease, Renewal, Result, RotateOutcome, Session, SigningKey, Upload,
+    UploadDone, User, Video, VideoPatch, VideoQuery, Viewer,
 };
 use async_trait::async_trait;
 use sqlx::Row;
@@ -39,7 +39,8 @@ const VIDEO_SELECT: &str = "SELECT v.id, v.owner_id, u.display_name AS owner_dis
 const USER_COLS: &str =
     "id, email, display_name, password_hash, role, disabled, mfa_enabled, created_at";
 const UPLOAD_COLS: &str =
-    "video_id, upload_id, owner_id, method, store_upload_id, size, part_size, part_count, created_at, expires_at";
+    "video_id, upload_id, owner_id, method, store_upload_id, size, part_size, part_count, \
+    created_at, expires_at, received, metadata";
 const SESSION_COLS: &str =
     "id, user_id, created_at, last_used_at, expires_at, user_agent, ip, revoked_at";
 
@@ -98,6 +99,8 @@ macro_rules! catalog_impl {
                     part_count: r.try_get("part_count")?,
                     created_at: r.try_get("created_at")?,
                     expires_at: r.try_get("expires_at")?,
+                    received: r.try_get("received")?,
+                    metadata: r.try_get("metadata")?,
                 })
             }
 
@@ -432,7 +435,7 @@ macro_rules! catalog_impl {
                 .bind(v.size_bytes)
                 .execute(&mut *tx)
                 .await?;
-                let sql = format!("INSERT INTO uploads ({UPLOAD_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
+                let sql = format!("INSERT INTO uploads ({UPLOAD_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)");
                 sqlx::query(&sql)
                     .bind(&u.video_id)
                     .bind(&u.upload_id)
@@ -444,6 +447,8 @@ macro_rules! catalog_impl {
                     .bind(u.part_count)
                     .bind(u.created_at)
                     .bind(u.expires_at)
+                    .bind(u.received)
+                    .bind(&u.metadata)
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
@@ -497,6 +502,78 @@ macro_rules! catalog_impl {
                 .await?;
                 tx.commit().await?;
                 Ok(true)
+            }
+
+            async fn acquire_lease(&self, video_id: &str, owner: &str, now: Millis, ttl_ms: i64) -> Result<Lease> {
+                let n = sqlx::query(
+                    "UPDATE uploads SET lease_owner = $1, lease_expires = $2, lease_steal = FALSE \
+                     WHERE video_id = $3 AND (lease_owner IS NULL OR lease_expires <= $4)",
+                )
+                .bind(owner)
+                .bind(now + ttl_ms)
+                .bind(video_id)
+                .bind(now)
+                .execute(&self.0)
+                .await?
+                .rows_affected();
+                if n == 1 {
+                    return Ok(Lease::Acquired);
+                }
+                let exists: Option<String> = sqlx::query_scalar("SELECT video_id FROM uploads WHERE video_id = $1")
+                    .bind(video_id)
+                    .fetch_optional(&self.0)
+                    .await?;
+                Ok(if exists.is_some() { Lease::Held } else { Lease::Missing })
+            }
+
+            async fn request_lease_steal(&self, video_id: &str) -> Result<()> {
+                sqlx::query("UPDATE uploads SET lease_steal = TRUE WHERE video_id = $1 AND lease_owner IS NOT NULL")
+                    .bind(video_id)
+                    .execute(&self.0)
+                    .await?;
+                Ok(())
+            }
+
+            async fn renew_lease(&self, video_id: &str, owner: &str, now: Millis, ttl_ms: i64) -> Result<Renewal> {
+                let steal: Option<bool> = sqlx::query_scalar(
+                    "UPDATE uploads SET lease_expires = $1 WHERE video_id = $2 AND lease_owner = $3 RETURNING lease_steal",
+                )
+                .bind(now + ttl_ms)
+                .bind(video_id)
+                .bind(owner)
+                .fetch_optional(&self.0)
+                .await?;
+                Ok(match steal {
+                    None => Renewal::Lost,
+                    Some(true) => Renewal::StealRequested,
+                    Some(false) => Renewal::Kept,
+                })
+            }
+
+            async fn release_lease(&self, video_id: &str, owner: &str) -> Result<()> {
+                sqlx::query(
+                    "UPDATE uploads SET lease_owner = NULL, lease_expires = NULL, lease_steal = FALSE \
+                     WHERE video_id = $1 AND lease_owner = $2",
+                )
+                .bind(video_id)
+                .bind(owner)
+                .execute(&self.0)
+                .await?;
+                Ok(())
+            }
+
+            async fn advance_offset(&self, video_id: &str, owner: &str, from: i64, to: i64) -> Result<bool> {
+                let n = sqlx::query(
+                    "UPDATE uploads SET received = $1 WHERE video_id = $2 AND lease_owner = $3 AND received = $4",
+                )
+                .bind(to)
+                .bind(video_id)
+                .bind(owner)
+                .bind(from)
+                .execute(&self.0)
+                .await?
+                .rows_affected();
+                Ok(n == 1)
             }
 
             async fn expired_uploads(&self, now: Millis, limit: i64) -> Result<Vec<Upload>> {

@@ -76,6 +76,24 @@ impl MultipartLayout {
     }
 }
 
+/// How a streamed write into staging ended.
+#[derive(Debug)]
+pub enum WriteEnd {
+    /// The body ended.
+    Complete,
+    /// The body had more bytes than allowed; the allowed ones were written.
+    Overflow,
+    /// The body broke off (the client went away); what came was written.
+    Interrupted(std::io::Error),
+}
+
+/// Bytes written (and synced) by `write_at`, and how the body ended.
+#[derive(Debug)]
+pub struct Written {
+    pub bytes: u64,
+    pub end: WriteEnd,
+}
+
 #[async_trait]
 pub trait ObjectStore: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
@@ -127,6 +145,31 @@ pub trait ObjectStore: Send + Sync + 'static {
         parts: &[PartInfo],
     ) -> Result<u64>;
     async fn abort_multipart(&self, key: &str, upload: &str) -> Result<()>;
+
+    /// Whether `write_at` and `commit_staged` work here (local disk): bytes
+    /// can then be appended in place at any offset of a multipart upload.
+    fn random_access(&self) -> bool {
+        false
+    }
+    /// Writes `body` at `offset` of the upload's staging data, at most
+    /// `limit` bytes, and syncs them before returning.
+    async fn write_at(
+        &self,
+        _upload: &str,
+        _offset: u64,
+        _body: ByteStream<'_>,
+        _limit: u64,
+    ) -> Result<Written> {
+        Err(StoreError::Config(
+            "this store has no random-access staging".into(),
+        ))
+    }
+    /// Makes the staging data of a fully written upload the object `key`.
+    async fn commit_staged(&self, _key: &str, _upload: &str) -> Result<u64> {
+        Err(StoreError::Config(
+            "this store has no random-access staging".into(),
+        ))
+    }
 }
 
 pub type DynStore = Arc<dyn ObjectStore>;

@@ -4,12 +4,13 @@
 pub mod accounts;
 pub mod delivery;
 pub mod ops;
+pub mod tus;
 pub mod uploads;
 pub mod videos;
 
 use crate::state::SharedState;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, patch, post, put, MethodRouter};
+use axum::routing::{delete, get, head, options, patch, post, put, MethodRouter};
 use axum::Router;
 
 /// One documented operation.
@@ -68,6 +69,13 @@ api_routes! {
     post "/api/v1/uploads/multipart/{upload_id}/complete" => uploads::complete_multipart, "uploads", true, [200], "Join the parts into the video";
     put "/api/v1/uploads/direct/{token}" => uploads::direct_put, "uploads", false, [200], "Signed PUT target of presigned URLs on local storage";
 
+    options "/api/v1/tus" => tus::options, "tus", false, [204], "tus capabilities (versions, extensions, maximum size, checksums)";
+    post "/api/v1/tus" => tus::create, "tus", true, [201], "tus creation (and creation-with-upload)";
+    options "/api/v1/tus/{id}" => tus::options, "tus", false, [204], "tus capabilities";
+    head "/api/v1/tus/{id}" => tus::head, "tus", true, [200], "tus: the durable offset of an upload";
+    patch "/api/v1/tus/{id}" => tus::patch, "tus", true, [204], "tus: append bytes at Upload-Offset (optional Upload-Checksum)";
+    delete "/api/v1/tus/{id}" => tus::terminate, "tus", true, [204], "tus termination: remove the upload and its bytes";
+
     get "/play/{token}/original" => delivery::original, "delivery", false, [200, 206, 304, 416], "The uploaded file (owner grants), with byte ranges";
 
     get "/api/v1/admin/users" => accounts::admin_users, "admin", true, [200], "All users";
@@ -76,7 +84,12 @@ api_routes! {
 
 /// Routes whose bodies are whole files: no body limit (they stream, and
 /// enforce the declared size themselves).
-const STREAMING: &[&str] = &["/api/v1/upload", "/api/v1/uploads/direct/{token}"];
+const STREAMING: &[&str] = &[
+    "/api/v1/upload",
+    "/api/v1/uploads/direct/{token}",
+    "/api/v1/tus",
+    "/api/v1/tus/{id}",
+];
 
 pub fn router() -> Router<SharedState> {
     let mut r = Router::new();
@@ -84,6 +97,11 @@ pub fn router() -> Router<SharedState> {
     for (path, mr) in table() {
         let mr = if STREAMING.contains(&path) {
             mr.layer(DefaultBodyLimit::disable())
+        } else {
+            mr
+        };
+        let mr = if path.starts_with("/api/v1/tus") {
+            mr.layer(axum::middleware::from_fn(tus::protocol))
         } else {
             mr
         };

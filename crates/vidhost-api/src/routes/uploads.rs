@@ -45,7 +45,7 @@ pub fn origin(state: &SharedState, headers: &HeaderMap) -> String {
     format!("{proto}://{host}")
 }
 
-fn clean_filename(raw: &str) -> ApiResult<String> {
+pub(crate) fn clean_filename(raw: &str) -> ApiResult<String> {
     let base = raw.rsplit(['/', '\\']).next().unwrap_or("").trim();
     if base.is_empty() || base.chars().count() > 255 || base.chars().any(char::is_control) {
         return Err(ApiError::validation(
@@ -64,7 +64,7 @@ fn title_from(filename: &str) -> String {
     stem.chars().take(200).collect()
 }
 
-fn check_size(state: &SharedState, size: u64, single_request: bool) -> ApiResult<()> {
+pub(crate) fn check_size(state: &SharedState, size: u64, single_request: bool) -> ApiResult<()> {
     if size == 0 {
         return Err(ApiError::validation("size must be at least 1 byte"));
     }
@@ -83,12 +83,12 @@ fn check_size(state: &SharedState, size: u64, single_request: bool) -> ApiResult
     Ok(())
 }
 
-fn check_content_type(ct: Option<&str>) -> ApiResult<Option<&'static str>> {
+pub(crate) fn check_content_type(ct: Option<&str>) -> ApiResult<Option<&'static str>> {
     parse_content_type(ct).map_err(|bad| ApiError::unsupported_media_type(&bad))
 }
 
 /// A new video in `awaiting_upload`, owned by the caller.
-fn new_video(
+pub(crate) fn new_video(
     state: &SharedState,
     caller: &Caller,
     filename: Option<String>,
@@ -126,7 +126,7 @@ fn new_video(
     }
 }
 
-fn new_upload(
+pub(crate) fn new_upload(
     state: &SharedState,
     v: &Video,
     method: UploadMethod,
@@ -145,12 +145,18 @@ fn new_upload(
         part_count: layout.map(|l| l.part_count() as i64).unwrap_or(1),
         created_at: now,
         expires_at: now + state.config.uploads.expiry_s as i64 * 1000,
+        received: 0,
+        metadata: None,
     }
 }
 
 /// Checks the stored bytes are a video, then marks the upload complete. A
 /// file that is not a video is removed with its video, leaving nothing.
-async fn accept_original(state: &SharedState, video: &Video, size: u64) -> ApiResult<Video> {
+pub(crate) async fn accept_original(
+    state: &SharedState,
+    video: &Video,
+    size: u64,
+) -> ApiResult<Video> {
     let head =
         vidhost_store::read_head(state.store.as_ref(), &original_key(&video.id), 512).await?;
     let Some(sniffed) = sniff_video(&head) else {
@@ -193,7 +199,7 @@ async fn load_upload(state: &SharedState, caller: &Caller, video_id: &str) -> Ap
     Ok(up)
 }
 
-fn check_not_expired(up: &Upload) -> ApiResult<()> {
+pub(crate) fn check_not_expired(up: &Upload) -> ApiResult<()> {
     if up.expires_at <= now_ms() {
         return Err(ApiError::new(
             StatusCode::GONE,
@@ -479,7 +485,7 @@ pub async fn complete_presigned(
 
 /// Part size for a declared size: at least the configured minimum, and big
 /// enough that no upload needs more than 10,000 parts.
-fn layout_for(min: u64, size: u64) -> MultipartLayout {
+pub(crate) fn layout_for(min: u64, size: u64) -> MultipartLayout {
     let needed = size.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB;
     MultipartLayout {
         total_size: size,
@@ -813,6 +819,10 @@ pub async fn sweep_expired(state: &SharedState) -> ApiResult<usize> {
     let expired = state.db.expired_uploads(now_ms(), 100).await?;
     for up in &expired {
         purge_video(state, &up.video_id).await?;
+        if up.method != UploadMethod::Form {
+            metrics::gauge!("vidhost_uploads_in_progress", "method" => up.method.as_str())
+                .decrement(1.0);
+        }
         record_upload_outcome(up.method, "expired", up.created_at, None);
         tracing::info!(video = %up.video_id, method = %up.method, "expired upload removed");
     }

@@ -21,6 +21,7 @@ pub struct TestServer {
     pub data_dir: tempfile::TempDir,
     pub storage: Storage,
     pub database_url: String,
+    envs: Vec<(String, String)>,
     /// Killed when the test drops the server.
     _child: Child,
 }
@@ -92,73 +93,54 @@ impl TestServer {
     /// Starts a server with extra `VIDHOST_*` settings.
     pub async fn start_with(env: &[(&str, &str)]) -> TestServer {
         let data_dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vidhost"));
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(data_dir.path());
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "warn")
-            .env("VIDHOST_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL)
-            .env("VIDHOST_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)
-            // Cheap hashing keeps the suite fast; production defaults are tested in unit tests.
-            .env("VIDHOST_AUTH__ARGON2_MEMORY_KIB", "8192")
-            .env("VIDHOST_AUTH__ARGON2_ITERATIONS", "1")
-            .env(
-                "VIDHOST_UPLOADS__MIN_PART_SIZE_BYTES",
+        let mut envs: Vec<(String, String)> = vec![
+            ("RUST_LOG".into(), "warn".into()),
+            ("VIDHOST_BOOTSTRAP_ADMIN_EMAIL".into(), ADMIN_EMAIL.into()),
+            ("VIDHOST_BOOTSTRAP_ADMIN_PASSWORD".into(), PASSWORD.into()),
+            // Cheap hashing keeps the suite fast; the defaults are unit-tested.
+            ("VIDHOST_AUTH__ARGON2_MEMORY_KIB".into(), "8192".into()),
+            ("VIDHOST_AUTH__ARGON2_ITERATIONS".into(), "1".into()),
+            (
+                "VIDHOST_UPLOADS__MIN_PART_SIZE_BYTES".into(),
                 (5 * 1024 * 1024).to_string(),
-            );
-        for k in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"] {
+            ),
+        ];
+        for k in [
+            "PATH",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_REGION",
+        ] {
             if let Ok(v) = std::env::var(k) {
-                cmd.env(k, v);
+                envs.push((k.into(), v));
             }
         }
-        let database_url = match std::env::var("VIDHOST_TEST_PG_URL") {
+        let mut database_url = match std::env::var("VIDHOST_TEST_PG_URL") {
             Ok(pg) => fresh_pg_database(&pg).await,
             Err(_) => format!(
                 "sqlite://{}?mode=rwc",
                 data_dir.path().join("vidhost.db").display()
             ),
         };
-        cmd.env("VIDHOST_DATABASE_URL", &database_url);
+        envs.push(("VIDHOST_DATABASE_URL".into(), database_url.clone()));
         let storage = match std::env::var("VIDHOST_TEST_S3_ENDPOINT") {
             Ok(endpoint) => {
                 let bucket = fresh_bucket(&endpoint).await;
-                cmd.env(
-                    "VIDHOST_STORAGE_URL",
+                envs.push((
+                    "VIDHOST_STORAGE_URL".into(),
                     format!("s3://{bucket}?endpoint={endpoint}&region={}", region()),
-                );
+                ));
                 Storage::S3 { endpoint, bucket }
             }
             Err(_) => Storage::Disk(data_dir.path().join("objects")),
         };
-        let mut database_url = database_url;
         for (k, v) in env {
-            cmd.env(k, v);
+            envs.push((k.to_string(), v.to_string()));
             if *k == "VIDHOST_DATABASE_URL" {
                 database_url = v.to_string();
             }
         }
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("spawn vidhost");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .expect("vidhost did not start within 60 s")
-            .unwrap()
-            .expect("vidhost exited before listening");
-        let base = line
-            .trim()
-            .strip_prefix("vidhost listening on ")
-            .expect("listening line")
-            .to_owned();
-        // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (child, base) = spawn(data_dir.path(), &envs).await;
         let http = Client::builder()
             .timeout(Duration::from_secs(120))
             .build()
@@ -169,8 +151,19 @@ impl TestServer {
             data_dir,
             storage,
             database_url,
+            envs,
             _child: child,
         }
+    }
+
+    /// Kills the server with SIGKILL (no chance to clean up) and starts it
+    /// again on the same data, database and store, on a new port.
+    pub async fn crash_and_restart(&mut self) {
+        self._child.start_kill().unwrap();
+        self._child.wait().await.unwrap();
+        let (child, base) = spawn(self.data_dir.path(), &self.envs).await;
+        self._child = child;
+        self.base = base;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -347,6 +340,35 @@ impl TestServer {
     pub fn is_s3(&self) -> bool {
         matches!(self.storage, Storage::S3 { .. })
     }
+}
+
+async fn spawn(data_dir: &Path, envs: &[(String, String)]) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vidhost"));
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(data_dir);
+    cmd.env_clear().envs(envs.iter().map(|(k, v)| (k, v)));
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("spawn vidhost");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("vidhost did not start within 60 s")
+        .unwrap()
+        .expect("vidhost exited before listening");
+    let base = line
+        .trim()
+        .strip_prefix("vidhost listening on ")
+        .expect("listening line")
+        .to_owned();
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, base)
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {

@@ -1,8 +1,10 @@
 //! Black-box tests: the real binary on a loopback port, driven over HTTP.
 
 mod accounts;
+mod cli;
 mod delivery;
 mod helpers;
 mod ops;
+mod tus;
 mod uploads;
 mod videos;

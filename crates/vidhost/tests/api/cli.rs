@@ -1,0 +1,143 @@
+use crate::helpers::*;
+use reqwest::StatusCode;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn vidhost(args: &[&str], env: &[(&str, &str)], stdin: &str) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vidhost"));
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+async fn admin_create_user_then_sign_in() {
+    // Use the same database a server will use (SQLite file or the test PostgreSQL).
+    let s = TestServer::start().await;
+    let dir = s.data_dir.path().to_str().unwrap().to_owned();
+    let db = s.database_url.clone();
+    let env = [("VIDHOST_DATABASE_URL", db.as_str())];
+    let out = vidhost(
+        &[
+            "admin",
+            "create-user",
+            "--data-dir",
+            &dir,
+            "--email",
+            "ops@example.com",
+            "--display-name",
+            "Ops",
+            "--role",
+            "admin",
+        ],
+        &env,
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ops@example.com"));
+
+    let tokens = s.login("ops@example.com").await;
+    let me: serde_json::Value = s
+        .get("/api/v1/me", tokens["access_token"].as_str())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["role"], "admin");
+    assert_eq!(me["display_name"], "Ops");
+
+    // Refusals are explained and change nothing.
+    let out = vidhost(
+        &[
+            "admin",
+            "create-user",
+            "--data-dir",
+            &dir,
+            "--email",
+            "weak@example.com",
+        ],
+        &env,
+        "short\n",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("weak_password"));
+    let out = vidhost(
+        &[
+            "admin",
+            "create-user",
+            "--data-dir",
+            &dir,
+            "--email",
+            "ops@example.com",
+        ],
+        &env,
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("email_taken"));
+    let out = vidhost(
+        &[
+            "admin",
+            "create-user",
+            "--data-dir",
+            &dir,
+            "--email",
+            "x@example.com",
+            "--role",
+            "king",
+        ],
+        &env,
+        "",
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--role"));
+    let r = s
+        .post_json(
+            "/api/v1/auth/login",
+            None,
+            serde_json::json!({"email": "weak@example.com", "password": "short"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let out = vidhost(
+            &["migrate", "--data-dir", dir.path().to_str().unwrap()],
+            &[],
+            "",
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("vidhost.db"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the database holds secrets: owner-only"
+    );
+}
