@@ -30,6 +30,41 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Client: sign in to a server and keep the tokens for `upload`
+    Login {
+        #[arg(long)]
+        server: String,
+        /// Account e-mail (prompted for when omitted)
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// Client: upload files (resumable, parallel); rerun the same command to resume
+    Upload(UploadArgs),
+}
+
+#[derive(Args)]
+struct UploadArgs {
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Server (default: the one `vidhost login` signed in to)
+    #[arg(long)]
+    server: Option<String>,
+    #[arg(long)]
+    title: Option<String>,
+    /// public, unlisted or private
+    #[arg(long)]
+    visibility: Option<String>,
+    /// Parts in flight at once (multipart)
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Multipart)]
+    protocol: ProtocolArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ProtocolArg {
+    Multipart,
+    Tus,
 }
 
 #[derive(Args)]
@@ -128,6 +163,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
+        Command::Login { server, email } => login(&server, email).await,
+        Command::Upload(args) => upload(args).await,
         Command::Admin {
             command:
                 AdminCommand::CreateUser {
@@ -157,6 +194,57 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn login(server: &str, email: Option<String>) -> anyhow::Result<()> {
+    let email = match email {
+        Some(e) => e,
+        None => {
+            eprint!("E-mail: ");
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim().to_owned()
+        }
+    };
+    let password = read_password()?;
+    let creds = vidhost_client::login(server, &email, &password).await?;
+    println!("signed in to {} as {email}", creds.server);
+    Ok(())
+}
+
+/// Uploads each file in turn; Ctrl-C stops cleanly and leaves state to resume.
+async fn upload(args: UploadArgs) -> anyhow::Result<()> {
+    let session = vidhost_client::Session::open(args.server.as_deref())?;
+    let opts = vidhost_client::UploadOptions {
+        title: args.title,
+        visibility: args.visibility,
+        parallel: args.parallel.clamp(1, 64),
+        protocol: match args.protocol {
+            ProtocolArg::Multipart => vidhost_client::Protocol::Multipart,
+            ProtocolArg::Tus => vidhost_client::Protocol::Tus,
+        },
+        progress: std::io::stderr().is_terminal(),
+    };
+    for file in &args.files {
+        let work = vidhost_client::upload_file(&session, file, &opts);
+        let done = tokio::select! {
+            r = work => r.with_context(|| format!("uploading {}", file.display()))?,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("interrupted: run the same command again to resume where it stopped");
+                std::process::exit(130);
+            }
+        };
+        if done.already_there > 0 {
+            eprintln!(
+                "resumed: {} bytes were already on the server",
+                done.already_there
+            );
+        }
+        println!("uploaded {}", file.display());
+        println!("video_id: {}", done.video_id);
+        println!("watch_url: {}", done.watch_url);
+    }
+    Ok(())
 }
 
 fn read_password() -> anyhow::Result<String> {

@@ -135,6 +135,15 @@ impl TestServer {
             Err(_) => Storage::Disk(data_dir.path().join("objects")),
         };
         for (k, v) in env {
+            // Test-only: clients reach the S3 store at another address.
+            if *k == "VIDHOST_TEST_PUBLIC_ENDPOINT" {
+                let url = envs
+                    .iter_mut()
+                    .find(|(k, _)| k == "VIDHOST_STORAGE_URL")
+                    .expect("S3 storage");
+                url.1.push_str(&format!("&public_endpoint={v}"));
+                continue;
+            }
             envs.push((k.to_string(), v.to_string()));
             if *k == "VIDHOST_DATABASE_URL" {
                 database_url = v.to_string();

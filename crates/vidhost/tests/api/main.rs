@@ -2,9 +2,11 @@
 
 mod accounts;
 mod cli;
+mod client;
 mod delivery;
 mod helpers;
 mod ops;
+mod proxy;
 mod tus;
 mod uploads;
 mod videos;
