@@ -2,9 +2,10 @@
 //!
 //! Layout: `{root}/{key}` for objects, `{root}/.tmp/` for objects being
 //! written (renamed into place when whole), `{root}/.multipart/{id}/` for a
-//! multipart upload: `layout.json`, one preallocated `data` file that every
-//! part is written into at its own offset, and `parts/{n}` records written
-//! only after the part's bytes are synced. `complete` therefore verifies and
+//! multipart upload: one preallocated `data` file that every part is written
+//! into at its own offset (created with the first bytes; the layout comes
+//! from the catalog with every call), and `parts/{n}` records written only
+//! after the part's bytes are synced. `complete` therefore verifies and
 //! renames; it never copies the bytes a second time.
 
 use crate::{
@@ -13,6 +14,7 @@ use crate::{
 };
 use crate::{WriteEnd, Written};
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
 use md5::{Digest, Md5};
 use std::io::SeekFrom;
@@ -26,6 +28,8 @@ use vidhost_core::domain::{is_id, new_id};
 /// tokio's File hands writes of up to this size to a blocking thread at once.
 const WRITE_BUF: usize = 4 * 1024 * 1024;
 const READ_CHUNK: usize = 256 * 1024;
+/// Ranges up to this size are read whole in one blocking call.
+const SMALL_READ: u64 = 1024 * 1024;
 
 pub struct DiskStore {
     root: PathBuf,
@@ -57,13 +61,27 @@ impl DiskStore {
         Ok(self.root.join(".multipart").join(upload))
     }
 
-    async fn layout(&self, upload: &str) -> Result<MultipartLayout> {
-        let raw = match fs::read(self.staging(upload)?.join("layout.json")).await {
-            Ok(raw) => raw,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound),
-            Err(e) => return Err(e.into()),
-        };
-        serde_json::from_slice(&raw).map_err(|e| StoreError::Io(std::io::Error::other(e)))
+    /// Opens the staging file of `upload` for writing, creating and
+    /// preallocating it on first use (so creating an upload costs no I/O, and
+    /// a full disk fails at the first part rather than half way).
+    async fn open_staging(&self, upload: &str, layout: MultipartLayout) -> Result<File> {
+        let dir = self.staging(upload)?;
+        fs::create_dir_all(dir.join("parts")).await?;
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("data"))
+            .await?;
+        let total = layout.total_size;
+        if f.metadata().await?.len() != total {
+            let std = f.into_std().await;
+            let std = tokio::task::spawn_blocking(move || preallocate(&std, total).map(|_| std))
+                .await
+                .map_err(std::io::Error::other)??;
+            return Ok(File::from_std(std));
+        }
+        Ok(f)
     }
 
     /// Writes a small file so that it is either whole or absent after a crash.
@@ -164,17 +182,43 @@ impl ObjectStore for DiskStore {
     }
 
     async fn get(&self, key: &str, range: Option<(u64, u64)>) -> Result<ObjectBody> {
-        let mut f = match File::open(self.object_path(key)?).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound),
-            Err(e) => return Err(e.into()),
-        };
-        let meta = meta_of(&f.metadata().await?);
-        let (start, len) = match range {
-            None => (0, meta.size),
-            Some((a, b)) if a <= b && b < meta.size => (a, b - a + 1),
-            Some(_) => return Err(StoreError::Range),
-        };
+        let path = self.object_path(key)?;
+        // Open, stat and (for a small range) read in one trip to a blocking
+        // thread: per-call hops dominate the cost of serving small ranges.
+        let opened = tokio::task::spawn_blocking(
+            move || -> Result<(std::fs::File, ObjectMeta, u64, u64, Option<Bytes>)> {
+                use std::os::unix::fs::FileExt;
+                let f = match std::fs::File::open(&path) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(StoreError::NotFound)
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let meta = meta_of(&f.metadata()?);
+                let (start, len) = match range {
+                    None => (0, meta.size),
+                    Some((a, b)) if a <= b && b < meta.size => (a, b - a + 1),
+                    Some(_) => return Err(StoreError::Range),
+                };
+                if len > SMALL_READ {
+                    return Ok((f, meta, start, len, None));
+                }
+                let mut buf = vec![0u8; len as usize];
+                f.read_exact_at(&mut buf, start)?;
+                Ok((f, meta, start, len, Some(Bytes::from(buf))))
+            },
+        )
+        .await
+        .map_err(std::io::Error::other)??;
+        let (f, meta, start, len, small) = opened;
+        if let Some(bytes) = small {
+            return Ok(ObjectBody {
+                meta,
+                stream: futures::stream::once(async move { Ok(bytes) }).boxed(),
+            });
+        }
+        let mut f = File::from_std(f);
         if start > 0 {
             f.seek(SeekFrom::Start(start)).await?;
         }
@@ -201,22 +245,8 @@ impl ObjectStore for DiskStore {
         None
     }
 
-    async fn create_multipart(&self, _key: &str, layout: MultipartLayout) -> Result<String> {
-        let id = new_id();
-        let dir = self.staging(&id)?;
-        fs::create_dir_all(dir.join("parts")).await?;
-        let data = File::create(dir.join("data")).await?.into_std().await;
-        let total = layout.total_size;
-        // Reserve the space now, so a full disk fails here and not mid-upload.
-        tokio::task::spawn_blocking(move || preallocate(&data, total))
-            .await
-            .map_err(std::io::Error::other)??;
-        self.write_atomic(
-            &dir.join("layout.json"),
-            &serde_json::to_vec(&layout).expect("serializable"),
-        )
-        .await?;
-        Ok(id)
+    async fn create_multipart(&self, _key: &str, _layout: MultipartLayout) -> Result<String> {
+        Ok(new_id())
     }
 
     fn presign_part(
@@ -233,20 +263,17 @@ impl ObjectStore for DiskStore {
         &self,
         _key: &str,
         upload: &str,
+        layout: MultipartLayout,
         part_number: u32,
         body: ByteStream<'_>,
     ) -> Result<PartInfo> {
-        let layout = self.layout(upload).await?;
         let (offset, expected) = layout.part_span(part_number).ok_or(StoreError::PartSize {
             part_number,
             expected: 0,
             got: 0,
         })?;
         let dir = self.staging(upload)?;
-        let mut f = OpenOptions::new()
-            .write(true)
-            .open(dir.join("data"))
-            .await?;
+        let mut f = self.open_staging(upload, layout).await?;
         f.set_max_buf_size(WRITE_BUF);
         f.seek(SeekFrom::Start(offset)).await?;
         let (got, md5) = match copy_body(&mut f, body, expected).await {
@@ -286,7 +313,8 @@ impl ObjectStore for DiskStore {
         let dir = self.staging(upload)?.join("parts");
         let mut entries = match fs::read_dir(&dir).await {
             Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound),
+            // Nothing written yet.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
         };
         let mut parts = Vec::new();
@@ -314,11 +342,9 @@ impl ObjectStore for DiskStore {
         &self,
         key: &str,
         upload: &str,
-        _: MultipartLayout,
+        layout: MultipartLayout,
         parts: &[PartInfo],
     ) -> Result<u64> {
-        // The layout written at creation is the authority here.
-        let layout = self.layout(upload).await?;
         let stored = self.list_parts(key, upload).await?;
         for n in 1..=layout.part_count() {
             let have = stored.iter().find(|p| p.part_number == n);
@@ -351,16 +377,12 @@ impl ObjectStore for DiskStore {
     async fn write_at(
         &self,
         upload: &str,
+        layout: MultipartLayout,
         offset: u64,
         mut body: ByteStream<'_>,
         limit: u64,
     ) -> Result<Written> {
-        let path = self.staging(upload)?.join("data");
-        let mut f = match OpenOptions::new().write(true).open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound),
-            Err(e) => return Err(e.into()),
-        };
+        let mut f = self.open_staging(upload, layout).await?;
         f.set_max_buf_size(WRITE_BUF);
         f.seek(SeekFrom::Start(offset)).await?;
         let mut written = 0u64;
@@ -484,10 +506,14 @@ mod tests {
             )
             .await
             .unwrap();
-        let w = s.write_at(&id, 0, body(vec![b"abc"]), 8).await.unwrap();
+        let l8 = MultipartLayout {
+            total_size: 8,
+            part_size: 8,
+        };
+        let w = s.write_at(&id, l8, 0, body(vec![b"abc"]), 8).await.unwrap();
         assert!(matches!((w.bytes, w.end), (3, WriteEnd::Complete)));
         let w = s
-            .write_at(&id, 3, body(vec![b"defgh", b"ij"]), 5)
+            .write_at(&id, l8, 3, body(vec![b"defgh", b"ij"]), 5)
             .await
             .unwrap();
         assert!(matches!((w.bytes, w.end), (5, WriteEnd::Overflow)));
@@ -523,9 +549,12 @@ mod tests {
             .create_multipart("videos/c/original", layout)
             .await
             .unwrap();
-        let p3 = s.write_part("", &id, 3, body(vec![b"89"])).await.unwrap();
+        let p3 = s
+            .write_part("", &id, layout, 3, body(vec![b"89"]))
+            .await
+            .unwrap();
         let bad = s
-            .write_part("", &id, 1, body(vec![b"012"]))
+            .write_part("", &id, layout, 1, body(vec![b"012"]))
             .await
             .unwrap_err();
         assert!(matches!(
@@ -537,7 +566,7 @@ mod tests {
             }
         ));
         let p1 = s
-            .write_part("", &id, 1, body(vec![b"01", b"23"]))
+            .write_part("", &id, layout, 1, body(vec![b"01", b"23"]))
             .await
             .unwrap();
         assert!(matches!(
@@ -545,7 +574,10 @@ mod tests {
                 .await,
             Err(StoreError::PartMismatch(2))
         ));
-        let p2 = s.write_part("", &id, 2, body(vec![b"4567"])).await.unwrap();
+        let p2 = s
+            .write_part("", &id, layout, 2, body(vec![b"4567"]))
+            .await
+            .unwrap();
         assert_eq!(
             s.list_parts("", &id).await.unwrap(),
             vec![p1.clone(), p2.clone(), p3.clone()]

@@ -116,7 +116,8 @@ pub trait ObjectStore: Send + Sync + 'static {
         content_type: Option<&str>,
         expires: Duration,
     ) -> Option<Presigned>;
-    /// Starts a multipart upload; returns the store's handle for it.
+    /// Starts a multipart upload; returns the store's handle for it. (On disk
+    /// this does no I/O: the staging file appears with the first bytes.)
     async fn create_multipart(&self, key: &str, layout: MultipartLayout) -> Result<String>;
     fn presign_part(
         &self,
@@ -131,6 +132,7 @@ pub trait ObjectStore: Send + Sync + 'static {
         &self,
         key: &str,
         upload: &str,
+        layout: MultipartLayout,
         part_number: u32,
         body: ByteStream<'_>,
     ) -> Result<PartInfo>;
@@ -156,6 +158,7 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn write_at(
         &self,
         _upload: &str,
+        _layout: MultipartLayout,
         _offset: u64,
         _body: ByteStream<'_>,
         _limit: u64,

@@ -450,6 +450,7 @@ impl ObjectStore for S3Store {
         &self,
         key: &str,
         upload: &str,
+        _layout: MultipartLayout,
         part_number: u32,
         body: ByteStream<'_>,
     ) -> Result<PartInfo> {

@@ -629,7 +629,13 @@ impl Append<'_> {
         let w = self
             .state
             .store
-            .write_at(store_id, self.offset, stream, self.limit)
+            .write_at(
+                store_id,
+                layout_of(self.up),
+                self.offset,
+                stream,
+                self.limit,
+            )
             .await?;
         if !self.checksum_verdict(&w.end)? {
             return Ok((self.offset, w.end));
@@ -688,7 +694,7 @@ impl Append<'_> {
             received += take as u64;
             while buf.len() as u64 >= part {
                 let bytes = buf.split_to(part as usize).freeze();
-                put_part(state, &key, &store_id, parts_done + 1, bytes).await?;
+                put_part(state, &key, &store_id, layout_of(up), parts_done + 1, bytes).await?;
                 parts_done += 1;
                 // Without a checksum every stored part counts at once.
                 if !with_checksum {
@@ -707,7 +713,15 @@ impl Append<'_> {
         let reached = parts_done * part + buf.len() as u64;
         if !buf.is_empty() {
             if reached == size {
-                put_part(state, &key, &store_id, parts_done + 1, buf.freeze()).await?;
+                put_part(
+                    state,
+                    &key,
+                    &store_id,
+                    layout_of(up),
+                    parts_done + 1,
+                    buf.freeze(),
+                )
+                .await?;
             } else {
                 let len = buf.len() as u64;
                 let once = futures::stream::once(async move { Ok(buf.freeze()) }).boxed();
@@ -723,13 +737,14 @@ async fn put_part(
     state: &SharedState,
     key: &str,
     store_id: &str,
+    layout: MultipartLayout,
     n: u64,
     bytes: Bytes,
 ) -> ApiResult<PartInfo> {
     let once = futures::stream::once(async move { Ok(bytes) }).boxed();
     Ok(state
         .store
-        .write_part(key, store_id, n as u32, once)
+        .write_part(key, store_id, layout, n as u32, once)
         .await?)
 }
 

@@ -766,7 +766,7 @@ pub async fn direct_put(
             .ok_or_else(ApiError::upload_not_found)?;
         state
             .store
-            .write_part(&key, store_id, t.n, stream)
+            .write_part(&key, store_id, layout, t.n, stream)
             .await?
             .etag
     };
