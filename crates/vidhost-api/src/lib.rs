@@ -28,6 +28,7 @@ use vidhost_core::Config;
 
 pub struct App {
     pub state: SharedState,
+    pub pipeline: Arc<vidhost_pipeline::Pipeline>,
 }
 
 impl App {
@@ -53,6 +54,14 @@ impl App {
                 .map_err(|e| anyhow::anyhow!("signing keys: {}", e.detail))?,
         };
         let metrics = metrics::Metrics::install();
+        // Fails at start, with a clear message, when ffmpeg/ffprobe are missing.
+        let tools = vidhost_pipeline::Tools::discover(config.processing.workers.max(1))?;
+        let pipeline = Arc::new(vidhost_pipeline::Pipeline {
+            config: config.clone(),
+            db: db.clone(),
+            store: store.clone(),
+            tools,
+        });
         let state = Arc::new(AppState {
             config,
             db,
@@ -62,7 +71,7 @@ impl App {
             metrics,
         });
         bootstrap_admin(&state).await?;
-        Ok(App { state })
+        Ok(App { state, pipeline })
     }
 
     pub fn router(&self) -> axum::Router {
@@ -142,12 +151,31 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let sweeper = tokio::spawn(sweep_loop(self.state.clone()));
+        let stop_workers = tokio_util::sync::CancellationToken::new();
+        let n = self.state.config.processing.workers;
+        let workers = tokio::spawn(self.pipeline.clone().run(n, stop_workers.clone()));
         let app = self.router();
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
         sweeper.abort();
+        stop_workers.cancel();
+        let _ = workers.await;
         result.context("serving HTTP")
+    }
+
+    /// `vidhost worker`: processing only, until `shutdown` resolves.
+    pub async fn run_workers(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let n = self.state.config.processing.workers.max(1);
+        let workers = tokio::spawn(self.pipeline.clone().run(n, stop.clone()));
+        shutdown.await;
+        stop.cancel();
+        let _ = workers.await;
+        Ok(())
     }
 }
 

@@ -67,8 +67,9 @@ pub struct VideoView {
     pub thumbnail_url: Option<String>,
 }
 
-impl From<&Video> for VideoView {
-    fn from(v: &Video) -> Self {
+impl VideoView {
+    /// `thumbnail_url` is a signed URL, so the caller supplies it.
+    pub fn new(v: &Video, thumbnail_url: Option<String>) -> Self {
         VideoView {
             id: v.id.clone(),
             title: v.title.clone(),
@@ -91,9 +92,17 @@ impl From<&Video> for VideoView {
             duration_s: v.duration_s,
             width: v.width,
             height: v.height,
-            // Filled by the processing pipeline once it exists.
-            renditions: Vec::new(),
-            thumbnail_url: None,
+            renditions: v
+                .renditions
+                .iter()
+                .map(|r| RenditionView {
+                    name: r.name.clone(),
+                    width: r.width,
+                    height: r.height,
+                    bitrate: r.bitrate,
+                })
+                .collect(),
+            thumbnail_url,
         }
     }
 }

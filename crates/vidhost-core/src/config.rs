@@ -34,6 +34,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub uploads: UploadConfig,
     pub delivery: DeliveryConfig,
+    pub processing: ProcessingConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,6 +62,42 @@ pub struct UploadConfig {
     pub default_visibility: Visibility,
     /// How often each server looks for expired uploads to remove.
     pub sweep_interval_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessingConfig {
+    /// Jobs one process runs at once (`serve` and `worker`); 0 turns the
+    /// in-process workers of `serve` off.
+    pub workers: usize,
+    /// Attempts before a job goes to dead letters.
+    pub max_attempts: u32,
+    /// First retry delay; doubles with each attempt.
+    pub retry_base_s: u64,
+    /// A step's ffmpeg/ffprobe is killed after this long.
+    pub step_timeout_s: u64,
+    /// A worker holds its job this long between heartbeats (a third of it);
+    /// a job whose worker died runs again once its lease lapses.
+    pub lease_s: u64,
+    /// Threads per ffmpeg (0: ffmpeg decides).
+    pub ffmpeg_threads: u32,
+    /// x264 preset for the ladder.
+    pub preset: String,
+    /// Segment (and GOP) duration of HLS/DASH, seconds.
+    pub segment_duration_s: u32,
+    /// The ABR ladder: rungs by the short side of the picture, highest first.
+    /// Rungs above the source are skipped (never upscale).
+    pub ladder: Vec<RungConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RungConfig {
+    pub name: String,
+    /// Short side in pixels (720 for 1280x720 and for 720x1280).
+    pub short_side: u32,
+    /// Video bitrate for 30 fps, bits/s; scaled by frame rate and capped by the source.
+    pub bitrate: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,6 +138,30 @@ impl Default for Config {
                 grant_ttl_s: 6 * 3600,
                 owner_grant_ttl_s: 3600,
             },
+            processing: ProcessingConfig {
+                workers: 1,
+                max_attempts: 3,
+                retry_base_s: 10,
+                step_timeout_s: 4 * 3600,
+                lease_s: 60,
+                ffmpeg_threads: 0,
+                preset: "veryfast".into(),
+                segment_duration_s: 4,
+                ladder: [
+                    ("1080p", 1080, 5_000_000),
+                    ("720p", 720, 2_800_000),
+                    ("480p", 480, 1_400_000),
+                    ("360p", 360, 800_000),
+                    ("240p", 240, 400_000),
+                ]
+                .into_iter()
+                .map(|(name, short_side, bitrate)| RungConfig {
+                    name: name.into(),
+                    short_side,
+                    bitrate,
+                })
+                .collect(),
+            },
         }
     }
 }
@@ -118,6 +179,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "auth",
     "uploads",
     "delivery",
+    "processing",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +245,26 @@ impl Config {
         }
         if self.uploads.presign_expiry_s == 0 || self.uploads.presign_expiry_s > 7 * 24 * 3600 {
             return bad("uploads.presign_expiry_s must be 1..604800 (S3's limit)".into());
+        }
+        let p = &self.processing;
+        if p.max_attempts == 0 {
+            return bad("processing.max_attempts must be at least 1".into());
+        }
+        if p.ladder.is_empty()
+            || p.ladder
+                .iter()
+                .any(|r| r.short_side < 16 || r.bitrate < 10_000)
+        {
+            return bad("processing.ladder needs at least one rung, each with short_side ≥ 16 and bitrate ≥ 10000".into());
+        }
+        if !(1..=20).contains(&p.segment_duration_s) {
+            return bad("processing.segment_duration_s must be 1..20".into());
+        }
+        if p.lease_s < 3 {
+            return bad("processing.lease_s must be at least 3".into());
+        }
+        if p.step_timeout_s == 0 {
+            return bad("processing.step_timeout_s must be at least 1".into());
         }
         if self.uploads.sweep_interval_s == 0 {
             return bad("uploads.sweep_interval_s must be at least 1".into());

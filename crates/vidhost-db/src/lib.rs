@@ -106,6 +106,61 @@ pub trait Catalog: Send + Sync + 'static {
     /// Moves the durable offset from `from` to `to`, only for the lease holder.
     async fn advance_offset(&self, video_id: &str, owner: &str, from: i64, to: i64)
         -> Result<bool>;
+
+    // the processing queue
+    /// Leases the next due job (queued, failed and due, or running with a
+    /// lapsed lease) to `owner`, counting an attempt. Never hands one job to
+    /// two workers (PostgreSQL: `FOR UPDATE SKIP LOCKED`; SQLite: one writer).
+    async fn claim_job(&self, owner: &str, now: Millis, lease_ms: i64) -> Result<Option<Job>>;
+    /// False when the lease was lost (or the job is gone with its video).
+    async fn renew_job(&self, id: &str, owner: &str, now: Millis, lease_ms: i64) -> Result<bool>;
+    async fn finish_job(&self, id: &str, owner: &str, now: Millis) -> Result<()>;
+    /// Schedules a retry at `retry_at`, or with None moves the job to dead letters.
+    async fn fail_job(
+        &self,
+        id: &str,
+        owner: &str,
+        error: &str,
+        retry_at: Option<Millis>,
+        now: Millis,
+    ) -> Result<()>;
+    async fn list_jobs(&self, state: Option<&str>, limit: i64) -> Result<Vec<Job>>;
+    async fn count_jobs(&self, state: &str) -> Result<i64>;
+    /// Re-queues a dead job; its video goes back to `uploaded`.
+    async fn retry_job(&self, id: &str, now: Millis) -> Result<Option<Job>>;
+    /// Queues processing again for an uploaded video (reprocess); false if a
+    /// job for it is already pending or the video has no upload yet.
+    async fn enqueue_processing(
+        &self,
+        video_id: &str,
+        job_id: &str,
+        max_attempts: i64,
+        now: Millis,
+    ) -> Result<bool>;
+
+    // what the pipeline records on a video
+    async fn set_video_progress(
+        &self,
+        id: &str,
+        status: vidhost_core::domain::VideoStatus,
+        step: Option<&str>,
+        progress: f64,
+    ) -> Result<()>;
+    async fn set_video_media(
+        &self,
+        id: &str,
+        duration_s: f64,
+        width: i64,
+        height: i64,
+    ) -> Result<()>;
+    async fn set_video_ready(
+        &self,
+        id: &str,
+        renditions: &[Rendition],
+        outputs: &Outputs,
+        now: Millis,
+    ) -> Result<()>;
+    async fn set_video_failed(&self, id: &str, error: &str) -> Result<()>;
 }
 
 pub type DynCatalog = Arc<dyn Catalog>;

@@ -68,6 +68,48 @@ pub struct Video {
     pub duration_s: Option<f64>,
     pub width: Option<i64>,
     pub height: Option<i64>,
+    /// The pipeline step under way (`probe`, `thumbnails`, `transcode`, `publish`).
+    pub step: Option<String>,
+    pub renditions: Vec<Rendition>,
+    pub outputs: Outputs,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Rendition {
+    pub name: String,
+    pub width: i64,
+    pub height: i64,
+    /// bits per second
+    pub bitrate: i64,
+    pub frame_rate: f64,
+}
+
+/// Which published outputs exist for a video.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Outputs {
+    /// HLS and DASH over the same CMAF segments, under `videos/{id}/stream/`.
+    pub stream: bool,
+    pub mp4: bool,
+    pub poster: bool,
+    /// Directory of the current segments under `stream/` (changes with each
+    /// processing run, so segment URLs stay immutable).
+    pub generation: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: String,
+    pub video_id: String,
+    pub kind: String,
+    /// queued | running | failed (a retry is scheduled at run_at) | dead | done
+    pub state: String,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub run_at: Millis,
+    pub last_error: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -122,6 +164,9 @@ pub struct UploadDone {
     pub size_bytes: i64,
     pub content_type: String,
     pub uploaded_at: Millis,
+    /// The processing job queued in the same transaction.
+    pub job_id: String,
+    pub max_attempts: i64,
 }
 
 /// Who is asking, for visibility rules.

@@ -6,12 +6,12 @@
 //! upgrade halfway.
 
 use crate::{
-    Catalog, DbError, Lease, Renewal, Result, RotateOutcome, Session, SigningKey, Upload,
-    UploadDone, User, Video, VideoPatch, VideoQuery, Viewer,
+    Catalog, DbError, Job, Lease, Outputs, Rendition, Renewal, Result, RotateOutcome, Session,
+    SigningKey, Upload, UploadDone, User, Video, VideoPatch, VideoQuery, Viewer,
 };
 use async_trait::async_trait;
 use sqlx::Row;
-use vidhost_core::domain::Role;
+use vidhost_core::domain::{Role, VideoStatus};
 use vidhost_core::time::Millis;
 
 fn parse<T: std::str::FromStr>(what: &str, s: String) -> Result<T> {
@@ -34,18 +34,20 @@ fn like_pattern(s: &str) -> String {
 
 const VIDEO_SELECT: &str = "SELECT v.id, v.owner_id, u.display_name AS owner_display_name, v.title, v.description, v.tags, \
     v.visibility, v.status, v.error, v.progress, v.created_at, v.uploaded_at, v.ready_at, v.original_filename, \
-    v.content_type, v.size_bytes, v.duration_s, v.width, v.height FROM videos v JOIN users u ON u.id = v.owner_id";
+    v.content_type, v.size_bytes, v.duration_s, v.width, v.height, v.step, v.renditions, v.outputs FROM videos v JOIN users u ON u.id = v.owner_id";
 
 const USER_COLS: &str =
     "id, email, display_name, password_hash, role, disabled, mfa_enabled, created_at";
 const UPLOAD_COLS: &str =
     "video_id, upload_id, owner_id, method, store_upload_id, size, part_size, part_count, \
     created_at, expires_at, received, metadata";
+const JOB_COLS: &str =
+    "id, video_id, kind, state, attempts, max_attempts, run_at, last_error, created_at, updated_at";
 const SESSION_COLS: &str =
     "id, user_id, created_at, last_used_at, expires_at, user_agent, ip, revoked_at";
 
 macro_rules! catalog_impl {
-    ($name:ident, $db:ty, $row:ty, $backend:literal, $migrations:literal) => {
+    ($name:ident, $db:ty, $row:ty, $backend:literal, $migrations:literal, $claim_lock:literal) => {
         pub struct $name(pub sqlx::Pool<$db>);
 
         impl $name {
@@ -84,6 +86,11 @@ macro_rules! catalog_impl {
                     duration_s: r.try_get("duration_s")?,
                     width: r.try_get("width")?,
                     height: r.try_get("height")?,
+                    step: r.try_get("step")?,
+                    renditions: serde_json::from_str(&r.try_get::<String, _>("renditions")?)
+                        .map_err(|e| DbError::Corrupt(format!("renditions: {e}")))?,
+                    outputs: serde_json::from_str(&r.try_get::<String, _>("outputs")?)
+                        .map_err(|e| DbError::Corrupt(format!("outputs: {e}")))?,
                 })
             }
 
@@ -114,6 +121,21 @@ macro_rules! catalog_impl {
                     user_agent: r.try_get("user_agent")?,
                     ip: r.try_get("ip")?,
                     revoked_at: r.try_get("revoked_at")?,
+                })
+            }
+
+            fn job(r: &$row) -> Result<Job> {
+                Ok(Job {
+                    id: r.try_get("id")?,
+                    video_id: r.try_get("video_id")?,
+                    kind: r.try_get("kind")?,
+                    state: r.try_get("state")?,
+                    attempts: r.try_get("attempts")?,
+                    max_attempts: r.try_get("max_attempts")?,
+                    run_at: r.try_get("run_at")?,
+                    last_error: r.try_get("last_error")?,
+                    created_at: r.try_get("created_at")?,
+                    updated_at: r.try_get("updated_at")?,
                 })
             }
 
@@ -500,8 +522,185 @@ macro_rules! catalog_impl {
                 .bind(video_id)
                 .execute(&mut *tx)
                 .await?;
+                sqlx::query(
+                    "INSERT INTO jobs (id, video_id, kind, state, attempts, max_attempts, run_at, created_at, updated_at) \
+                     VALUES ($1, $2, 'process', 'queued', 0, $3, $4, $4, $4)",
+                )
+                .bind(&d.job_id)
+                .bind(video_id)
+                .bind(d.max_attempts)
+                .bind(d.uploaded_at)
+                .execute(&mut *tx)
+                .await?;
                 tx.commit().await?;
                 Ok(true)
+            }
+
+            async fn claim_job(&self, owner: &str, now: Millis, lease_ms: i64) -> Result<Option<Job>> {
+                let sql = format!(
+                    "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires = $2, attempts = attempts + 1, \
+                     updated_at = $3 WHERE id = (SELECT id FROM jobs WHERE ((state IN ('queued', 'failed') AND run_at <= $3) \
+                     OR (state = 'running' AND lease_expires < $3)) ORDER BY run_at, id LIMIT 1 {}) RETURNING {JOB_COLS}",
+                    $claim_lock
+                );
+                sqlx::query(&sql)
+                    .bind(owner)
+                    .bind(now + lease_ms)
+                    .bind(now)
+                    .fetch_optional(&self.0)
+                    .await?
+                    .as_ref()
+                    .map(Self::job)
+                    .transpose()
+            }
+
+            async fn renew_job(&self, id: &str, owner: &str, now: Millis, lease_ms: i64) -> Result<bool> {
+                let n = sqlx::query(
+                    "UPDATE jobs SET lease_expires = $1, updated_at = $2 WHERE id = $3 AND lease_owner = $4 AND state = 'running'",
+                )
+                .bind(now + lease_ms)
+                .bind(now)
+                .bind(id)
+                .bind(owner)
+                .execute(&self.0)
+                .await?
+                .rows_affected();
+                Ok(n == 1)
+            }
+
+            async fn finish_job(&self, id: &str, owner: &str, now: Millis) -> Result<()> {
+                sqlx::query(
+                    "UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires = NULL, last_error = NULL, updated_at = $1 \
+                     WHERE id = $2 AND lease_owner = $3",
+                )
+                .bind(now)
+                .bind(id)
+                .bind(owner)
+                .execute(&self.0)
+                .await?;
+                Ok(())
+            }
+
+            async fn fail_job(&self, id: &str, owner: &str, error: &str, retry_at: Option<Millis>, now: Millis) -> Result<()> {
+                let state = if retry_at.is_some() { "failed" } else { "dead" };
+                sqlx::query(
+                    "UPDATE jobs SET state = $1, run_at = COALESCE($2, run_at), lease_owner = NULL, lease_expires = NULL, \
+                     last_error = $3, updated_at = $4 WHERE id = $5 AND lease_owner = $6",
+                )
+                .bind(state)
+                .bind(retry_at)
+                .bind(error)
+                .bind(now)
+                .bind(id)
+                .bind(owner)
+                .execute(&self.0)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_jobs(&self, state: Option<&str>, limit: i64) -> Result<Vec<Job>> {
+                let sql = format!(
+                    "SELECT {JOB_COLS} FROM jobs WHERE ($1 IS NULL OR state = $1) ORDER BY updated_at DESC, id DESC LIMIT $2"
+                );
+                let rows = sqlx::query(&sql).bind(state).bind(limit).fetch_all(&self.0).await?;
+                rows.iter().map(Self::job).collect()
+            }
+
+            async fn count_jobs(&self, state: &str) -> Result<i64> {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = $1")
+                    .bind(state)
+                    .fetch_one(&self.0)
+                    .await?;
+                Ok(n)
+            }
+
+            async fn retry_job(&self, id: &str, now: Millis) -> Result<Option<Job>> {
+                let mut tx = self.0.begin().await?;
+                let sql = format!(
+                    "UPDATE jobs SET state = 'queued', attempts = 0, run_at = $1, last_error = NULL, updated_at = $1 \
+                     WHERE id = $2 AND state = 'dead' RETURNING {JOB_COLS}"
+                );
+                let row = sqlx::query(&sql).bind(now).bind(id).fetch_optional(&mut *tx).await?;
+                let Some(job) = row.as_ref().map(Self::job).transpose()? else { return Ok(None) };
+                sqlx::query("UPDATE videos SET status = 'uploaded', error = NULL, progress = 0, step = NULL WHERE id = $1")
+                    .bind(&job.video_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(Some(job))
+            }
+
+            async fn enqueue_processing(&self, video_id: &str, job_id: &str, max_attempts: i64, now: Millis) -> Result<bool> {
+                let mut tx = self.0.begin().await?;
+                let n = sqlx::query(
+                    "UPDATE videos SET status = 'uploaded', error = NULL, progress = 0, step = NULL WHERE id = $1 \
+                     AND status <> 'awaiting_upload' AND NOT EXISTS \
+                     (SELECT 1 FROM jobs WHERE video_id = $1 AND state IN ('queued', 'running', 'failed'))",
+                )
+                .bind(video_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n != 1 {
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "INSERT INTO jobs (id, video_id, kind, state, attempts, max_attempts, run_at, created_at, updated_at) \
+                     VALUES ($1, $2, 'process', 'queued', 0, $3, $4, $4, $4)",
+                )
+                .bind(job_id)
+                .bind(video_id)
+                .bind(max_attempts)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn set_video_progress(&self, id: &str, status: VideoStatus, step: Option<&str>, progress: f64) -> Result<()> {
+                sqlx::query("UPDATE videos SET status = $1, step = $2, progress = $3 WHERE id = $4")
+                    .bind(status.as_str())
+                    .bind(step)
+                    .bind(progress)
+                    .bind(id)
+                    .execute(&self.0)
+                    .await?;
+                Ok(())
+            }
+
+            async fn set_video_media(&self, id: &str, duration_s: f64, width: i64, height: i64) -> Result<()> {
+                sqlx::query("UPDATE videos SET duration_s = $1, width = $2, height = $3 WHERE id = $4")
+                    .bind(duration_s)
+                    .bind(width)
+                    .bind(height)
+                    .bind(id)
+                    .execute(&self.0)
+                    .await?;
+                Ok(())
+            }
+
+            async fn set_video_ready(&self, id: &str, renditions: &[Rendition], outputs: &Outputs, now: Millis) -> Result<()> {
+                sqlx::query(
+                    "UPDATE videos SET status = 'ready', step = NULL, progress = 1, error = NULL, ready_at = $1, \
+                     renditions = $2, outputs = $3 WHERE id = $4",
+                )
+                .bind(now)
+                .bind(serde_json::to_string(renditions).expect("serializable"))
+                .bind(serde_json::to_string(outputs).expect("serializable"))
+                .bind(id)
+                .execute(&self.0)
+                .await?;
+                Ok(())
+            }
+
+            async fn set_video_failed(&self, id: &str, error: &str) -> Result<()> {
+                sqlx::query("UPDATE videos SET status = 'failed', step = NULL, error = $1 WHERE id = $2")
+                    .bind(error)
+                    .bind(id)
+                    .execute(&self.0)
+                    .await?;
+                Ok(())
             }
 
             async fn acquire_lease(&self, video_id: &str, owner: &str, now: Millis, ttl_ms: i64) -> Result<Lease> {
@@ -590,14 +789,18 @@ catalog_impl!(
     sqlx::Sqlite,
     sqlx::sqlite::SqliteRow,
     "sqlite",
-    "./migrations/sqlite"
+    "./migrations/sqlite",
+    // One writer at a time: the UPDATE itself is the lock.
+    ""
 );
 catalog_impl!(
     PgCatalog,
     sqlx::Postgres,
     sqlx::postgres::PgRow,
     "postgres",
-    "./migrations/postgres"
+    "./migrations/postgres",
+    // Concurrent workers skip rows another transaction is claiming.
+    "FOR UPDATE SKIP LOCKED"
 );
 
 #[cfg(test)]

@@ -374,6 +374,10 @@ impl ObjectStore for DiskStore {
         true
     }
 
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.object_path(key).ok().filter(|p| p.is_file())
+    }
+
     async fn write_at(
         &self,
         upload: &str,

@@ -148,6 +148,12 @@ pub trait ObjectStore: Send + Sync + 'static {
     ) -> Result<u64>;
     async fn abort_multipart(&self, key: &str, upload: &str) -> Result<()>;
 
+    /// A path to read the object from directly, where it is a local file
+    /// (ffmpeg then reads it in place instead of a downloaded copy).
+    fn local_path(&self, _key: &str) -> Option<std::path::PathBuf> {
+        None
+    }
+
     /// Whether `write_at` and `commit_staged` work here (local disk): bytes
     /// can then be appended in place at any offset of a multipart upload.
     fn random_access(&self) -> bool {

@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// HTTP API server (zero config: 127.0.0.1:8080, data under ./vidhost-data)
     Serve(ServeArgs),
+    /// Processing workers only (scale-out: many workers, one database and store)
+    Worker(CommonArgs),
     /// Apply database migrations and exit
     Migrate(CommonArgs),
     /// Administrative tasks
@@ -155,6 +157,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("vidhost listening on http://{addr}");
             tracing::info!(%addr, db = app.state.db.backend(), store = app.state.store.kind(), "serving");
             app.run(listener, shutdown_signal()).await
+        }
+        Command::Worker(common) => {
+            let config = common.load(None)?;
+            init_tracing(&config.log);
+            let app = App::build(config).await?;
+            tracing::info!(
+                workers = app.state.config.processing.workers.max(1),
+                "processing"
+            );
+            app.run_workers(shutdown_signal()).await
         }
         Command::Migrate(common) => {
             let config = common.load(None)?;

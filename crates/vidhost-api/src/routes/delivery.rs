@@ -67,6 +67,147 @@ pub async fn original(
     .await
 }
 
+/// Serves one output object of the grant's video (any grant kind); the
+/// store is the authority on existence, so a deleted video is 404 at once.
+async fn output(
+    state: &SharedState,
+    token: &str,
+    key_of: impl FnOnce(&str) -> Option<String>,
+    content_type: &str,
+    cache_control: &'static str,
+    method: &Method,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let g = grant(state, token).await?;
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such file for this video",
+        )
+    };
+    let key = key_of(&g.v).ok_or_else(not_found)?;
+    let meta = state.store.head(&key).await?.ok_or_else(not_found)?;
+    serve(
+        state,
+        &key,
+        meta,
+        content_type,
+        cache_control,
+        method,
+        headers,
+    )
+    .await
+}
+
+const PLAYLIST_CACHE: &str = "public, max-age=5";
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// MP4 and poster keep their URL across a reprocess, so they may change.
+const REPLACEABLE: &str = "public, max-age=300";
+
+pub async fn hls_master(
+    State(state): State<SharedState>,
+    Path(token): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let key = |v: &str| Some(format!("videos/{v}/stream/master.m3u8"));
+    output(
+        &state,
+        &token,
+        key,
+        "application/vnd.apple.mpegurl",
+        PLAYLIST_CACHE,
+        &method,
+        &headers,
+    )
+    .await
+}
+
+pub async fn dash_manifest(
+    State(state): State<SharedState>,
+    Path(token): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let key = |v: &str| Some(format!("videos/{v}/stream/manifest.mpd"));
+    output(
+        &state,
+        &token,
+        key,
+        "application/dash+xml",
+        PLAYLIST_CACHE,
+        &method,
+        &headers,
+    )
+    .await
+}
+
+fn plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('.')
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// Media playlists and CMAF segments, shared by HLS and DASH.
+pub async fn stream_file(
+    State(state): State<SharedState>,
+    Path((token, generation, file)): Path<(String, String, String)>,
+    method: Method,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (ct, cache) = if file.ends_with(".m3u8") {
+        ("application/vnd.apple.mpegurl", PLAYLIST_CACHE)
+    } else if file.ends_with(".m4s") {
+        ("video/iso.segment", IMMUTABLE)
+    } else {
+        ("application/octet-stream", IMMUTABLE)
+    };
+    let key = |v: &str| {
+        (plain_name(&generation) && plain_name(&file))
+            .then(|| format!("videos/{v}/stream/{generation}/{file}"))
+    };
+    output(&state, &token, key, ct, cache, &method, &headers).await
+}
+
+pub async fn mp4(
+    State(state): State<SharedState>,
+    Path(token): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    output(
+        &state,
+        &token,
+        |v| Some(format!("videos/{v}/mp4")),
+        "video/mp4",
+        REPLACEABLE,
+        &method,
+        &headers,
+    )
+    .await
+}
+
+pub async fn poster(
+    State(state): State<SharedState>,
+    Path(token): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    output(
+        &state,
+        &token,
+        |v| Some(format!("videos/{v}/poster.jpg")),
+        "image/jpeg",
+        REPLACEABLE,
+        &method,
+        &headers,
+    )
+    .await
+}
+
 /// What a request asks of a representation, after conditionals.
 #[derive(Debug, PartialEq, Eq)]
 enum Plan {

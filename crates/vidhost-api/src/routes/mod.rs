@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod delivery;
+pub mod jobs;
 pub mod ops;
 pub mod tus;
 pub mod uploads;
@@ -76,8 +77,17 @@ api_routes! {
     patch "/api/v1/tus/{id}" => tus::patch, "tus", true, [204], "tus: append bytes at Upload-Offset (optional Upload-Checksum)";
     delete "/api/v1/tus/{id}" => tus::terminate, "tus", true, [204], "tus termination: remove the upload and its bytes";
 
+    get "/play/{token}/hls/master.m3u8" => delivery::hls_master, "delivery", false, [200, 206, 304], "HLS multivariant playlist";
+    get "/play/{token}/hls/{generation}/{file}" => delivery::stream_file, "delivery", false, [200, 206, 304, 416], "HLS media playlists and CMAF segments";
+    get "/play/{token}/dash/manifest.mpd" => delivery::dash_manifest, "delivery", false, [200, 206, 304], "MPEG-DASH manifest over the same segments";
+    get "/play/{token}/dash/{generation}/{file}" => delivery::stream_file, "delivery", false, [200, 206, 304, 416], "DASH segments (shared with HLS)";
+    get "/play/{token}/mp4" => delivery::mp4, "delivery", false, [200, 206, 304, 416], "Progressive MP4 (H.264/AAC, faststart)";
+    get "/play/{token}/poster.jpg" => delivery::poster, "delivery", false, [200, 206, 304], "Poster frame";
     get "/play/{token}/original" => delivery::original, "delivery", false, [200, 206, 304, 416], "The uploaded file (owner grants), with byte ranges";
 
+    post "/api/v1/videos/{id}/reprocess" => videos::reprocess, "videos", true, [202], "Run the processing pipeline again";
+    get "/api/v1/admin/jobs" => jobs::list, "admin", true, [200], "Processing jobs by state (queued, running, failed, dead)";
+    post "/api/v1/admin/jobs/{id}/retry" => jobs::retry, "admin", true, [200], "Re-queue a dead job";
     get "/api/v1/admin/users" => accounts::admin_users, "admin", true, [200], "All users";
     patch "/api/v1/admin/users/{id}" => accounts::admin_patch_user, "admin", true, [200], "Change a user's role or disable them";
 }

@@ -8,7 +8,6 @@ use crate::error::{ApiError, ApiResult, Json};
 use crate::grants::{expired, UploadTarget, PUT};
 use crate::metrics::{record_upload_outcome, UploadTracker};
 use crate::state::SharedState;
-use crate::views::VideoView;
 use axum::body::Body;
 use axum::extract::{Multipart, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -123,6 +122,9 @@ pub(crate) fn new_video(
         duration_s: None,
         width: None,
         height: None,
+        step: None,
+        renditions: Vec::new(),
+        outputs: Default::default(),
     }
 }
 
@@ -164,6 +166,8 @@ pub(crate) async fn accept_original(
         return Err(ApiError::invalid_media());
     };
     let done = UploadDone {
+        job_id: new_id(),
+        max_attempts: state.config.processing.max_attempts as i64,
         size_bytes: size as i64,
         content_type: video
             .content_type
@@ -318,7 +322,11 @@ pub async fn form(
     match finished {
         Ok(v) => {
             tracker.finish("completed", Some(size));
-            Ok((StatusCode::CREATED, axum::Json(VideoView::from(&v))).into_response())
+            Ok((
+                StatusCode::CREATED,
+                axum::Json(super::videos::view(&state, &v)),
+            )
+                .into_response())
         }
         Err(e) => {
             if let Err(cleanup) = purge_video(&state, &video.id).await {
@@ -480,7 +488,7 @@ pub async fn complete_presigned(
         "failed"
     };
     record_upload_outcome(UploadMethod::Presigned, outcome, up.created_at, Some(got));
-    Ok(axum::Json(VideoView::from(&result?)))
+    Ok(axum::Json(super::videos::view(&state, &result?)))
 }
 
 /// Part size for a declared size: at least the configured minimum, and big
@@ -670,7 +678,7 @@ pub async fn complete_multipart(
         "failed"
     };
     record_upload_outcome(UploadMethod::Multipart, outcome, up.created_at, Some(size));
-    Ok(axum::Json(VideoView::from(&result?)))
+    Ok(axum::Json(super::videos::view(&state, &result?)))
 }
 
 pub async fn abort_multipart(

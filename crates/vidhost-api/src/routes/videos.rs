@@ -26,6 +26,30 @@ pub fn video_prefix(video_id: &str) -> String {
     format!("videos/{video_id}/")
 }
 
+/// A viewer grant for `v` (the same token for every viewer within an expiry
+/// window, so CDN caches are shared).
+fn viewer_token(state: &SharedState, v: &Video) -> (String, i64) {
+    let e = bucketed_expiry(state.config.delivery.grant_ttl_s);
+    (
+        state.grants.sign(&PlayGrant {
+            p: PLAY.into(),
+            v: v.id.clone(),
+            k: GrantKind::Viewer,
+            e,
+        }),
+        e,
+    )
+}
+
+/// The contract's video JSON, with a signed poster URL once there is one.
+pub fn view(state: &SharedState, v: &Video) -> VideoView {
+    let thumb = v
+        .outputs
+        .poster
+        .then(|| format!("/play/{}/poster.jpg", viewer_token(state, v).0));
+    VideoView::new(v, thumb)
+}
+
 pub fn can_view(v: &Video, viewer: &Viewer) -> bool {
     match viewer {
         Viewer::User { admin: true, .. } => true,
@@ -63,7 +87,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let v = load_visible(&state, &id, &caller.viewer()).await?;
-    Ok(axum::Json(VideoView::from(&v)))
+    Ok(axum::Json(super::videos::view(&state, &v)))
 }
 
 /// Metadata accepted at creation and in PATCH.
@@ -140,7 +164,7 @@ pub async fn patch(
         .get_video(&id)
         .await?
         .ok_or_else(ApiError::video_not_found)?;
-    Ok(axum::Json(VideoView::from(&v)))
+    Ok(axum::Json(super::videos::view(&state, &v)))
 }
 
 /// Removes every stored object of a video, its upload in flight and its row.
@@ -235,7 +259,7 @@ pub async fn list(
         .then(|| items.last().map(encode_cursor))
         .flatten();
     Ok(axum::Json(json!({
-        "items": items.iter().map(VideoView::from).collect::<Vec<_>>(),
+        "items": items.iter().map(|v| view(&state, v)).collect::<Vec<_>>(),
         "next_cursor": next,
     })))
 }
@@ -267,14 +291,45 @@ pub async fn playback(
                 | VideoStatus::Ready
                 | VideoStatus::Failed
         );
-    let original = has_original.then(|| format!("/play/{token}/original"));
+    let url = |on: bool, path: &str| on.then(|| format!("/play/{token}/{path}"));
+    let o = &v.outputs;
     Ok(axum::Json(json!({
-        "hls": null,
-        "dash": null,
-        "mp4": null,
-        "poster": null,
+        "hls": url(o.stream, "hls/master.m3u8"),
+        "dash": url(o.stream, "dash/manifest.mpd"),
+        "mp4": url(o.mp4, "mp4"),
+        "poster": url(o.poster, "poster.jpg"),
         "storyboard_vtt": null,
-        "original": original,
+        "original": url(has_original, "original"),
         "expires_at": vidhost_core::time::rfc3339(e * 1000),
     })))
+}
+
+pub async fn reprocess(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    load_managed(&state, &id, &caller).await?;
+    let queued = state
+        .db
+        .enqueue_processing(
+            &id,
+            &vidhost_core::domain::new_id(),
+            state.config.processing.max_attempts as i64,
+            vidhost_core::time::now_ms(),
+        )
+        .await?;
+    if !queued {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "processing_pending",
+            "the video has no upload yet or is already queued for processing",
+        ));
+    }
+    let v = state
+        .db
+        .get_video(&id)
+        .await?
+        .ok_or_else(ApiError::video_not_found)?;
+    Ok((StatusCode::ACCEPTED, axum::Json(view(&state, &v))))
 }

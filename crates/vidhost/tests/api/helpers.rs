@@ -104,6 +104,9 @@ impl TestServer {
                 "VIDHOST_UPLOADS__MIN_PART_SIZE_BYTES".into(),
                 (5 * 1024 * 1024).to_string(),
             ),
+            // Processing runs only where a test asks for it (pipeline tests),
+            // so upload tests see their videos stay `uploaded`.
+            ("VIDHOST_PROCESSING__WORKERS".into(), "0".into()),
         ];
         for k in [
             "PATH",

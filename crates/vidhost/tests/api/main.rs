@@ -6,6 +6,7 @@ mod client;
 mod delivery;
 mod helpers;
 mod ops;
+mod pipeline;
 mod proxy;
 mod tus;
 mod uploads;

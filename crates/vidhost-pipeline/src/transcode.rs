@@ -1,0 +1,252 @@
+//! The ffmpeg command lines: poster, the one-decode ladder (one process,
+//! `split` feeding every rung, CMAF segments that HLS and DASH share), the
+//! progressive MP4, and the playlists we rewrite for publishing.
+
+use crate::ladder::Rung;
+use crate::probe::{MediaInfo, VideoInfo};
+use std::path::Path;
+use vidhost_core::config::ProcessingConfig;
+
+fn s(x: impl ToString) -> String {
+    x.to_string()
+}
+
+/// A representative frame (ffmpeg's `thumbnail` filter picks the frame most
+/// like its neighbours' average out of a window, which skips black and
+/// transition frames), taken a little into the video.
+pub fn poster_args(src: &Path, info: &MediaInfo, out: &Path) -> Vec<String> {
+    let at = (info.duration_s * 0.1).min(10.0);
+    vec![
+        s("-nostdin"),
+        s("-y"),
+        s("-v"),
+        s("error"),
+        s("-ss"),
+        format!("{at:.3}"),
+        s("-i"),
+        s(src.display()),
+        s("-vf"),
+        s("thumbnail=n=50,scale='min(1280,iw)':-2,format=yuvj420p"),
+        s("-frames:v"),
+        s("1"),
+        s("-q:v"),
+        s("3"),
+        s(out.display()),
+    ]
+}
+
+/// Filters applied once, before the split: HDR is tone-mapped to SDR
+/// BT.709, 10-bit becomes 8-bit 4:2:0, variable frame rate becomes
+/// constant (so a fixed GOP lines keyframes up across renditions).
+fn prelude(v: &VideoInfo, fps: f64) -> String {
+    let mut f = Vec::new();
+    if v.hdr() {
+        f.push(s("zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,tonemap=hable:desat=0,zscale=t=bt709:m=bt709:r=tv"));
+    }
+    f.push(format!("fps={fps:.3}"));
+    f.push(s("format=yuv420p"));
+    f.join(",")
+}
+
+/// One ffmpeg process: decode once, split, scale per rung, encode H.264 with
+/// a fixed GOP of one segment, AAC stereo, and write CMAF segments with a
+/// DASH manifest and HLS playlists over the same files.
+pub fn ladder_args(
+    src: &Path,
+    info: &MediaInfo,
+    v: &VideoInfo,
+    rungs: &[Rung],
+    cfg: &ProcessingConfig,
+    out_dir: &Path,
+) -> Vec<String> {
+    let fps = rungs.first().map(|r| r.frame_rate).unwrap_or(30.0);
+    let gop = (fps * cfg.segment_duration_s as f64).round().max(1.0) as u32;
+    let n = rungs.len();
+    let mut graph = format!("[0:v:0]{},split={n}", prelude(v, fps));
+    for i in 0..n {
+        graph.push_str(&format!("[s{i}]"));
+    }
+    // Even sizes cannot all keep the exact same ratio; DASH wants one picture
+    // aspect ratio per adaptation set, so every rung declares the top rung's
+    // (the pixel aspect absorbs the rounding, a fraction of a percent).
+    let (dw, dh) = rungs
+        .first()
+        .map(|r| (r.width, r.height))
+        .unwrap_or((16, 9));
+    for (i, r) in rungs.iter().enumerate() {
+        graph.push_str(&format!(
+            ";[s{i}]scale={}:{}:flags=bicubic,setdar={dw}/{dh}[v{i}]",
+            r.width, r.height
+        ));
+    }
+    let mut a = vec![
+        s("-nostdin"),
+        s("-y"),
+        s("-v"),
+        s("error"),
+        s("-i"),
+        s(src.display()),
+        s("-filter_complex"),
+        graph,
+    ];
+    for i in 0..n {
+        a.extend([s("-map"), format!("[v{i}]")]);
+    }
+    if info.audio.is_some() {
+        a.extend([s("-map"), s("0:a:0")]);
+    }
+    a.extend([
+        s("-c:v"),
+        s("libx264"),
+        s("-preset"),
+        cfg.preset.clone(),
+        s("-profile:v"),
+        s("high"),
+    ]);
+    for (i, r) in rungs.iter().enumerate() {
+        a.extend([
+            format!("-b:v:{i}"),
+            s(r.bitrate),
+            format!("-maxrate:v:{i}"),
+            s(r.bitrate * 11 / 10),
+            format!("-bufsize:v:{i}"),
+            s(r.bitrate * 2),
+        ]);
+    }
+    a.extend([
+        s("-g"),
+        s(gop),
+        s("-keyint_min"),
+        s(gop),
+        s("-sc_threshold"),
+        s("0"),
+        s("-force_key_frames"),
+        format!("expr:gte(t,n_forced*{})", cfg.segment_duration_s),
+    ]);
+    if info.audio.is_some() {
+        a.extend([
+            s("-c:a"),
+            s("aac"),
+            s("-b:a"),
+            s("128k"),
+            s("-ac"),
+            s("2"),
+            s("-ar"),
+            s("48000"),
+        ]);
+    }
+    if cfg.ffmpeg_threads > 0 {
+        a.extend([s("-threads"), s(cfg.ffmpeg_threads)]);
+    }
+    let sets = if info.audio.is_some() {
+        "id=0,streams=v id=1,streams=a"
+    } else {
+        "id=0,streams=v"
+    };
+    a.extend([
+        s("-f"),
+        s("dash"),
+        s("-seg_duration"),
+        s(cfg.segment_duration_s),
+        s("-use_template"),
+        s("1"),
+        s("-use_timeline"),
+        s("0"),
+        s("-hls_playlist"),
+        s("1"),
+        s("-adaptation_sets"),
+        s(sets),
+        s("-progress"),
+        s("pipe:1"),
+        s("-nostats"),
+        s(out_dir.join("manifest.mpd").display()),
+    ]);
+    a
+}
+
+/// The progressive MP4: the top rendition and the audio, copied (not
+/// re-encoded) from the segments, moov at the front.
+pub fn mp4_args(out_dir: &Path, mp4: &Path) -> Vec<String> {
+    vec![
+        s("-nostdin"),
+        s("-y"),
+        s("-v"),
+        s("error"),
+        s("-i"),
+        s(out_dir.join("master.m3u8").display()),
+        s("-map"),
+        s("0:v:0"),
+        s("-map"),
+        s("0:a:0?"),
+        s("-c"),
+        s("copy"),
+        s("-movflags"),
+        s("+faststart"),
+        s(mp4.display()),
+    ]
+}
+
+/// Points ffmpeg's multivariant playlist at the generation directory and
+/// adds AVERAGE-BANDWIDTH and FRAME-RATE to each variant.
+pub fn rewrite_master(master: &str, generation: &str, rungs: &[Rung]) -> String {
+    let mut out = Vec::new();
+    let mut variant = 0;
+    for line in master.lines() {
+        if line.starts_with("#EXT-X-STREAM-INF:") {
+            let r = rungs.get(variant);
+            variant += 1;
+            let extra = r
+                .map(|r| {
+                    format!(
+                        ",AVERAGE-BANDWIDTH={},FRAME-RATE={:.3}",
+                        r.bitrate + 128_000,
+                        r.frame_rate
+                    )
+                })
+                .unwrap_or_default();
+            out.push(format!("{line}{extra}"));
+        } else if line.starts_with("#EXT-X-MEDIA:") {
+            out.push(line.replace("URI=\"", &format!("URI=\"{generation}/")));
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            out.push(format!("{generation}/{line}"));
+        } else {
+            out.push(line.to_owned());
+        }
+    }
+    out.join("\n") + "\n"
+}
+
+/// Points the DASH manifest's segment templates at the generation directory.
+pub fn rewrite_mpd(mpd: &str, generation: &str) -> String {
+    mpd.replace(
+        "initialization=\"",
+        &format!("initialization=\"{generation}/"),
+    )
+    .replace("media=\"", &format!("media=\"{generation}/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_points_at_the_generation() {
+        let master = "#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",URI=\"media_2.m3u8\"\n#EXT-X-STREAM-INF:BANDWIDTH=900000,RESOLUTION=640x360\nmedia_0.m3u8\n";
+        let rungs = vec![Rung {
+            name: "360p".into(),
+            width: 640,
+            height: 360,
+            bitrate: 800_000,
+            frame_rate: 30.0,
+        }];
+        let out = rewrite_master(master, "g1", &rungs);
+        assert!(out.contains("URI=\"g1/media_2.m3u8\""));
+        assert!(out.contains("\ng1/media_0.m3u8\n"));
+        assert!(out.contains("AVERAGE-BANDWIDTH=928000,FRAME-RATE=30.000"));
+        let mpd = rewrite_mpd("<SegmentTemplate initialization=\"init-$RepresentationID$.m4s\" media=\"chunk-$Number$.m4s\"/>", "g1");
+        assert!(
+            mpd.contains("initialization=\"g1/init-") && mpd.contains("media=\"g1/chunk-"),
+            "{mpd}"
+        );
+    }
+}

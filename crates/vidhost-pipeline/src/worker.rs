@@ -1,0 +1,434 @@
+//! The job worker: claims a job (a lease with a heartbeat), runs the steps
+//! probe → validate → thumbnails → transcode → publish, and records the
+//! outcome: done, a retry with exponential backoff kept in the row
+//! (`run_at`), or dead letters. Every step overwrites its own outputs, so a
+//! retried job never duplicates or orphans objects.
+
+use crate::ladder::{self, Rung};
+use crate::probe::{self, MediaInfo};
+use crate::process::Tools;
+use crate::transcode;
+use crate::PipelineError;
+use futures::StreamExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use vidhost_core::domain::{new_id, VideoStatus};
+use vidhost_core::time::now_ms;
+use vidhost_core::Config;
+use vidhost_db::{DynCatalog, Job, Outputs, Rendition};
+use vidhost_store::DynStore;
+
+pub const STEPS: &[&str] = &["probe", "thumbnails", "transcode", "publish"];
+
+pub struct Pipeline {
+    pub config: Config,
+    pub db: DynCatalog,
+    pub store: DynStore,
+    pub tools: Tools,
+}
+
+fn original_key(id: &str) -> String {
+    format!("videos/{id}/original")
+}
+
+impl Pipeline {
+    /// Runs `n` workers until `shutdown` fires.
+    pub async fn run(self: Arc<Self>, n: usize, shutdown: CancellationToken) {
+        let workers: Vec<_> = (0..n)
+            .map(|_| tokio::spawn(self.clone().work(shutdown.clone())))
+            .collect();
+        for w in workers {
+            let _ = w.await;
+        }
+    }
+
+    async fn work(self: Arc<Self>, shutdown: CancellationToken) {
+        let owner = new_id();
+        while !shutdown.is_cancelled() {
+            let claimed = self.db.claim_job(&owner, now_ms(), self.lease_ms()).await;
+            match claimed {
+                Ok(Some(job)) => self.process(&owner, job, &shutdown).await,
+                Ok(None) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming a job");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+            self.update_gauges().await;
+        }
+    }
+
+    fn lease_ms(&self) -> i64 {
+        self.config.processing.lease_s as i64 * 1000
+    }
+
+    async fn update_gauges(&self) {
+        if let (Ok(q), Ok(d)) = (
+            self.db.count_jobs("queued").await,
+            self.db.count_jobs("dead").await,
+        ) {
+            metrics::gauge!("vidhost_jobs_queued").set(q as f64);
+            metrics::gauge!("vidhost_jobs_dead").set(d as f64);
+        }
+    }
+
+    async fn process(&self, owner: &str, job: Job, shutdown: &CancellationToken) {
+        let started = Instant::now();
+        if job.attempts > job.max_attempts {
+            // A worker died with it too often (each claim counts an attempt).
+            let msg = job
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "processing was interrupted too often".into());
+            self.bury(owner, &job, &msg).await;
+            return;
+        }
+        let cancel = shutdown.child_token();
+        let heartbeat = tokio::spawn(heartbeat(
+            self.db.clone(),
+            job.id.clone(),
+            job.video_id.clone(),
+            owner.to_owned(),
+            self.lease_ms(),
+            cancel.clone(),
+        ));
+        let result = self.steps(&job, &cancel).await;
+        heartbeat.abort();
+        let kind = job.kind.as_str();
+        let outcome = match result {
+            Ok(()) => {
+                let _ = self.db.finish_job(&job.id, owner, now_ms()).await;
+                tracing::info!(video = %job.video_id, secs = started.elapsed().as_secs_f64(), "processed");
+                "completed"
+            }
+            Err(PipelineError::Cancelled) => "cancelled",
+            Err(e @ (PipelineError::Invalid(_) | PipelineError::ToolFailed { .. })) => {
+                self.bury(owner, &job, &e.to_string()).await;
+                "dead"
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if job.attempts >= job.max_attempts {
+                    self.bury(
+                        owner,
+                        &job,
+                        &format!("gave up after {} attempts: {msg}", job.attempts),
+                    )
+                    .await;
+                    "dead"
+                } else {
+                    let delay = self
+                        .config
+                        .processing
+                        .retry_base_s
+                        .saturating_mul(1 << (job.attempts - 1).clamp(0, 16))
+                        * 1000;
+                    tracing::warn!(video = %job.video_id, attempt = job.attempts, error = %msg, "processing failed; will retry");
+                    let _ = self
+                        .db
+                        .fail_job(
+                            &job.id,
+                            owner,
+                            &msg,
+                            Some(now_ms() + delay as i64),
+                            now_ms(),
+                        )
+                        .await;
+                    "retry"
+                }
+            }
+        };
+        metrics::counter!("vidhost_jobs_total", "kind" => kind.to_owned(), "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("vidhost_job_duration_seconds", "kind" => kind.to_owned())
+            .record(started.elapsed().as_secs_f64());
+    }
+
+    /// Dead letters: the job stops, the video says why.
+    async fn bury(&self, owner: &str, job: &Job, msg: &str) {
+        tracing::warn!(video = %job.video_id, error = %msg, "processing failed for good");
+        let _ = self.db.fail_job(&job.id, owner, msg, None, now_ms()).await;
+        let _ = self.db.set_video_failed(&job.video_id, msg).await;
+    }
+
+    async fn steps(&self, job: &Job, cancel: &CancellationToken) -> Result<(), PipelineError> {
+        let id = &job.video_id;
+        let cfg = &self.config.processing;
+        let timeout = Duration::from_secs(cfg.step_timeout_s);
+        let work = self.config.data_dir.join("work").join(&job.id);
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        tokio::fs::create_dir_all(work.join("out")).await?;
+        let _cleanup = RemoveOnDrop(work.clone());
+        // A run taken over from a dead worker goes on from the progress shown.
+        let shown = self
+            .db
+            .get_video(id)
+            .await?
+            .filter(|v| v.status == VideoStatus::Processing)
+            .map(|v| v.progress);
+        let progress = Progress::new(self.db.clone(), id.clone(), shown.unwrap_or(0.0));
+
+        progress.set("probe", 0.0).await?;
+        let src = self.source(id, &work).await?;
+        let probe_args: Vec<String> = [
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([src.display().to_string()])
+        .collect();
+        let json = match self
+            .tools
+            .run(&self.tools.ffprobe, &probe_args, timeout, cancel, |_| {})
+            .await
+        {
+            Err(PipelineError::ToolFailed { stderr, .. }) => {
+                return Err(PipelineError::Invalid(format!(
+                    "the file is not readable media: {stderr}"
+                )))
+            }
+            other => other?,
+        };
+        let info: MediaInfo = probe::parse(&json)?;
+        let v = probe::validate(&info)?.clone();
+        let (dw, dh) = v.display_size();
+        self.db
+            .set_video_media(id, info.duration_s, dw as i64, dh as i64)
+            .await?;
+
+        progress.set("thumbnails", 0.02).await?;
+        let poster = work.join("poster.jpg");
+        self.tools
+            .run(
+                &self.tools.ffmpeg,
+                &transcode::poster_args(&src, &info, &poster),
+                timeout,
+                cancel,
+                |_| {},
+            )
+            .await?;
+
+        progress.set("transcode", 0.05).await?;
+        let rungs = ladder::plan(&info, &v, &cfg.ladder);
+        let out = work.join("out");
+        let args = transcode::ladder_args(&src, &info, &v, &rungs, cfg, &out);
+        let total_us = (info.duration_s * 1e6).max(1.0);
+        let (tx, mut rx) = tokio::sync::watch::channel(0u64);
+        let reporter = {
+            let progress = progress.clone();
+            async move {
+                while rx.changed().await.is_ok() {
+                    let done = (*rx.borrow() as f64 / total_us).clamp(0.0, 1.0);
+                    let _ = progress.set("transcode", 0.05 + 0.85 * done).await;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        };
+        let run = self
+            .tools
+            .run(&self.tools.ffmpeg, &args, timeout, cancel, move |us| {
+                let _ = tx.send(us);
+            });
+        let (ran, _) = tokio::join!(run, reporter);
+        ran?;
+        let mp4 = work.join("video.mp4");
+        self.tools
+            .run(
+                &self.tools.ffmpeg,
+                &transcode::mp4_args(&out, &mp4),
+                timeout,
+                cancel,
+                |_| {},
+            )
+            .await?;
+
+        progress.set("publish", 0.92).await?;
+        let previous = self
+            .db
+            .get_video(id)
+            .await?
+            .and_then(|v| v.outputs.generation);
+        let generation = format!("g{}", &job.id[job.id.len().saturating_sub(12)..]);
+        self.publish(id, &generation, &rungs, &out, &mp4, &poster)
+            .await?;
+        let renditions: Vec<Rendition> = rungs
+            .iter()
+            .map(|r| Rendition {
+                name: r.name.clone(),
+                width: r.width as i64,
+                height: r.height as i64,
+                bitrate: r.bitrate as i64,
+                frame_rate: r.frame_rate,
+            })
+            .collect();
+        let outputs = Outputs {
+            stream: true,
+            mp4: true,
+            poster: true,
+            generation: Some(generation.clone()),
+        };
+        self.db
+            .set_video_ready(id, &renditions, &outputs, now_ms())
+            .await?;
+        if let Some(old) = previous.filter(|g| *g != generation) {
+            self.store
+                .delete_prefix(&format!("videos/{id}/stream/{old}/"))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The original as a local file: in place on disk, downloaded from S3.
+    async fn source(&self, id: &str, work: &Path) -> Result<PathBuf, PipelineError> {
+        let key = original_key(id);
+        if let Some(p) = self.store.local_path(&key) {
+            return Ok(p);
+        }
+        let dest = work.join("source");
+        let body = self.store.get(&key, None).await?;
+        let mut f = tokio::fs::File::create(&dest).await?;
+        let mut stream = body.stream;
+        while let Some(chunk) = stream.next().await {
+            tokio::io::AsyncWriteExt::write_all(&mut f, &chunk?).await?;
+        }
+        tokio::io::AsyncWriteExt::flush(&mut f).await?;
+        Ok(dest)
+    }
+
+    /// Uploads the outputs. Segments go under a new generation directory, so
+    /// a reprocessed video never serves new bytes under an old (immutable)
+    /// URL; the manifests, written last, switch to it; older generations go.
+    async fn publish(
+        &self,
+        id: &str,
+        generation: &str,
+        rungs: &[Rung],
+        out: &Path,
+        mp4: &Path,
+        poster: &Path,
+    ) -> Result<(), PipelineError> {
+        let prefix = format!("videos/{id}/stream/");
+        let mut entries = tokio::fs::read_dir(out).await?;
+        let mut files = Vec::new();
+        while let Some(e) = entries.next_entry().await? {
+            files.push(e.file_name().to_string_lossy().into_owned());
+        }
+        let segments: Vec<_> = files
+            .iter()
+            .filter(|f| *f != "master.m3u8" && *f != "manifest.mpd")
+            .cloned()
+            .collect();
+        for f in &segments {
+            put_file(
+                &self.store,
+                &format!("{prefix}{generation}/{f}"),
+                &out.join(f),
+            )
+            .await?;
+        }
+        put_file(&self.store, &format!("videos/{id}/mp4"), mp4).await?;
+        put_file(&self.store, &format!("videos/{id}/poster.jpg"), poster).await?;
+        let master = tokio::fs::read_to_string(out.join("master.m3u8")).await?;
+        put_bytes(
+            &self.store,
+            &format!("{prefix}master.m3u8"),
+            transcode::rewrite_master(&master, generation, rungs).into_bytes(),
+        )
+        .await?;
+        let mpd = tokio::fs::read_to_string(out.join("manifest.mpd")).await?;
+        put_bytes(
+            &self.store,
+            &format!("{prefix}manifest.mpd"),
+            transcode::rewrite_mpd(&mpd, generation).into_bytes(),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+async fn put_file(store: &DynStore, key: &str, path: &Path) -> Result<(), PipelineError> {
+    let f = tokio::fs::File::open(path).await?;
+    let stream = tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024).boxed();
+    store.put_stream(key, stream, u64::MAX).await?;
+    Ok(())
+}
+
+async fn put_bytes(store: &DynStore, key: &str, bytes: Vec<u8>) -> Result<(), PipelineError> {
+    let once = futures::stream::once(async move { Ok(bytes.into()) }).boxed();
+    store.put_stream(key, once, u64::MAX).await?;
+    Ok(())
+}
+
+/// Renews the job's lease; cancels the work when the lease is lost or the
+/// video was deleted (its job row goes with it), which kills ffmpeg.
+async fn heartbeat(
+    db: DynCatalog,
+    job: String,
+    video: String,
+    owner: String,
+    lease_ms: i64,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(lease_ms as u64 / 3)).await;
+        match db.renew_job(&job, &owner, now_ms(), lease_ms).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(video = %video, "job gone (video deleted or lease lost): stopping");
+                cancel.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "renewing a job lease"),
+        }
+    }
+}
+
+/// Status, step and progress on the video; progress never goes back.
+#[derive(Clone)]
+struct Progress {
+    db: DynCatalog,
+    video: String,
+    last: Arc<std::sync::Mutex<f64>>,
+}
+
+impl Progress {
+    fn new(db: DynCatalog, video: String, start: f64) -> Progress {
+        Progress {
+            db,
+            video,
+            last: Arc::new(std::sync::Mutex::new(start)),
+        }
+    }
+
+    async fn set(&self, step: &str, value: f64) -> Result<(), PipelineError> {
+        let v = {
+            let mut last = self.last.lock().expect("not poisoned");
+            *last = last.max(value);
+            *last
+        };
+        self.db
+            .set_video_progress(&self.video, VideoStatus::Processing, Some(step), v)
+            .await?;
+        Ok(())
+    }
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

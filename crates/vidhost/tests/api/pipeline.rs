@@ -1,0 +1,558 @@
+//! Uploads become adaptive streams: sources generated with ffmpeg's lavfi,
+//! outputs checked with ffprobe/ffmpeg reading the server over HTTP.
+
+use crate::helpers::*;
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::process::Command;
+use std::time::Duration;
+
+const WORKER: (&str, &str) = ("VIDHOST_PROCESSING__WORKERS", "1");
+
+fn make(name: &str, args: &[&str]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join(name);
+    let ok = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "ffmpeg made {name}");
+    std::fs::read(out).unwrap()
+}
+
+async fn wait_done(s: &TestServer, t: &str, id: &str) -> Value {
+    let mut last_progress = 0.0;
+    for _ in 0..600 {
+        let v: Value = s
+            .get(&format!("/api/v1/videos/{id}"), Some(t))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let p = v["progress"].as_f64().unwrap();
+        if v["status"] == "processing" {
+            assert!(
+                p + 1e-9 >= last_progress,
+                "progress never goes back: {last_progress} → {p}"
+            );
+            last_progress = p;
+        }
+        if v["status"] == "ready" || v["status"] == "failed" {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("video {id} did not finish processing");
+}
+
+/// Decodes every stream of `url` with ffmpeg; returns ffprobe's stream list.
+/// (ffmpeg 5.1's DASH demuxer asks for one segment past the end and logs the
+/// 404, so for DASH only the exit status counts.)
+fn decode_and_probe(url: &str) -> Vec<(String, u32, u32)> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i", url, "-map", "0", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    let quiet = url.ends_with(".mpd") || out.stderr.is_empty();
+    assert!(
+        out.status.success() && quiet,
+        "{url} decodes cleanly: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "csv=p=0",
+            url,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (
+                f[0].to_owned(),
+                f.get(1).and_then(|x| x.parse().ok()).unwrap_or(0),
+                f.get(2).and_then(|x| x.parse().ok()).unwrap_or(0),
+            )
+        })
+        // ffprobe lists streams once per program too.
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+fn extinf(playlist: &str) -> Vec<String> {
+    playlist
+        .lines()
+        .filter(|l| l.starts_with("#EXTINF"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn landscape_with_audio_becomes_an_adaptive_ladder() {
+    let s =
+        TestServer::start_with(&[WORKER, ("VIDHOST_PROCESSING__SEGMENT_DURATION_S", "2")]).await;
+    let t = s.user("p@example.com").await;
+    let src = make(
+        "land.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=300:sample_rate=44100",
+            "-t",
+            "5",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            "-ac",
+            "6",
+            "-shortest",
+        ],
+    );
+    let r = s
+        .upload_form(
+            &t,
+            src,
+            "land.mp4",
+            &[("visibility", "public"), ("title", "Land")],
+        )
+        .await;
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let v = wait_done(&s, &t, &id).await;
+    assert_eq!(v["status"], "ready", "{v}");
+    assert!(v["ready_at"].is_string());
+    assert_eq!(
+        (v["width"].as_i64(), v["height"].as_i64()),
+        (Some(1280), Some(720))
+    );
+    assert!((v["duration_s"].as_f64().unwrap() - 5.0).abs() < 0.2);
+    let names: Vec<&str> = v["renditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["720p", "480p", "360p", "240p"],
+        "no upscaling to 1080p"
+    );
+    assert!(v["thumbnail_url"]
+        .as_str()
+        .unwrap()
+        .ends_with("/poster.jpg"));
+
+    // Anyone can now see it (public + ready) and play it without signing in.
+    let pb: Value = s
+        .get(&format!("/api/v1/videos/{id}/playback"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(pb["original"].is_null(), "viewers get no original");
+    let hls = s.url(pb["hls"].as_str().unwrap());
+    let streams = decode_and_probe(&hls);
+    for (w, h) in [(1280, 720), (854, 480), (640, 360), (426, 240)] {
+        assert!(
+            streams
+                .iter()
+                .any(|st| st.0 == "h264" && st.1 == w && st.2 == h),
+            "{w}x{h} in {streams:?}"
+        );
+    }
+    assert!(streams.iter().any(|st| st.0 == "aac"));
+    let dash = decode_and_probe(&s.url(pb["dash"].as_str().unwrap()));
+    assert!(
+        dash.iter().filter(|st| st.0 == "h264").count() == 4,
+        "{dash:?}"
+    );
+
+    // Keyframes aligned: every rendition cuts its segments at the same times.
+    let master = s.get(pb["hls"].as_str().unwrap(), None).await;
+    assert_eq!(
+        master.headers()["content-type"],
+        "application/vnd.apple.mpegurl"
+    );
+    let master = master.text().await.unwrap();
+    for attr in [
+        "BANDWIDTH=",
+        "AVERAGE-BANDWIDTH=",
+        "RESOLUTION=",
+        "CODECS=",
+        "FRAME-RATE=",
+    ] {
+        assert!(master.contains(attr), "{attr} in {master}");
+    }
+    let base = pb["hls"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("master.m3u8")
+        .to_owned();
+    let media: Vec<&str> = master
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.ends_with(".m3u8"))
+        .collect();
+    assert_eq!(media.len(), 4);
+    let first = extinf(
+        &s.get(&format!("{base}{}", media[0]), None)
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert!(
+        first.len() >= 2
+            && first[..first.len() - 1]
+                .iter()
+                .all(|l| l.starts_with("#EXTINF:2.0")),
+        "{first:?}"
+    );
+    for m in &media[1..] {
+        let r = s.get(&format!("{base}{m}"), None).await;
+        assert_eq!(
+            extinf(&r.text().await.unwrap()),
+            first,
+            "segment boundaries of {m}"
+        );
+    }
+    let seg_name = s
+        .get(&format!("{base}{}", media[0]), None)
+        .await
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .find(|l| l.ends_with(".m4s") && !l.contains("init"))
+        .unwrap()
+        .to_owned();
+    let gen = media[0].split('/').next().unwrap();
+    let seg = s.get(&format!("{base}{gen}/{seg_name}"), None).await;
+    assert_eq!(
+        seg.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(seg.headers()["content-type"], "video/iso.segment");
+
+    // The progressive MP4: faststart, ranges.
+    let mp4_url = pb["mp4"].as_str().unwrap();
+    let mp4 = s.get(mp4_url, None).await.bytes().await.unwrap();
+    let pos = |tag: &[u8]| mp4.windows(4).position(|w| w == tag).unwrap();
+    assert!(pos(b"moov") < pos(b"mdat"), "moov before mdat");
+    let r = s
+        .http
+        .get(s.url(mp4_url))
+        .header("range", "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &mp4[100..200]);
+    let mp4_streams = decode_and_probe(&s.url(mp4_url));
+    assert!(
+        mp4_streams.contains(&("h264".into(), 1280, 720))
+            && mp4_streams.iter().any(|x| x.0 == "aac")
+    );
+    // The poster is a JPEG.
+    let poster = s.get(pb["poster"].as_str().unwrap(), None).await;
+    assert_eq!(poster.headers()["content-type"], "image/jpeg");
+    assert_eq!(&poster.bytes().await.unwrap()[..2], &[0xFF, 0xD8]);
+
+    let m = s.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        m.contains(r#"vidhost_jobs_total{kind="process",outcome="completed"} 1"#),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portrait_rotated_odd_and_silent_sources() {
+    let s = TestServer::start_with(&[WORKER]).await;
+    let t = s.user("p@example.com").await;
+    // Portrait with odd dimensions and no audio.
+    let portrait = make(
+        "portrait.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=361x641:rate=25",
+            "-t",
+            "2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ],
+    );
+    // Landscape pixels that a rotation tag turns upright.
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = tmp.path().join("raw.mp4");
+    std::fs::write(
+        &raw,
+        make(
+            "raw.mp4",
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=640x360:rate=25",
+                "-t",
+                "2",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+            ],
+        ),
+    )
+    .unwrap();
+    let rotated_path = tmp.path().join("rotated.mp4");
+    let ok = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(&raw)
+        .args(["-c", "copy", "-metadata:s:v:0", "rotate=90"])
+        .arg(&rotated_path)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let rotated = std::fs::read(&rotated_path).unwrap();
+
+    for (bytes, name, (w, h)) in [
+        (portrait, "portrait.mp4", (360, 640)),
+        (rotated, "rotated.mp4", (360, 640)),
+    ] {
+        let r = s.upload_form(&t, bytes, name, &[]).await;
+        let id = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let v = wait_done(&s, &t, &id).await;
+        assert_eq!(v["status"], "ready", "{name}: {v}");
+        let top = &v["renditions"][0];
+        assert!(
+            top["height"].as_i64() > top["width"].as_i64(),
+            "{name} stays portrait: {v}"
+        );
+        for r in v["renditions"].as_array().unwrap() {
+            assert_eq!(
+                (
+                    r["width"].as_i64().unwrap() % 2,
+                    r["height"].as_i64().unwrap() % 2
+                ),
+                (0, 0),
+                "{name}: even sizes"
+            );
+            assert!(
+                r["height"].as_i64().unwrap() <= h + 1 && r["width"].as_i64().unwrap() <= w + 1,
+                "{name}: no upscaling"
+            );
+        }
+        let pb: Value = s
+            .get(&format!("/api/v1/videos/{id}/playback"), Some(&t))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let streams = decode_and_probe(&s.url(pb["hls"].as_str().unwrap()));
+        assert!(
+            streams.iter().all(|st| st.0 == "h264"),
+            "{name}: no audio stream invented: {streams:?}"
+        );
+        assert!(
+            streams.iter().all(|st| st.2 > st.1),
+            "{name}: every rendition portrait: {streams:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_media_fails_goes_to_dead_letters_and_can_be_retried() {
+    let s = TestServer::start_with(&[WORKER]).await;
+    let t = s.user("p@example.com").await;
+    let admin = s.admin().await;
+    // A real MP4 header, then garbage: passes the magic-byte check, not ffprobe.
+    let mut corrupt = sample_mp4()[..40].to_vec();
+    corrupt.extend((0..50_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8));
+    let r = s.upload_form(&t, corrupt, "broken.mp4", &[]).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let v = wait_done(&s, &t, &id).await;
+    assert_eq!(v["status"], "failed");
+    assert!(
+        !v["error"].as_str().unwrap().is_empty(),
+        "a readable reason: {v}"
+    );
+
+    let dead: Value = s
+        .get("/api/v1/admin/jobs?state=dead", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let job = dead["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["video_id"] == id.as_str())
+        .expect("in dead letters")
+        .clone();
+    assert_eq!(job["attempts"], 1, "a permanent error is not retried");
+    problem(
+        s.get("/api/v1/admin/jobs?state=dead", Some(&t)).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+
+    // An admin retries it: it runs again (and fails again, for the same reason).
+    let r = s
+        .post_json(
+            &format!("/api/v1/admin/jobs/{}/retry", job["id"].as_str().unwrap()),
+            Some(&admin),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v = wait_done(&s, &t, &id).await;
+    assert_eq!(v["status"], "failed");
+    let r = s
+        .post_json(
+            "/api/v1/admin/jobs/nope/retry",
+            Some(&admin),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reprocess_replaces_outputs_without_orphans() {
+    let s = TestServer::start_with(&[WORKER]).await;
+    let t = s.user("p@example.com").await;
+    let r = s.upload_form(&t, sample_mp4().to_vec(), "a.mp4", &[]).await;
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(wait_done(&s, &t, &id).await["status"], "ready");
+    let gens = |keys: &[String]| {
+        let mut g: Vec<String> = keys
+            .iter()
+            .filter_map(|k| k.split("/stream/").nth(1))
+            .filter_map(|r| r.split_once('/').map(|x| x.0.to_owned()))
+            .collect();
+        g.sort();
+        g.dedup();
+        g
+    };
+    let before = gens(&s.object_keys().await);
+    assert_eq!(before.len(), 1);
+    let r = s
+        .post_json(
+            &format!("/api/v1/videos/{id}/reprocess"),
+            Some(&t),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(wait_done(&s, &t, &id).await["status"], "ready");
+    let after = gens(&s.object_keys().await);
+    assert_eq!(after.len(), 1, "the old generation is gone: {after:?}");
+    assert_ne!(after, before);
+    let other = s.user("o@example.com").await;
+    let r = s
+        .post_json(
+            &format!("/api/v1/videos/{id}/reprocess"),
+            Some(&other),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_transcode_does_not_lose_the_job() {
+    let mut s = TestServer::start_with(&[
+        WORKER,
+        ("VIDHOST_PROCESSING__LEASE_S", "3"),
+        ("VIDHOST_PROCESSING__PRESET", "medium"),
+    ])
+    .await;
+    let t = s.user("k@example.com").await;
+    let src = make(
+        "long.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1920x1080:rate=30",
+            "-t",
+            "8",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
+    );
+    let r = s.upload_form(&t, src, "long.mp4", &[]).await;
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut seen_transcode = false;
+    for _ in 0..300 {
+        let v: Value = s
+            .get(&format!("/api/v1/videos/{id}"), Some(&t))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if v["status"] == "processing" && v["progress"].as_f64().unwrap() > 0.1 {
+            seen_transcode = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen_transcode, "caught it transcoding");
+    s.crash_and_restart().await;
+    let t = s.login("k@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let v = wait_done(&s, &t, &id).await;
+    assert_eq!(v["status"], "ready", "{v}");
+    let keys = s.object_keys().await;
+    let gens: std::collections::BTreeSet<_> = keys
+        .iter()
+        .filter_map(|k| k.split("/stream/").nth(1))
+        .filter_map(|r| r.split_once('/').map(|x| x.0))
+        .collect();
+    assert_eq!(gens.len(), 1, "no duplicate outputs: {keys:?}");
+    assert!(keys.iter().all(|k| k.starts_with(&format!("videos/{id}/"))));
+}
