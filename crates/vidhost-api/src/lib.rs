@@ -141,7 +141,9 @@ impl App {
         });
         axum::Router::new()
             .fallback_service(dispatch)
-            .layer(tower_http::trace::TraceLayer::new_for_http())
+            .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &axum::extract::Request| {
+                tracing::debug_span!("http", method = %req.method(), path = %loggable_path(req.uri().path()))
+            }))
     }
 
     /// Serves on `listener` until `shutdown` resolves; background sweeps run alongside.
@@ -176,6 +178,21 @@ impl App {
         stop.cancel();
         let _ = workers.await;
         Ok(())
+    }
+}
+
+/// Paths as logs may show them: play grants are secrets, so they are cut
+/// out; query strings (`?access_token=`) are never logged at all.
+fn loggable_path(path: &str) -> String {
+    match path.strip_prefix("/play/") {
+        Some(rest) => format!(
+            "/play/{{token}}/{}",
+            rest.split_once('/').map(|x| x.1).unwrap_or("")
+        ),
+        None if path.starts_with("/api/v1/uploads/direct/") => {
+            "/api/v1/uploads/direct/{token}".to_owned()
+        }
+        None => path.to_owned(),
     }
 }
 

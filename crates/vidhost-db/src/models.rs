@@ -92,6 +92,8 @@ pub struct Outputs {
     pub stream: bool,
     pub mp4: bool,
     pub poster: bool,
+    /// `storyboard.vtt` and its sprite images.
+    pub storyboard: bool,
     /// Directory of the current segments under `stream/` (changes with each
     /// processing run, so segment URLs stay immutable).
     pub generation: Option<String>,

@@ -35,6 +35,88 @@ pub fn poster_args(src: &Path, info: &MediaInfo, out: &Path) -> Vec<String> {
     ]
 }
 
+/// Scrubbing thumbnails: one every `interval` seconds, 160 px wide, tiled
+/// 10×10 into sprite images.
+pub struct Storyboard {
+    pub interval: f64,
+    pub width: u32,
+    pub height: u32,
+    pub count: u32,
+}
+
+pub const SPRITE_COLUMNS: u32 = 10;
+pub const SPRITE_ROWS: u32 = 10;
+
+impl Storyboard {
+    pub fn plan(info: &MediaInfo, v: &VideoInfo) -> Storyboard {
+        let (w, h) = v.display_size();
+        // Every 2 s for short videos; at most ~300 thumbnails for long ones.
+        let interval = (info.duration_s / 300.0).max(2.0);
+        let width = 160;
+        let height = ((width as f64 * h as f64 / w as f64 / 2.0).round() as u32 * 2).max(2);
+        let count = (info.duration_s / interval).ceil().max(1.0) as u32;
+        Storyboard {
+            interval,
+            width,
+            height,
+            count,
+        }
+    }
+
+    pub fn args(&self, src: &Path, out_dir: &Path) -> Vec<String> {
+        vec![
+            s("-nostdin"),
+            s("-y"),
+            s("-v"),
+            s("error"),
+            s("-i"),
+            s(src.display()),
+            s("-vf"),
+            format!(
+                "fps=1/{:.3},scale={}:{},tile={SPRITE_COLUMNS}x{SPRITE_ROWS}",
+                self.interval, self.width, self.height
+            ),
+            s("-q:v"),
+            s("5"),
+            s("-an"),
+            s(out_dir.join("sb-%03d.jpg").display()),
+        ]
+    }
+
+    /// The WebVTT track: one cue per thumbnail, pointing into its sprite.
+    pub fn vtt(&self, duration_s: f64) -> String {
+        let per = SPRITE_COLUMNS * SPRITE_ROWS;
+        let ts = |t: f64| {
+            let ms = (t * 1000.0).round() as u64;
+            format!(
+                "{:02}:{:02}:{:02}.{:03}",
+                ms / 3_600_000,
+                ms / 60_000 % 60,
+                ms / 1000 % 60,
+                ms % 1000
+            )
+        };
+        let mut out = String::from("WEBVTT\n");
+        for i in 0..self.count {
+            let start = i as f64 * self.interval;
+            let end = ((i + 1) as f64 * self.interval).min(duration_s.max(start + 0.001));
+            let (sprite, pos) = (i / per + 1, i % per);
+            let (x, y) = (
+                (pos % SPRITE_COLUMNS) * self.width,
+                (pos / SPRITE_COLUMNS) * self.height,
+            );
+            out.push_str(&format!(
+                "\n{} --> {}\nstoryboard/sb-{sprite:03}.jpg#xywh={x},{y},{},{}\n",
+                ts(start),
+                ts(end),
+                self.width,
+                self.height
+            ));
+        }
+        out
+    }
+}
+
 /// Filters applied once, before the split: HDR is tone-mapped to SDR
 /// BT.709, 10-bit becomes 8-bit 4:2:0, variable frame rate becomes
 /// constant (so a fixed GOP lines keyframes up across renditions).
@@ -228,6 +310,27 @@ pub fn rewrite_mpd(mpd: &str, generation: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storyboard_cues_point_into_sprites() {
+        let sb = Storyboard {
+            interval: 2.0,
+            width: 160,
+            height: 90,
+            count: 101,
+        };
+        let vtt = sb.vtt(201.0);
+        assert!(vtt.starts_with("WEBVTT\n"));
+        assert!(
+            vtt.contains("00:00:00.000 --> 00:00:02.000\nstoryboard/sb-001.jpg#xywh=0,0,160,90")
+        );
+        assert!(
+            vtt.contains("00:00:22.000 --> 00:00:24.000\nstoryboard/sb-001.jpg#xywh=160,90,160,90")
+        );
+        assert!(
+            vtt.contains("00:03:20.000 --> 00:03:21.000\nstoryboard/sb-002.jpg#xywh=0,0,160,90")
+        );
+    }
 
     #[test]
     fn master_points_at_the_generation() {

@@ -219,6 +219,13 @@ impl Pipeline {
                 |_| {},
             )
             .await?;
+        let storyboard = transcode::Storyboard::plan(&info, &v);
+        let sb_dir = work.join("storyboard");
+        tokio::fs::create_dir_all(&sb_dir).await?;
+        let sb_args = storyboard.args(&src, &sb_dir);
+        self.tools
+            .run(&self.tools.ffmpeg, &sb_args, timeout, cancel, |_| {})
+            .await?;
 
         progress.set("transcode", 0.05).await?;
         let rungs = ladder::plan(&info, &v, &cfg.ladder);
@@ -263,6 +270,18 @@ impl Pipeline {
         let generation = format!("g{}", &job.id[job.id.len().saturating_sub(12)..]);
         self.publish(id, &generation, &rungs, &out, &mp4, &poster)
             .await?;
+        let mut sprites = tokio::fs::read_dir(&sb_dir).await?;
+        while let Some(e) = sprites.next_entry().await? {
+            let name = e.file_name().to_string_lossy().into_owned();
+            put_file(
+                &self.store,
+                &format!("videos/{id}/storyboard/{name}"),
+                &e.path(),
+            )
+            .await?;
+        }
+        let vtt = storyboard.vtt(info.duration_s).into_bytes();
+        put_bytes(&self.store, &format!("videos/{id}/storyboard.vtt"), vtt).await?;
         let renditions: Vec<Rendition> = rungs
             .iter()
             .map(|r| Rendition {
@@ -277,6 +296,7 @@ impl Pipeline {
             stream: true,
             mp4: true,
             poster: true,
+            storyboard: true,
             generation: Some(generation.clone()),
         };
         self.db

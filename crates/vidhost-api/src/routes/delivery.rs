@@ -208,6 +208,44 @@ pub async fn poster(
     .await
 }
 
+pub async fn storyboard_vtt(
+    State(state): State<SharedState>,
+    Path(token): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let key = |v: &str| Some(format!("videos/{v}/storyboard.vtt"));
+    output(
+        &state,
+        &token,
+        key,
+        "text/vtt; charset=utf-8",
+        REPLACEABLE,
+        &method,
+        &headers,
+    )
+    .await
+}
+
+pub async fn storyboard_image(
+    State(state): State<SharedState>,
+    Path((token, file)): Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let key = |v: &str| plain_name(&file).then(|| format!("videos/{v}/storyboard/{file}"));
+    output(
+        &state,
+        &token,
+        key,
+        "image/jpeg",
+        REPLACEABLE,
+        &method,
+        &headers,
+    )
+    .await
+}
+
 /// What a request asks of a representation, after conditionals.
 #[derive(Debug, PartialEq, Eq)]
 enum Plan {

@@ -82,9 +82,12 @@ api_routes! {
     get "/play/{token}/dash/manifest.mpd" => delivery::dash_manifest, "delivery", false, [200, 206, 304], "MPEG-DASH manifest over the same segments";
     get "/play/{token}/dash/{generation}/{file}" => delivery::stream_file, "delivery", false, [200, 206, 304, 416], "DASH segments (shared with HLS)";
     get "/play/{token}/mp4" => delivery::mp4, "delivery", false, [200, 206, 304, 416], "Progressive MP4 (H.264/AAC, faststart)";
+    get "/play/{token}/storyboard.vtt" => delivery::storyboard_vtt, "delivery", false, [200, 206, 304], "Scrubbing thumbnails (WebVTT pointing into sprite images)";
+    get "/play/{token}/storyboard/{file}" => delivery::storyboard_image, "delivery", false, [200, 206, 304], "Storyboard sprite images";
     get "/play/{token}/poster.jpg" => delivery::poster, "delivery", false, [200, 206, 304], "Poster frame";
     get "/play/{token}/original" => delivery::original, "delivery", false, [200, 206, 304, 416], "The uploaded file (owner grants), with byte ranges";
 
+    get "/api/v1/videos/{id}/events" => videos::events, "videos", false, [200], "Server-Sent Events: status, step and progress until ready or failed";
     post "/api/v1/videos/{id}/reprocess" => videos::reprocess, "videos", true, [202], "Run the processing pipeline again";
     get "/api/v1/admin/jobs" => jobs::list, "admin", true, [200], "Processing jobs by state (queued, running, failed, dead)";
     post "/api/v1/admin/jobs/{id}/retry" => jobs::retry, "admin", true, [200], "Re-queue a dead job";

@@ -298,7 +298,7 @@ pub async fn playback(
         "dash": url(o.stream, "dash/manifest.mpd"),
         "mp4": url(o.mp4, "mp4"),
         "poster": url(o.poster, "poster.jpg"),
-        "storyboard_vtt": null,
+        "storyboard_vtt": url(o.storyboard, "storyboard.vtt"),
         "original": url(has_original, "original"),
         "expires_at": vidhost_core::time::rfc3339(e * 1000),
     })))
@@ -332,4 +332,64 @@ pub async fn reprocess(
         .await?
         .ok_or_else(ApiError::video_not_found)?;
     Ok((StatusCode::ACCEPTED, axum::Json(view(&state, &v))))
+}
+
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    /// Browsers' EventSource cannot send headers; never logged.
+    access_token: Option<String>,
+}
+
+/// Server-Sent Events: `{status, progress, step}` whenever one changes,
+/// keep-alive comments in between, and the end of the stream at `ready` or
+/// `failed` (or when the video is deleted).
+pub async fn events(
+    State(state): State<SharedState>,
+    caller: MaybeCaller,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult<impl IntoResponse> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let caller = match (caller.0, q.access_token) {
+        (Some(c), _) => Some(c),
+        (None, Some(t)) => Some(crate::auth::caller_from_token(&state, &t).await?),
+        (None, None) => None,
+    };
+    let viewer = MaybeCaller(caller).viewer();
+    load_visible(&state, &id, &viewer).await?;
+    type Last = Option<(String, f64, Option<String>)>;
+    let stream = futures::stream::unfold(
+        (state, id, None::<(String, f64, Option<String>)>, false),
+        |(state, id, mut last, done): (SharedState, String, Last, bool)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                let v = match state.db.get_video(&id).await {
+                    Ok(Some(v)) => v,
+                    _ => return None,
+                };
+                let now = (v.status.as_str().to_owned(), v.progress, v.step.clone());
+                let finished = matches!(v.status, VideoStatus::Ready | VideoStatus::Failed);
+                if last.as_ref() != Some(&now) {
+                    let data = json!({"status": now.0, "progress": now.1, "step": now.2, "error": v.error});
+                    last = Some(now);
+                    let event = Event::default().event("status").data(data.to_string());
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(event),
+                        (state, id, last, finished),
+                    ));
+                }
+                if finished {
+                    return None;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(
+        KeepAlive::new()
+            .interval(std::time::Duration::from_secs(15))
+            .text("keep-alive"),
+    ))
 }

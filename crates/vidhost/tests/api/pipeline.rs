@@ -278,11 +278,75 @@ async fn landscape_with_audio_becomes_an_adaptive_ladder() {
     assert_eq!(poster.headers()["content-type"], "image/jpeg");
     assert_eq!(&poster.bytes().await.unwrap()[..2], &[0xFF, 0xD8]);
 
+    // Storyboard: a WebVTT track whose cues point into JPEG sprites.
+    let vtt_url = pb["storyboard_vtt"].as_str().unwrap();
+    let vtt = s.get(vtt_url, None).await.text().await.unwrap();
+    assert!(vtt.starts_with("WEBVTT"));
+    let first_cue = vtt.lines().find(|l| l.contains("#xywh=")).unwrap();
+    let sprite = first_cue.split('#').next().unwrap();
+    let sprite_url = format!("{}{sprite}", vtt_url.trim_end_matches("storyboard.vtt"));
+    let img = s.get(&sprite_url, None).await.bytes().await.unwrap();
+    assert_eq!(&img[..2], &[0xFF, 0xD8], "{sprite_url}");
+    assert_eq!(
+        vtt.matches("#xywh=").count(),
+        3,
+        "one thumbnail every 2 s of 5 s: {vtt}"
+    );
+
     let m = s.get("/metrics", None).await.text().await.unwrap();
     assert!(
         m.contains(r#"vidhost_jobs_total{kind="process",outcome="completed"} 1"#),
         "{m}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_sent_events_follow_processing_to_the_end() {
+    use futures::StreamExt;
+    let s = TestServer::start_with(&[WORKER]).await;
+    let t = s.user("sse@example.com").await;
+    let r = s.upload_form(&t, sample_mp4().to_vec(), "a.mp4", &[]).await;
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The token in the query string, as a browser's EventSource sends it.
+    let resp = s
+        .http
+        .get(s.url(&format!("/api/v1/videos/{id}/events?access_token={t}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut body = resp.bytes_stream();
+    let mut text = String::new();
+    let ended = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(chunk) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ends once the video is ready");
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(events.last().unwrap()["status"], "ready", "{text}");
+    let progress: Vec<f64> = events
+        .iter()
+        .map(|e| e["progress"].as_f64().unwrap())
+        .collect();
+    assert!(progress.windows(2).all(|w| w[1] >= w[0]), "{progress:?}");
+    let steps: Vec<&str> = events.iter().filter_map(|e| e["step"].as_str()).collect();
+    assert!(steps.contains(&"transcode"), "{steps:?}");
+    // Without a token, someone else's private video has no events.
+    let r = s.get(&format!("/api/v1/videos/{id}/events"), None).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
