@@ -53,6 +53,8 @@ pub struct VideoView {
     pub status: &'static str,
     pub error: Option<String>,
     pub progress: f64,
+    /// The processing step under way (extra to the contract's fields).
+    pub step: Option<String>,
     pub owner: OwnerView,
     pub created_at: String,
     pub uploaded_at: Option<String>,
@@ -79,6 +81,7 @@ impl VideoView {
             status: v.status.as_str(),
             error: v.error.clone(),
             progress: v.progress,
+            step: v.step.clone(),
             owner: OwnerView {
                 id: v.owner_id.clone(),
                 display_name: v.owner_display_name.clone(),

@@ -220,6 +220,15 @@ pub fn ladder_args(
     if cfg.ffmpeg_threads > 0 {
         a.extend([s("-threads"), s(cfg.ffmpeg_threads)]);
     }
+    // Say what the pictures are: SDR BT.709 (after tone mapping, for HDR sources).
+    a.extend([
+        s("-color_primaries"),
+        s("bt709"),
+        s("-color_trc"),
+        s("bt709"),
+        s("-colorspace"),
+        s("bt709"),
+    ]);
     let sets = if info.audio.is_some() {
         "id=0,streams=v id=1,streams=a"
     } else {

@@ -108,7 +108,16 @@ impl Pipeline {
                 tracing::info!(video = %job.video_id, secs = started.elapsed().as_secs_f64(), "processed");
                 "completed"
             }
-            Err(PipelineError::Cancelled) => "cancelled",
+            Err(PipelineError::Cancelled) => {
+                // Deleted while we worked: remove anything we wrote after the purge.
+                if let Ok(None) = self.db.get_video(&job.video_id).await {
+                    let _ = self
+                        .store
+                        .delete_prefix(&format!("videos/{}/", job.video_id))
+                        .await;
+                }
+                "cancelled"
+            }
             Err(e @ (PipelineError::Invalid(_) | PipelineError::ToolFailed { .. })) => {
                 self.bury(owner, &job, &e.to_string()).await;
                 "dead"
@@ -208,6 +217,7 @@ impl Pipeline {
             .set_video_media(id, info.duration_s, dw as i64, dh as i64)
             .await?;
 
+        check(cancel)?;
         progress.set("thumbnails", 0.02).await?;
         let poster = work.join("poster.jpg");
         self.tools
@@ -227,6 +237,7 @@ impl Pipeline {
             .run(&self.tools.ffmpeg, &sb_args, timeout, cancel, |_| {})
             .await?;
 
+        check(cancel)?;
         progress.set("transcode", 0.05).await?;
         let rungs = ladder::plan(&info, &v, &cfg.ladder);
         let out = work.join("out");
@@ -261,6 +272,7 @@ impl Pipeline {
             )
             .await?;
 
+        check(cancel)?;
         progress.set("publish", 0.92).await?;
         let previous = self
             .db
@@ -441,6 +453,14 @@ impl Progress {
         self.db
             .set_video_progress(&self.video, VideoStatus::Processing, Some(step), v)
             .await?;
+        Ok(())
+    }
+}
+
+fn check(cancel: &CancellationToken) -> Result<(), PipelineError> {
+    if cancel.is_cancelled() {
+        Err(PipelineError::Cancelled)
+    } else {
         Ok(())
     }
 }

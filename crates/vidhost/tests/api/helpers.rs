@@ -168,6 +168,20 @@ impl TestServer {
         }
     }
 
+    /// Starts a `vidhost worker` process on this server's database and store.
+    pub fn spawn_worker(&self) -> Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vidhost"));
+        cmd.arg("worker")
+            .arg("--data-dir")
+            .arg(self.data_dir.path());
+        cmd.env_clear().envs(self.envs.iter().map(|(k, v)| (k, v)));
+        cmd.env("VIDHOST_PROCESSING__WORKERS", "1");
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        cmd.spawn().expect("spawn vidhost worker")
+    }
+
     /// Kills the server with SIGKILL (no chance to clean up) and starts it
     /// again on the same data, database and store, on a new port.
     pub async fn crash_and_restart(&mut self) {

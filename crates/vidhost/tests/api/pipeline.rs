@@ -620,3 +620,257 @@ async fn a_worker_killed_mid_transcode_does_not_lose_the_job() {
     assert_eq!(gens.len(), 1, "no duplicate outputs: {keys:?}");
     assert!(keys.iter().all(|k| k.starts_with(&format!("videos/{id}/"))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hdr_variable_frame_rate_and_4k_sources() {
+    let s = TestServer::start_with(&[WORKER, ("VIDHOST_PROCESSING__PRESET", "ultrafast")]).await;
+    let t = s.user("h@example.com").await;
+    let hdr = make(
+        "hdr.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+            "-t",
+            "2",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p10le",
+            "-color_trc",
+            "smpte2084",
+            "-color_primaries",
+            "bt2020",
+            "-colorspace",
+            "bt2020nc",
+        ],
+    );
+    let vfr = make(
+        "vfr.mkv",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=480x270:rate=60",
+            "-t",
+            "3",
+            "-vf",
+            "select='lt(mod(n\\,7)\\,3)'",
+            "-vsync",
+            "vfr",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
+    );
+    let uhd = make(
+        "uhd.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=3840x2160:rate=30",
+            "-t",
+            "1",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
+    );
+    for (bytes, name) in [(hdr, "hdr.mp4"), (vfr, "vfr.mkv"), (uhd, "uhd.mp4")] {
+        let r = s.upload_form(&t, bytes, name, &[]).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{name}");
+        let id = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let v = wait_done(&s, &t, &id).await;
+        assert_eq!(v["status"], "ready", "{name}: {v}");
+        let pb: Value = s
+            .get(&format!("/api/v1/videos/{id}/playback"), Some(&t))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let hls = s.url(pb["hls"].as_str().unwrap());
+        decode_and_probe(&hls);
+        let out = Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-select_streams",
+                "v",
+                "-show_entries",
+                "stream=pix_fmt,color_transfer",
+                "-of",
+                "csv=p=0",
+                &hls,
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.lines()
+                .filter(|l| !l.is_empty())
+                .all(|l| l.starts_with("yuv420p,") || l == "yuv420p"),
+            "{name}: 8-bit 4:2:0 everywhere: {text}"
+        );
+        if name == "hdr.mp4" {
+            assert!(text.contains("bt709"), "tone-mapped to BT.709: {text}");
+        }
+        if name == "uhd.mp4" {
+            let names: Vec<&str> = v["renditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(names[0], "1080p", "{names:?}");
+        }
+        if name == "vfr.mkv" {
+            let master = s
+                .get(pb["hls"].as_str().unwrap(), None)
+                .await
+                .text()
+                .await
+                .unwrap();
+            let base = pb["hls"]
+                .as_str()
+                .unwrap()
+                .trim_end_matches("master.m3u8")
+                .to_owned();
+            let mut lists: Vec<Vec<String>> = Vec::new();
+            for m in master
+                .lines()
+                .filter(|l| !l.starts_with('#') && l.ends_with(".m3u8"))
+            {
+                lists.push(extinf(
+                    &s.get(&format!("{base}{m}"), None)
+                        .await
+                        .text()
+                        .await
+                        .unwrap(),
+                ));
+            }
+            assert!(
+                lists.windows(2).all(|w| w[0] == w[1]),
+                "VFR made constant: aligned segments {lists:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_worker_processes_never_run_the_same_job() {
+    // The server itself runs no workers; two `vidhost worker` processes share its database.
+    let s = TestServer::start_with(&[("VIDHOST_PROCESSING__PRESET", "ultrafast")]).await;
+    let _w1 = s.spawn_worker();
+    let _w2 = s.spawn_worker();
+    let t = s.user("w@example.com").await;
+    let admin = s.admin().await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let r = s
+            .upload_form(&t, sample_mp4().to_vec(), &format!("{i}.mp4"), &[])
+            .await;
+        ids.push(
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    for id in &ids {
+        assert_eq!(wait_done(&s, &t, id).await["status"], "ready");
+    }
+    let done: Value = s
+        .get("/api/v1/admin/jobs?state=done", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let jobs = done["items"].as_array().unwrap();
+    assert_eq!(jobs.len(), 4);
+    assert!(
+        jobs.iter().all(|j| j["attempts"] == 1),
+        "each job ran exactly once: {done}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_video_stops_its_processing_and_leaves_nothing() {
+    let s = TestServer::start_with(&[
+        WORKER,
+        ("VIDHOST_PROCESSING__LEASE_S", "3"),
+        ("VIDHOST_PROCESSING__PRESET", "medium"),
+    ])
+    .await;
+    let t = s.user("d@example.com").await;
+    let src = make(
+        "long.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1920x1080:rate=30",
+            "-t",
+            "8",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
+    );
+    let r = s.upload_form(&t, src, "long.mp4", &[]).await;
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..300 {
+        let v: Value = s
+            .get(&format!("/api/v1/videos/{id}"), Some(&t))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if v["step"] == "transcode" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let work = s.data_dir.path().join("work");
+    let running = || {
+        Command::new("pgrep")
+            .args(["-f", work.to_str().unwrap()])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(running(), "ffmpeg is transcoding");
+    let r = s
+        .http
+        .delete(s.url(&format!("/api/v1/videos/{id}")))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let mut stopped = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if !running() {
+            stopped = true;
+            break;
+        }
+    }
+    assert!(stopped, "ffmpeg was killed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        s.object_keys().await.is_empty(),
+        "no object of the deleted video remains"
+    );
+}
