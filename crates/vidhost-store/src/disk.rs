@@ -26,7 +26,7 @@ use tokio_util::io::ReaderStream;
 use vidhost_core::domain::{is_id, new_id};
 
 /// tokio's File hands writes of up to this size to a blocking thread at once.
-const WRITE_BUF: usize = 4 * 1024 * 1024;
+const WRITE_BUF: usize = 2 * 1024 * 1024;
 const READ_CHUNK: usize = 256 * 1024;
 /// Ranges up to this size are read whole in one blocking call.
 const SMALL_READ: u64 = 1024 * 1024;
