@@ -194,7 +194,7 @@ def main():
               f"`size` = {size_label(by.get('api_setup_sqlite', [{}])[0].get('create_size', 0))} "
               "(not 10 MiB: each creation fallocates its declared size on disk, and 10 s of "
               "10 MiB creations would reserve more than this disk has; a count cap keeps the "
-              "reservation ≤ 16 GiB); "
+              "reservation ≤ 32 GiB, and a capped run's rate is over the time it ran); "
               "errors are non-2xx answers counted in the Lua `response` callback plus socket "
               "errors. The PostgreSQL cluster is scripts/pg-test.sh's: fsync=off, "
               "synchronous_commit=off (a throw-away test cluster), so PostgreSQL commits are "

@@ -355,12 +355,12 @@ stop_pid "$NGINX_PID"; NGINX_PID=""
 # file is reserved up front), and nothing frees it before the data dir is
 # removed. With 10 MiB, 10 s at ~1,000/s would reserve ~100 GB, more than this
 # shared disk has; so the default declared size is 1 MiB, and the count cap
-# keeps the reserved bytes under min(16 GiB, free space - 24 GiB) whatever
+# keeps the reserved bytes under min(32 GiB, free space - 24 GiB) whatever
 # the rate (a capped run reports its rate over the time it actually ran).
 api_load() { # api_load DB_LABEL
     local db=$1 budget cap body
     budget=$(($(avail_bytes "$DATA") - (24 << 30)))
-    budget=$(( (budget < (16 << 30) ? budget : (16 << 30)) / CREATE_SIZE ))
+    budget=$(( (budget < (32 << 30) ? budget : (32 << 30)) / CREATE_SIZE ))
     ((budget > 1000)) || die "not enough free disk for (d) with BENCH_CREATE_SIZE=$CREATE_SIZE"
     cap=$((budget / 2 < 1000000 ? budget / 2 : 1000000)) # per wrk thread (2 threads)
     record "{\"key\":\"api_setup_$db\",\"create_size\":$CREATE_SIZE,\"cap\":$((cap * 2))}"
