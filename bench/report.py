@@ -58,6 +58,8 @@ def main():
         setting = ("server default" if r["part_setting"] == "default"
                    else f"MIN_PART_SIZE_BYTES={r['part_setting']}")
         ratio = u["mb_per_s"] / r["dd_mb_per_s"]
+        if r.get("busy_before_pct", 0) >= 15:  # the wait for a quiet machine timed out
+            setting += f" ⚠ machine {r['busy_before_pct']} % busy before"
         summary.append((f"(a) {size_label(u['bytes'])} multipart upload, {u['parallel']} in flight, "
                         f"{u['part_count']} parts of "
                         f"{u['part_size'] // MIB} MiB ({setting}) — MB/s vs dd conv=fsync",

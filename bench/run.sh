@@ -256,7 +256,8 @@ for ps in $PART_SIZES; do
     TOKEN="$(python3 "$BENCH/vhclient.py" login "$SRV_URL" "$ADMIN_EMAIL" "$ADMIN_PASSWORD")"
 
     sync
-    log "(a) machine quiet ($(wait_quiet)% busy)"
+    quiet=$(wait_quiet)
+    log "(a) machine quiet (${quiet}% busy)"
     log "(a) dd of the $((UPLOAD_BYTES >> 20)) MiB file into the data dir, conv=fsync"
     t0=$(date +%s.%N)
     dd if="$WORK/upload.mp4" of="$DATA/x" bs=8M conv=fsync 2>>"$RAWLOG"
@@ -269,7 +270,7 @@ for ps in $PART_SIZES; do
     log "(a) multipart upload, 8 parts in flight (part size: $ps)"
     up="$(python3 "$BENCH/vhclient.py" upload "$SRV_URL" "$TOKEN" "$WORK/upload.mp4" \
         --parallel 8 --pid "$SRV_PID")"
-    record "{\"key\":\"upload\",\"part_setting\":\"$ps\",\"dd_mb_per_s\":$dd_mbps,\"upload\":$up}"
+    record "{\"key\":\"upload\",\"part_setting\":\"$ps\",\"busy_before_pct\":$quiet,\"dd_mb_per_s\":$dd_mbps,\"upload\":$up}"
     log "(a) upload: $(jget "$up" mb_per_s) MB/s, $(jget "$up" part_count) parts of $(jget "$up" part_size) B, peak RSS $(jget "$up" peak_rss_kib) KiB, server CPU $(jget "$up" server_cpu_pct_of_core)%"
     # free the space: the stored 1 GiB is not needed any more
     curl -sf -X DELETE -H "authorization: Bearer $TOKEN" \

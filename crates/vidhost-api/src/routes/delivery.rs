@@ -105,38 +105,51 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// MP4 and poster keep their URL across a reprocess, so they may change.
 const REPLACEABLE: &str = "public, max-age=300";
 
-pub async fn hls_master(
-    State(state): State<SharedState>,
-    Path(token): Path<String>,
-    method: Method,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    let key = |v: &str| Some(format!("videos/{v}/stream/master.m3u8"));
-    output(
-        &state,
-        &token,
-        key,
+/// Outputs at fixed names: (route under `/play/{token}/`, object under
+/// `videos/{id}/`, content type, cache policy).
+const FIXED: &[(&str, &str, &str, &str)] = &[
+    (
+        "hls/master.m3u8",
+        "stream/master.m3u8",
         "application/vnd.apple.mpegurl",
         PLAYLIST_CACHE,
-        &method,
-        &headers,
-    )
-    .await
-}
+    ),
+    (
+        "dash/manifest.mpd",
+        "stream/manifest.mpd",
+        "application/dash+xml",
+        PLAYLIST_CACHE,
+    ),
+    ("mp4", "mp4", "video/mp4", REPLACEABLE),
+    ("poster.jpg", "poster.jpg", "image/jpeg", REPLACEABLE),
+    (
+        "storyboard.vtt",
+        "storyboard.vtt",
+        "text/vtt; charset=utf-8",
+        REPLACEABLE,
+    ),
+];
 
-pub async fn dash_manifest(
+/// The manifests, MP4, poster and storyboard track: which one comes from
+/// the matched route.
+pub async fn fixed_output(
     State(state): State<SharedState>,
+    route: axum::extract::MatchedPath,
     Path(token): Path<String>,
     method: Method,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let key = |v: &str| Some(format!("videos/{v}/stream/manifest.mpd"));
+    let suffix = route.as_str().trim_start_matches("/play/{token}/");
+    let &(_, object, ct, cache) = FIXED
+        .iter()
+        .find(|f| f.0 == suffix)
+        .ok_or_else(|| ApiError::internal(format!("no output for {suffix}")))?;
     output(
         &state,
         &token,
-        key,
-        "application/dash+xml",
-        PLAYLIST_CACHE,
+        |v| Some(format!("videos/{v}/{object}")),
+        ct,
+        cache,
         &method,
         &headers,
     )
@@ -170,61 +183,6 @@ pub async fn stream_file(
             .then(|| format!("videos/{v}/stream/{generation}/{file}"))
     };
     output(&state, &token, key, ct, cache, &method, &headers).await
-}
-
-pub async fn mp4(
-    State(state): State<SharedState>,
-    Path(token): Path<String>,
-    method: Method,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    output(
-        &state,
-        &token,
-        |v| Some(format!("videos/{v}/mp4")),
-        "video/mp4",
-        REPLACEABLE,
-        &method,
-        &headers,
-    )
-    .await
-}
-
-pub async fn poster(
-    State(state): State<SharedState>,
-    Path(token): Path<String>,
-    method: Method,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    output(
-        &state,
-        &token,
-        |v| Some(format!("videos/{v}/poster.jpg")),
-        "image/jpeg",
-        REPLACEABLE,
-        &method,
-        &headers,
-    )
-    .await
-}
-
-pub async fn storyboard_vtt(
-    State(state): State<SharedState>,
-    Path(token): Path<String>,
-    method: Method,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    let key = |v: &str| Some(format!("videos/{v}/storyboard.vtt"));
-    output(
-        &state,
-        &token,
-        key,
-        "text/vtt; charset=utf-8",
-        REPLACEABLE,
-        &method,
-        &headers,
-    )
-    .await
 }
 
 pub async fn storyboard_image(

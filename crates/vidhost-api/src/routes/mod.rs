@@ -77,14 +77,14 @@ api_routes! {
     patch "/api/v1/tus/{id}" => tus::patch, "tus", true, [204], "tus: append bytes at Upload-Offset (optional Upload-Checksum)";
     delete "/api/v1/tus/{id}" => tus::terminate, "tus", true, [204], "tus termination: remove the upload and its bytes";
 
-    get "/play/{token}/hls/master.m3u8" => delivery::hls_master, "delivery", false, [200, 206, 304], "HLS multivariant playlist";
+    get "/play/{token}/hls/master.m3u8" => delivery::fixed_output, "delivery", false, [200, 206, 304], "HLS multivariant playlist";
     get "/play/{token}/hls/{generation}/{file}" => delivery::stream_file, "delivery", false, [200, 206, 304, 416], "HLS media playlists and CMAF segments";
-    get "/play/{token}/dash/manifest.mpd" => delivery::dash_manifest, "delivery", false, [200, 206, 304], "MPEG-DASH manifest over the same segments";
+    get "/play/{token}/dash/manifest.mpd" => delivery::fixed_output, "delivery", false, [200, 206, 304], "MPEG-DASH manifest over the same segments";
     get "/play/{token}/dash/{generation}/{file}" => delivery::stream_file, "delivery", false, [200, 206, 304, 416], "DASH segments (shared with HLS)";
-    get "/play/{token}/mp4" => delivery::mp4, "delivery", false, [200, 206, 304, 416], "Progressive MP4 (H.264/AAC, faststart)";
-    get "/play/{token}/storyboard.vtt" => delivery::storyboard_vtt, "delivery", false, [200, 206, 304], "Scrubbing thumbnails (WebVTT pointing into sprite images)";
+    get "/play/{token}/mp4" => delivery::fixed_output, "delivery", false, [200, 206, 304, 416], "Progressive MP4 (H.264/AAC, faststart)";
+    get "/play/{token}/storyboard.vtt" => delivery::fixed_output, "delivery", false, [200, 206, 304], "Scrubbing thumbnails (WebVTT pointing into sprite images)";
     get "/play/{token}/storyboard/{file}" => delivery::storyboard_image, "delivery", false, [200, 206, 304], "Storyboard sprite images";
-    get "/play/{token}/poster.jpg" => delivery::poster, "delivery", false, [200, 206, 304], "Poster frame";
+    get "/play/{token}/poster.jpg" => delivery::fixed_output, "delivery", false, [200, 206, 304], "Poster frame";
     get "/play/{token}/original" => delivery::original, "delivery", false, [200, 206, 304, 416], "The uploaded file (owner grants), with byte ranges";
 
     get "/api/v1/videos/{id}/events" => videos::events, "videos", false, [200], "Server-Sent Events: status, step and progress until ready or failed";
