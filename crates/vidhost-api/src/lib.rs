@@ -69,6 +69,7 @@ impl App {
             jwt_keys,
             grants,
             metrics,
+            original_types: Default::default(),
         });
         bootstrap_admin(&state).await?;
         Ok(App { state, pipeline })

@@ -13,6 +13,10 @@ pub struct AppState {
     pub jwt_keys: KeyRing,
     pub grants: Signer,
     pub metrics: Metrics,
+    /// Content type of uploaded originals by video id. Safe to keep: it
+    /// never changes once the upload completed, and a deleted video's
+    /// object is gone from the store, which delivery checks on every request.
+    pub original_types: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 pub type SharedState = Arc<AppState>;

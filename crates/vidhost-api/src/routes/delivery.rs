@@ -41,25 +41,41 @@ pub async fn original(
     if g.k != GrantKind::Owner {
         return Err(not_found());
     }
-    let video = state
-        .db
-        .get_video(&g.v)
-        .await?
-        .ok_or_else(ApiError::video_not_found)?;
-    if video.status == VideoStatus::AwaitingUpload {
-        return Err(not_found());
-    }
-    let key = original_key(&video.id);
+    let cached = state
+        .original_types
+        .lock()
+        .expect("not poisoned")
+        .get(&g.v)
+        .cloned();
+    let ct = match cached {
+        Some(ct) => ct,
+        None => {
+            let video = state
+                .db
+                .get_video(&g.v)
+                .await?
+                .ok_or_else(ApiError::video_not_found)?;
+            if video.status == VideoStatus::AwaitingUpload {
+                return Err(not_found());
+            }
+            let ct = video
+                .content_type
+                .unwrap_or_else(|| "application/octet-stream".into());
+            let mut cache = state.original_types.lock().expect("not poisoned");
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
+            cache.insert(g.v.clone(), ct.clone());
+            ct
+        }
+    };
+    let key = original_key(&g.v);
     let meta = state.store.head(&key).await?.ok_or_else(not_found)?;
-    let ct = video
-        .content_type
-        .as_deref()
-        .unwrap_or("application/octet-stream");
     serve(
         &state,
         &key,
         meta,
-        ct,
+        &ct,
         "private, max-age=3600",
         &method,
         &headers,
