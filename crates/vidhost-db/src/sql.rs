@@ -41,6 +41,10 @@ const USER_COLS: &str =
 const UPLOAD_COLS: &str =
     "video_id, upload_id, owner_id, method, store_upload_id, size, part_size, part_count, \
     created_at, expires_at, received, metadata";
+/// A processing job, queued now: ($1 id, $2 video, $3 max attempts, $4 now).
+const INSERT_QUEUED_JOB: &str =
+    "INSERT INTO jobs (id, video_id, kind, state, attempts, max_attempts, run_at, \
+    created_at, updated_at) VALUES ($1, $2, 'process', 'queued', 0, $3, $4, $4, $4)";
 const JOB_COLS: &str =
     "id, video_id, kind, state, attempts, max_attempts, run_at, last_error, created_at, updated_at";
 const SESSION_COLS: &str =
@@ -523,8 +527,7 @@ macro_rules! catalog_impl {
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query(
-                    "INSERT INTO jobs (id, video_id, kind, state, attempts, max_attempts, run_at, created_at, updated_at) \
-                     VALUES ($1, $2, 'process', 'queued', 0, $3, $4, $4, $4)",
+                    INSERT_QUEUED_JOB,
                 )
                 .bind(&d.job_id)
                 .bind(video_id)
@@ -645,8 +648,7 @@ macro_rules! catalog_impl {
                     return Ok(false);
                 }
                 sqlx::query(
-                    "INSERT INTO jobs (id, video_id, kind, state, attempts, max_attempts, run_at, created_at, updated_at) \
-                     VALUES ($1, $2, 'process', 'queued', 0, $3, $4, $4, $4)",
+                    INSERT_QUEUED_JOB,
                 )
                 .bind(job_id)
                 .bind(video_id)

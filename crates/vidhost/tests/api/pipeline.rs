@@ -560,31 +560,31 @@ async fn reprocess_replaces_outputs_without_orphans() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_killed_mid_transcode_does_not_lose_the_job() {
-    let mut s = TestServer::start_with(&[
+/// A server with short job leases, and an 8 s 1080p upload it is busy
+/// transcoding (a slow preset, so the transcode lasts long enough to act on).
+async fn long_upload_caught_transcoding(email: &str) -> (TestServer, String, String) {
+    let s = TestServer::start_with(&[
         WORKER,
         ("VIDHOST_PROCESSING__LEASE_S", "3"),
         ("VIDHOST_PROCESSING__PRESET", "medium"),
     ])
     .await;
-    let t = s.user("k@example.com").await;
-    let src = make(
-        "long.mp4",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=1920x1080:rate=30",
-            "-t",
-            "8",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-        ],
-    );
-    let r = s.upload_form(&t, src, "long.mp4", &[]).await;
+    let t = s.user(email).await;
+    let args = [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=1920x1080:rate=30",
+        "-t",
+        "8",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+    ];
+    let r = s
+        .upload_form(&t, make("long.mp4", &args), "long.mp4", &[])
+        .await;
     let id = r.json::<Value>().await.unwrap()["id"]
         .as_str()
         .unwrap()
@@ -597,13 +597,19 @@ async fn a_worker_killed_mid_transcode_does_not_lose_the_job() {
             .json()
             .await
             .unwrap();
-        if v["status"] == "processing" && v["progress"].as_f64().unwrap() > 0.1 {
+        if v["step"] == "transcode" && v["progress"].as_f64().unwrap() > 0.1 {
             seen_transcode = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(seen_transcode, "caught it transcoding");
+    (s, t, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_transcode_does_not_lose_the_job() {
+    let (mut s, _, id) = long_upload_caught_transcoding("k@example.com").await;
     s.crash_and_restart().await;
     let t = s.login("k@example.com").await["access_token"]
         .as_str()
@@ -802,45 +808,7 @@ async fn two_worker_processes_never_run_the_same_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_video_stops_its_processing_and_leaves_nothing() {
-    let s = TestServer::start_with(&[
-        WORKER,
-        ("VIDHOST_PROCESSING__LEASE_S", "3"),
-        ("VIDHOST_PROCESSING__PRESET", "medium"),
-    ])
-    .await;
-    let t = s.user("d@example.com").await;
-    let src = make(
-        "long.mp4",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=1920x1080:rate=30",
-            "-t",
-            "8",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-        ],
-    );
-    let r = s.upload_form(&t, src, "long.mp4", &[]).await;
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    for _ in 0..300 {
-        let v: Value = s
-            .get(&format!("/api/v1/videos/{id}"), Some(&t))
-            .await
-            .json()
-            .await
-            .unwrap();
-        if v["step"] == "transcode" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (s, t, id) = long_upload_caught_transcoding("d@example.com").await;
     let work = s.data_dir.path().join("work");
     let running = || {
         Command::new("pgrep")
