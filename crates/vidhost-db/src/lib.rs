@@ -160,6 +160,14 @@ pub trait Catalog: Send + Sync + 'static {
         outputs: &Outputs,
         now: Millis,
     ) -> Result<()>;
+    /// Outputs published while processing goes on (poster first, then a
+    /// growing stream); the status stays as it is.
+    async fn set_video_outputs(
+        &self,
+        id: &str,
+        renditions: &[Rendition],
+        outputs: &Outputs,
+    ) -> Result<()>;
     async fn set_video_failed(&self, id: &str, error: &str) -> Result<()>;
 }
 

@@ -97,6 +97,9 @@ pub struct Outputs {
     /// Directory of the current segments under `stream/` (changes with each
     /// processing run, so segment URLs stay immutable).
     pub generation: Option<String>,
+    /// The stream is still being made: HLS playlists are `EVENT` playlists
+    /// that grow; the DASH manifest comes at the end.
+    pub partial: bool,
 }
 
 #[derive(Debug, Clone)]

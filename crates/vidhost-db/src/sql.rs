@@ -696,6 +696,16 @@ macro_rules! catalog_impl {
                 Ok(())
             }
 
+            async fn set_video_outputs(&self, id: &str, renditions: &[Rendition], outputs: &Outputs) -> Result<()> {
+                sqlx::query("UPDATE videos SET renditions = $1, outputs = $2 WHERE id = $3")
+                    .bind(serde_json::to_string(renditions).expect("serializable"))
+                    .bind(serde_json::to_string(outputs).expect("serializable"))
+                    .bind(id)
+                    .execute(&self.0)
+                    .await?;
+                Ok(())
+            }
+
             async fn set_video_failed(&self, id: &str, error: &str) -> Result<()> {
                 sqlx::query("UPDATE videos SET status = 'failed', step = NULL, error = $1 WHERE id = $2")
                     .bind(error)

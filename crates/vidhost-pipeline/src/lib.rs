@@ -5,6 +5,7 @@
 pub mod ladder;
 pub mod probe;
 pub mod process;
+pub mod publish;
 pub mod transcode;
 pub mod worker;
 

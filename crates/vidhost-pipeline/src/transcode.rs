@@ -63,24 +63,13 @@ impl Storyboard {
         }
     }
 
-    pub fn args(&self, src: &Path, out_dir: &Path) -> Vec<String> {
-        vec![
-            s("-nostdin"),
-            s("-y"),
-            s("-v"),
-            s("error"),
-            s("-i"),
-            s(src.display()),
-            s("-vf"),
-            format!(
-                "fps=1/{:.3},scale={}:{},tile={SPRITE_COLUMNS}x{SPRITE_ROWS}",
-                self.interval, self.width, self.height
-            ),
-            s("-q:v"),
-            s("5"),
-            s("-an"),
-            s(out_dir.join("sb-%03d.jpg").display()),
-        ]
+    /// The filter branch that makes the sprites out of frames the ladder
+    /// already decoded (no second decode of the source).
+    fn filter(&self) -> String {
+        format!(
+            "fps=1/{:.3},scale={}:{},format=yuvj420p,tile={SPRITE_COLUMNS}x{SPRITE_ROWS}",
+            self.interval, self.width, self.height
+        )
     }
 
     /// The WebVTT track: one cue per thumbnail, pointing into its sprite.
@@ -132,7 +121,8 @@ fn prelude(v: &VideoInfo, fps: f64) -> String {
 
 /// One ffmpeg process: decode once, split, scale per rung, encode H.264 with
 /// a fixed GOP of one segment, AAC stereo, and write CMAF segments with a
-/// DASH manifest and HLS playlists over the same files.
+/// DASH manifest and HLS playlists over the same files. One more branch of
+/// the same split tiles the storyboard sprites into `storyboard_dir`.
 pub fn ladder_args(
     src: &Path,
     info: &MediaInfo,
@@ -140,14 +130,16 @@ pub fn ladder_args(
     rungs: &[Rung],
     cfg: &ProcessingConfig,
     out_dir: &Path,
+    storyboard: (&Storyboard, &Path),
 ) -> Vec<String> {
     let fps = rungs.first().map(|r| r.frame_rate).unwrap_or(30.0);
     let gop = (fps * cfg.segment_duration_s as f64).round().max(1.0) as u32;
     let n = rungs.len();
-    let mut graph = format!("[0:v:0]{},split={n}", prelude(v, fps));
+    let mut graph = format!("[0:v:0]{},split={}", prelude(v, fps), n + 1);
     for i in 0..n {
         graph.push_str(&format!("[s{i}]"));
     }
+    graph.push_str(&format!("[sb];[sb]{}[sbo]", storyboard.0.filter()));
     // Even sizes cannot all keep the exact same ratio; DASH wants one picture
     // aspect ratio per adaptation set, so every rung declares the top rung's
     // (the pixel aspect absorbs the rounding, a fraction of a percent).
@@ -251,8 +243,77 @@ pub fn ladder_args(
         s("pipe:1"),
         s("-nostats"),
         s(out_dir.join("manifest.mpd").display()),
+        // Second output: the storyboard sprites.
+        s("-map"),
+        s("[sbo]"),
+        s("-c:v"),
+        s("mjpeg"),
+        s("-q:v"),
+        s("5"),
+        s("-f"),
+        s("image2"),
+        s(storyboard.1.join("sb-%03d.jpg").display()),
     ]);
     a
+}
+
+/// An HLS media playlist as ffmpeg wrote it: the init segment and the media
+/// segments with their durations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaPlaylist {
+    pub init: String,
+    pub segments: Vec<(f64, String)>,
+}
+
+/// Reads ffmpeg's media playlist. Only whole entries count (an `#EXTINF`
+/// followed by its complete URI line), so a file caught mid-write yields a
+/// prefix, never garbage.
+pub fn parse_media_playlist(text: &str) -> Option<MediaPlaylist> {
+    let mut init = None;
+    let mut segments = Vec::new();
+    let mut duration = None;
+    let complete = text.ends_with('\n');
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if let Some(rest) = line.strip_prefix("#EXT-X-MAP:URI=\"") {
+            init = rest.split('"').next().map(str::to_owned);
+        } else if let Some(rest) = line.strip_prefix("#EXTINF:") {
+            duration = rest
+                .split(',')
+                .next()
+                .and_then(|d| d.trim().parse::<f64>().ok());
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            let last = i + 1 == lines.len();
+            if let (Some(d), false) = (duration.take(), last && !complete) {
+                segments.push((d, line.trim().to_owned()));
+            }
+        }
+    }
+    Some(MediaPlaylist {
+        init: init?,
+        segments,
+    })
+}
+
+/// Our media playlist over `pl`: `EVENT` while the ladder still runs (it
+/// only grows; players keep polling it), `ENDLIST` once it is complete.
+/// `VOD` for a run that publishes only at the end.
+pub fn media_playlist(pl: &MediaPlaylist, target_s: u32, event: bool, ended: bool) -> String {
+    let longest = pl.segments.iter().map(|s| s.0).fold(0.0, f64::max);
+    let target = (longest.round() as u32).max(target_s).max(1);
+    let mut out = format!(
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:1\n\
+         #EXT-X-PLAYLIST-TYPE:{}\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-MAP:URI=\"{}\"\n",
+        if event { "EVENT" } else { "VOD" },
+        pl.init
+    );
+    for (d, uri) in &pl.segments {
+        out.push_str(&format!("#EXTINF:{d:.6},\n{uri}\n"));
+    }
+    if ended {
+        out.push_str("#EXT-X-ENDLIST\n");
+    }
+    out
 }
 
 /// The progressive MP4: the top rendition and the audio, copied (not
@@ -339,6 +400,40 @@ mod tests {
         assert!(
             vtt.contains("00:03:20.000 --> 00:03:21.000\nstoryboard/sb-002.jpg#xywh=0,0,160,90")
         );
+    }
+
+    #[test]
+    fn media_playlists_take_only_whole_entries() {
+        let ffmpeg =
+            "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:1\n\
+            #EXT-X-MAP:URI=\"init-stream0.m4s\"\n#EXTINF:2.000000,\n\
+            #EXT-X-PROGRAM-DATE-TIME:2026-11-23T20:44:28.000+0000\nchunk-stream0-00001.m4s\n\
+            #EXTINF:1.500000,\nchunk-stream0-00002.m4s\n";
+        let pl = parse_media_playlist(ffmpeg).unwrap();
+        assert_eq!(pl.init, "init-stream0.m4s");
+        assert_eq!(
+            pl.segments,
+            vec![
+                (2.0, "chunk-stream0-00001.m4s".to_owned()),
+                (1.5, "chunk-stream0-00002.m4s".to_owned())
+            ]
+        );
+        // Caught mid-write: the half-written last URI is not a segment.
+        let cut = &ffmpeg[..ffmpeg.len() - 6];
+        assert_eq!(parse_media_playlist(cut).unwrap().segments.len(), 1);
+        assert!(parse_media_playlist("#EXTM3U\n#EXT-X-VERS").is_none());
+
+        let live = media_playlist(&pl, 2, true, false);
+        assert!(live.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n"), "{live}");
+        assert!(live.contains("#EXT-X-TARGETDURATION:2\n"));
+        assert!(live.contains("#EXTINF:1.500000,\nchunk-stream0-00002.m4s\n"));
+        assert!(!live.contains("ENDLIST") && !live.contains("PROGRAM-DATE-TIME"));
+        let done = media_playlist(&pl, 2, true, true);
+        assert!(
+            done.ends_with("chunk-stream0-00002.m4s\n#EXT-X-ENDLIST\n"),
+            "{done}"
+        );
+        assert!(media_playlist(&pl, 2, false, true).contains("TYPE:VOD"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use crate::ladder::{self, Rung};
 use crate::probe::{self, MediaInfo};
 use crate::process::Tools;
+use crate::publish::{put_bytes, put_file, LivePublisher};
 use crate::transcode;
 use crate::PipelineError;
 use futures::StreamExt;
@@ -165,6 +166,29 @@ impl Pipeline {
         tracing::warn!(video = %job.video_id, error = %msg, "processing failed for good");
         let _ = self.db.fail_job(&job.id, owner, msg, None, now_ms()).await;
         let _ = self.db.set_video_failed(&job.video_id, msg).await;
+        // Segments of this run stay only if they are a complete, published stream.
+        let generation = generation_of(job);
+        if let Ok(Some(v)) = self.db.get_video(&job.video_id).await {
+            let mut outputs = v.outputs.clone();
+            if outputs.generation.as_deref() == Some(&generation) && outputs.partial {
+                outputs.stream = false;
+                outputs.partial = false;
+                outputs.generation = None;
+                let _ = self
+                    .db
+                    .set_video_outputs(&job.video_id, &v.renditions, &outputs)
+                    .await;
+                let _ = self
+                    .store
+                    .delete_prefix(&format!("videos/{}/stream/", job.video_id))
+                    .await;
+            } else if outputs.generation.as_deref() != Some(&generation) {
+                let _ = self
+                    .store
+                    .delete_prefix(&format!("videos/{}/stream/{generation}/", job.video_id))
+                    .await;
+            }
+        }
     }
 
     async fn steps(&self, job: &Job, cancel: &CancellationToken) -> Result<(), PipelineError> {
@@ -175,14 +199,25 @@ impl Pipeline {
         let _ = tokio::fs::remove_dir_all(&work).await;
         tokio::fs::create_dir_all(work.join("out")).await?;
         let _cleanup = RemoveOnDrop(work.clone());
+        let before = self.db.get_video(id).await?;
+        let mut outputs = before
+            .as_ref()
+            .map(|v| v.outputs.clone())
+            .unwrap_or_default();
         // A run taken over from a dead worker goes on from the progress shown.
-        let shown = self
-            .db
-            .get_video(id)
-            .await?
+        let shown = before
+            .as_ref()
             .filter(|v| v.status == VideoStatus::Processing)
             .map(|v| v.progress);
         let progress = Progress::new(self.db.clone(), id.clone(), shown.unwrap_or(0.0));
+        let generation = generation_of(job);
+        // A stream that is already complete keeps playing until the new one
+        // is; a first run (or a retry of one) shows its stream as it grows.
+        let previous = outputs
+            .generation
+            .clone()
+            .filter(|g| *g != generation && outputs.stream && !outputs.partial);
+        let live = previous.is_none();
 
         progress.set("probe", 0.0).await?;
         let src = self.source(id, &work).await?;
@@ -217,6 +252,7 @@ impl Pipeline {
             .set_video_media(id, info.duration_s, dw as i64, dh as i64)
             .await?;
 
+        // The poster goes out at once: a thumbnail while the rest is made.
         check(cancel)?;
         progress.set("thumbnails", 0.02).await?;
         let poster = work.join("poster.jpg");
@@ -229,19 +265,43 @@ impl Pipeline {
                 |_| {},
             )
             .await?;
-        let storyboard = transcode::Storyboard::plan(&info, &v);
-        let sb_dir = work.join("storyboard");
-        tokio::fs::create_dir_all(&sb_dir).await?;
-        let sb_args = storyboard.args(&src, &sb_dir);
-        self.tools
-            .run(&self.tools.ffmpeg, &sb_args, timeout, cancel, |_| {})
+        put_file(&self.store, &format!("videos/{id}/poster.jpg"), &poster).await?;
+        let renditions_before = before.map(|v| v.renditions).unwrap_or_default();
+        outputs.poster = true;
+        self.db
+            .set_video_outputs(id, &renditions_before, &outputs)
             .await?;
 
+        // One ffmpeg: the ladder and the storyboard sprites from one decode;
+        // segments go out as they are finished.
         check(cancel)?;
         progress.set("transcode", 0.05).await?;
         let rungs = ladder::plan(&info, &v, &cfg.ladder);
+        let renditions: Vec<Rendition> = rungs
+            .iter()
+            .map(|r| Rendition {
+                name: r.name.clone(),
+                width: r.width as i64,
+                height: r.height as i64,
+                bitrate: r.bitrate as i64,
+                frame_rate: r.frame_rate,
+            })
+            .collect();
         let out = work.join("out");
-        let args = transcode::ladder_args(&src, &info, &v, &rungs, cfg, &out);
+        let storyboard = transcode::Storyboard::plan(&info, &v);
+        let sb_dir = work.join("storyboard");
+        tokio::fs::create_dir_all(&sb_dir).await?;
+        let args =
+            transcode::ladder_args(&src, &info, &v, &rungs, cfg, &out, (&storyboard, &sb_dir));
+        let stream_prefix = format!("videos/{id}/stream/");
+        let mut publisher = LivePublisher::new(
+            self.store.clone(),
+            &out,
+            format!("{stream_prefix}{generation}/"),
+            rungs.len() + usize::from(info.audio.is_some()),
+            cfg.segment_duration_s,
+            live,
+        );
         let total_us = (info.duration_s * 1e6).max(1.0);
         let (tx, mut rx) = tokio::sync::watch::channel(0u64);
         let reporter = {
@@ -254,13 +314,61 @@ impl Pipeline {
                 }
             }
         };
-        let run = self
-            .tools
-            .run(&self.tools.ffmpeg, &args, timeout, cancel, move |us| {
-                let _ = tx.send(us);
-            });
-        let (ran, _) = tokio::join!(run, reporter);
+        let ladder_cancel = cancel.child_token();
+        let (finished_tx, mut finished) = tokio::sync::watch::channel(false);
+        let run = async {
+            let r = self
+                .tools
+                .run(
+                    &self.tools.ffmpeg,
+                    &args,
+                    timeout,
+                    &ladder_cancel,
+                    move |us| {
+                        let _ = tx.send(us);
+                    },
+                )
+                .await;
+            let _ = finished_tx.send(true);
+            r
+        };
+        let publishing = async {
+            let mut announced = false;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(400)) => {}
+                    _ = finished.changed() => return Ok(()),
+                }
+                let playable = match publisher.pass(false).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        ladder_cancel.cancel();
+                        return Err(e);
+                    }
+                };
+                if live && playable && !announced {
+                    announced = true;
+                    let announce = async {
+                        self.publish_master(&stream_prefix, &generation, &rungs, &out)
+                            .await?;
+                        outputs.stream = true;
+                        outputs.partial = true;
+                        outputs.generation = Some(generation.clone());
+                        self.db.set_video_outputs(id, &renditions, &outputs).await?;
+                        tracing::info!(video = %id, "first segments out: playable");
+                        Ok::<_, PipelineError>(())
+                    };
+                    if let Err(e) = announce.await {
+                        ladder_cancel.cancel();
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        let (ran, published, _) = tokio::join!(run, publishing, reporter);
+        published?;
         ran?;
+        publisher.pass(true).await?;
         let mp4 = work.join("video.mp4");
         self.tools
             .run(
@@ -274,14 +382,7 @@ impl Pipeline {
 
         check(cancel)?;
         progress.set("publish", 0.92).await?;
-        let previous = self
-            .db
-            .get_video(id)
-            .await?
-            .and_then(|v| v.outputs.generation);
-        let generation = format!("g{}", &job.id[job.id.len().saturating_sub(12)..]);
-        self.publish(id, &generation, &rungs, &out, &mp4, &poster)
-            .await?;
+        put_file(&self.store, &format!("videos/{id}/mp4"), &mp4).await?;
         let mut sprites = tokio::fs::read_dir(&sb_dir).await?;
         while let Some(e) = sprites.next_entry().await? {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -294,32 +395,50 @@ impl Pipeline {
         }
         let vtt = storyboard.vtt(info.duration_s).into_bytes();
         put_bytes(&self.store, &format!("videos/{id}/storyboard.vtt"), vtt).await?;
-        let renditions: Vec<Rendition> = rungs
-            .iter()
-            .map(|r| Rendition {
-                name: r.name.clone(),
-                width: r.width as i64,
-                height: r.height as i64,
-                bitrate: r.bitrate as i64,
-                frame_rate: r.frame_rate,
-            })
-            .collect();
+        // The manifests switch to the new generation last.
+        self.publish_master(&stream_prefix, &generation, &rungs, &out)
+            .await?;
+        let mpd = tokio::fs::read_to_string(out.join("manifest.mpd")).await?;
+        put_bytes(
+            &self.store,
+            &format!("{stream_prefix}manifest.mpd"),
+            transcode::rewrite_mpd(&mpd, &generation).into_bytes(),
+        )
+        .await?;
         let outputs = Outputs {
             stream: true,
             mp4: true,
             poster: true,
             storyboard: true,
             generation: Some(generation.clone()),
+            partial: false,
         };
         self.db
             .set_video_ready(id, &renditions, &outputs, now_ms())
             .await?;
-        if let Some(old) = previous.filter(|g| *g != generation) {
+        if let Some(old) = previous {
             self.store
-                .delete_prefix(&format!("videos/{id}/stream/{old}/"))
+                .delete_prefix(&format!("{stream_prefix}{old}/"))
                 .await?;
         }
         Ok(())
+    }
+
+    /// The multivariant playlist, pointed at `generation`.
+    async fn publish_master(
+        &self,
+        stream_prefix: &str,
+        generation: &str,
+        rungs: &[Rung],
+        out: &Path,
+    ) -> Result<(), PipelineError> {
+        let master = tokio::fs::read_to_string(out.join("master.m3u8")).await?;
+        put_bytes(
+            &self.store,
+            &format!("{stream_prefix}master.m3u8"),
+            transcode::rewrite_master(&master, generation, rungs).into_bytes(),
+        )
+        .await
     }
 
     /// The original as a local file: in place on disk, downloaded from S3.
@@ -338,69 +457,6 @@ impl Pipeline {
         tokio::io::AsyncWriteExt::flush(&mut f).await?;
         Ok(dest)
     }
-
-    /// Uploads the outputs. Segments go under a new generation directory, so
-    /// a reprocessed video never serves new bytes under an old (immutable)
-    /// URL; the manifests, written last, switch to it; older generations go.
-    async fn publish(
-        &self,
-        id: &str,
-        generation: &str,
-        rungs: &[Rung],
-        out: &Path,
-        mp4: &Path,
-        poster: &Path,
-    ) -> Result<(), PipelineError> {
-        let prefix = format!("videos/{id}/stream/");
-        let mut entries = tokio::fs::read_dir(out).await?;
-        let mut files = Vec::new();
-        while let Some(e) = entries.next_entry().await? {
-            files.push(e.file_name().to_string_lossy().into_owned());
-        }
-        let segments: Vec<_> = files
-            .iter()
-            .filter(|f| *f != "master.m3u8" && *f != "manifest.mpd")
-            .cloned()
-            .collect();
-        for f in &segments {
-            put_file(
-                &self.store,
-                &format!("{prefix}{generation}/{f}"),
-                &out.join(f),
-            )
-            .await?;
-        }
-        put_file(&self.store, &format!("videos/{id}/mp4"), mp4).await?;
-        put_file(&self.store, &format!("videos/{id}/poster.jpg"), poster).await?;
-        let master = tokio::fs::read_to_string(out.join("master.m3u8")).await?;
-        put_bytes(
-            &self.store,
-            &format!("{prefix}master.m3u8"),
-            transcode::rewrite_master(&master, generation, rungs).into_bytes(),
-        )
-        .await?;
-        let mpd = tokio::fs::read_to_string(out.join("manifest.mpd")).await?;
-        put_bytes(
-            &self.store,
-            &format!("{prefix}manifest.mpd"),
-            transcode::rewrite_mpd(&mpd, generation).into_bytes(),
-        )
-        .await?;
-        Ok(())
-    }
-}
-
-async fn put_file(store: &DynStore, key: &str, path: &Path) -> Result<(), PipelineError> {
-    let f = tokio::fs::File::open(path).await?;
-    let stream = tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024).boxed();
-    store.put_stream(key, stream, u64::MAX).await?;
-    Ok(())
-}
-
-async fn put_bytes(store: &DynStore, key: &str, bytes: Vec<u8>) -> Result<(), PipelineError> {
-    let once = futures::stream::once(async move { Ok(bytes.into()) }).boxed();
-    store.put_stream(key, once, u64::MAX).await?;
-    Ok(())
 }
 
 /// Renews the job's lease; cancels the work when the lease is lost or the
@@ -455,6 +511,11 @@ impl Progress {
             .await?;
         Ok(())
     }
+}
+
+/// Where a job's segments go: fixed per job, so a retry overwrites them.
+fn generation_of(job: &Job) -> String {
+    format!("g{}", &job.id[job.id.len().saturating_sub(12)..])
 }
 
 fn check(cancel: &CancellationToken) -> Result<(), PipelineError> {

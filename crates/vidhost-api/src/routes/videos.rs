@@ -295,7 +295,7 @@ pub async fn playback(
     let o = &v.outputs;
     Ok(axum::Json(json!({
         "hls": url(o.stream, "hls/master.m3u8"),
-        "dash": url(o.stream, "dash/manifest.mpd"),
+        "dash": url(o.stream && !o.partial, "dash/manifest.mpd"),
         "mp4": url(o.mp4, "mp4"),
         "poster": url(o.poster, "poster.jpg"),
         "storyboard_vtt": url(o.storyboard, "storyboard.vtt"),

@@ -842,3 +842,176 @@ async fn deleting_a_video_stops_its_processing_and_leaves_nothing() {
         "no object of the deleted video remains"
     );
 }
+
+/// ffprobe's stream list for `url`, killed if it has not answered in 60 s.
+async fn probe_streams(url: &str) -> Vec<String> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name,width,height",
+                "-of",
+                "csv=p=0",
+                url,
+            ])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("ffprobe answers")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_video_plays_while_its_ladder_is_still_being_made() {
+    let s = TestServer::start_with(&[
+        WORKER,
+        ("VIDHOST_PROCESSING__PRESET", "medium"),
+        ("VIDHOST_PROCESSING__SEGMENT_DURATION_S", "2"),
+    ])
+    .await;
+    let t = s.user("live@example.com").await;
+    let args = [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=1920x1080:rate=30",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440",
+        "-t",
+        "12",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        "-shortest",
+    ];
+    let r = s
+        .upload_form(
+            &t,
+            make("live.mp4", &args),
+            "live.mp4",
+            &[("visibility", "public")],
+        )
+        .await;
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Playable (HLS) while still processing: poster first, then the stream.
+    let mut live = None;
+    for _ in 0..600 {
+        let pb: Value = s
+            .get(&format!("/api/v1/videos/{id}/playback"), Some(&t))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let v: Value = s
+            .get(&format!("/api/v1/videos/{id}"), Some(&t))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_ne!(v["status"], "ready", "caught it before the end");
+        if pb["hls"].is_string() {
+            live = Some((pb, v));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (pb, v) = live.expect("the stream appears while processing");
+    assert_eq!(v["status"], "processing", "{v}");
+    assert!(pb["poster"].is_string(), "the poster came first: {pb}");
+    assert!(
+        pb["dash"].is_null() && pb["mp4"].is_null(),
+        "DASH and MP4 come at the end: {pb}"
+    );
+    assert_eq!(v["renditions"].as_array().unwrap().len(), 5, "{v}");
+    // Only the owner sees it before it is ready.
+    let other = s.user("viewer@example.com").await;
+    let r = s
+        .get(&format!("/api/v1/videos/{id}/playback"), Some(&other))
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    let hls = pb["hls"].as_str().unwrap().to_owned();
+    let base = hls.trim_end_matches("master.m3u8").to_owned();
+    let master = s.get(&hls, None).await.text().await.unwrap();
+    let media: Vec<String> = master
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.ends_with(".m3u8"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(media.len(), 5, "{master}");
+    let growing = s
+        .get(&format!("{base}{}", media[0]), None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        growing.contains("#EXT-X-PLAYLIST-TYPE:EVENT") && !growing.contains("#EXT-X-ENDLIST"),
+        "{growing}"
+    );
+    let early = extinf(&growing).len();
+    assert!(early >= 1 && early < 6, "{growing}");
+    let streams = probe_streams(&s.url(&hls)).await;
+    assert!(streams.iter().any(|l| l == "h264,1920,1080"), "{streams:?}");
+    assert!(streams.iter().any(|l| l.starts_with("aac")), "{streams:?}");
+
+    let v = wait_done(&s, &t, &id).await;
+    assert_eq!(v["status"], "ready", "{v}");
+    let pb: Value = s
+        .get(&format!("/api/v1/videos/{id}/playback"), Some(&t))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pb["hls"].as_str().unwrap(), hls, "same grant, same URL");
+    assert!(pb["dash"].is_string() && pb["mp4"].is_string());
+    let master_after = s.get(&hls, None).await.text().await.unwrap();
+    assert!(
+        master_after.contains(&media[0]),
+        "same generation: {master_after}"
+    );
+    let done = s
+        .get(&format!("{base}{}", media[0]), None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        done.starts_with(growing.trim_end()) || {
+            // The segments listed early are still the first ones, in order.
+            let seg = |p: &str| {
+                p.lines()
+                    .filter(|l| l.ends_with(".m4s"))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            };
+            seg(&done)[..seg(&growing).len()] == seg(&growing)[..]
+        },
+        "an EVENT playlist only grows:\n{growing}\n---\n{done}"
+    );
+    assert!(done.trim_end().ends_with("#EXT-X-ENDLIST"), "{done}");
+    assert_eq!(extinf(&done).len(), 6, "12 s in 2 s segments: {done}");
+    decode_and_probe(&s.url(&hls));
+}
