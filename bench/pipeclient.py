@@ -5,7 +5,10 @@
 
 POST /api/v1/upload (multipart/form-data, `file` part), then GET
 /api/v1/videos/{id} every 0.2 s. Times are seconds from the 201 answer:
-`t_transcode` (step first seen as "transcode"), `t_ready` (status "ready").
+`t_transcode` (step first seen as "transcode"), `t_playable` (GET
+/api/v1/videos/{id}/playback names an `hls` URL, and its master playlist, the
+first variant's media playlist, init segment and first media segment all
+answer 200: a player could start), `t_ready` (status "ready").
 A thread scans /proc every 50 ms for the server's ladder ffmpeg (its command
 line names manifest.mpd) and reports its lifetime (`ladder_s`, first to last
 sighting, so accurate to ~50 ms). Also prints the renditions' bitrates.
@@ -27,13 +30,26 @@ def die(msg):
     sys.exit(1)
 
 
-def get(conn, path, token):
-    conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+def get(conn, path, token, raw_body=False):
+    conn.request("GET", path, headers={"Authorization": f"Bearer {token}"} if token else {})
     r = conn.getresponse()
     raw = r.read()
     if r.status != 200:
         die(f"GET {path} -> {r.status}: {raw[:300]!r}")
-    return json.loads(raw)
+    return raw if raw_body else json.loads(raw)
+
+
+def playable(conn, hls):
+    """What a player does first: master, a media playlist, init, a segment."""
+    base = hls.rsplit("/", 1)[0] + "/"
+    master = get(conn, hls, None, True).decode()
+    media = next(l for l in master.splitlines() if l and not l.startswith("#"))
+    pl = get(conn, base + media, None, True).decode()
+    mbase = (base + media).rsplit("/", 1)[0] + "/"
+    init = next(l.split('"')[1] for l in pl.splitlines() if l.startswith("#EXT-X-MAP:URI="))
+    seg = next(l for l in pl.splitlines() if l and not l.startswith("#"))
+    get(conn, mbase + init, None, True)
+    return len(get(conn, mbase + seg, None, True)) > 0
 
 
 class LadderWatch(threading.Thread):
@@ -93,7 +109,7 @@ def main():
         die(f"upload -> {r.status}: {raw[:300]!r}")
     vid = json.loads(raw)["id"]
 
-    t_tr = None
+    t_tr = t_play = None
     steps = []
     while True:
         v = get(conn, f"/api/v1/videos/{vid}", a.token)
@@ -103,6 +119,10 @@ def main():
             steps.append(((v["status"], step), round(now, 2)))
         if step == "transcode" and t_tr is None:
             t_tr = now
+        if t_play is None:
+            pb = get(conn, f"/api/v1/videos/{vid}/playback", a.token)
+            if pb["hls"] and playable(conn, pb["hls"]):
+                t_play = time.monotonic() - t0
         if v["status"] == "ready":
             break
         if v["status"] == "failed":
@@ -118,6 +138,7 @@ def main():
         "upload_s": round(t0 - t_up, 3),
         "t_transcode": round(t_tr, 2) if t_tr is not None else None,
         "t_ready": round(t_ready, 2),
+        "t_playable": round(t_play, 2) if t_play is not None else None,
         "ladder_s": round(watch.last - watch.first, 2) if watch.first else None,
         "ladder_start": round(watch.first - t0, 2) if watch.first else None,
         "renditions": [[r["name"], r["width"], r["height"], r["bitrate"]] for r in v["renditions"]],
