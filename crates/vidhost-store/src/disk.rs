@@ -8,13 +8,13 @@
 //! after the part's bytes are synced. `complete` therefore verifies and
 //! renames; it never copies the bytes a second time.
 
+use crate::mapped::MapCache;
 use crate::{
     check_key, ByteStream, MultipartLayout, ObjectBody, ObjectMeta, ObjectStore, PartInfo,
     Presigned, Result, StoreError,
 };
 use crate::{WriteEnd, Written};
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures::StreamExt;
 use md5::{Digest, Md5};
 use std::io::SeekFrom;
@@ -28,11 +28,12 @@ use vidhost_core::domain::{is_id, new_id};
 /// tokio's File hands writes of up to this size to a blocking thread at once.
 const WRITE_BUF: usize = 2 * 1024 * 1024;
 const READ_CHUNK: usize = 256 * 1024;
-/// Ranges up to this size are read whole in one blocking call.
+/// Ranges (and whole objects) up to this size are served from a memory map.
 const SMALL_READ: u64 = 1024 * 1024;
 
 pub struct DiskStore {
     root: PathBuf,
+    maps: MapCache,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -46,7 +47,10 @@ impl DiskStore {
         for dir in [root.clone(), root.join(".tmp"), root.join(".multipart")] {
             fs::create_dir_all(&dir).await?;
         }
-        Ok(DiskStore { root })
+        Ok(DiskStore {
+            root,
+            maps: MapCache::default(),
+        })
     }
 
     fn object_path(&self, key: &str) -> Result<PathBuf> {
@@ -173,7 +177,9 @@ impl ObjectStore for DiskStore {
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
-        match fs::metadata(self.object_path(key)?).await {
+        // One stat, on this thread: a trip to a blocking thread costs more
+        // than the call (the same trade nginx makes).
+        match std::fs::metadata(self.object_path(key)?) {
             Ok(m) if m.is_file() => Ok(Some(meta_of(&m))),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -183,42 +189,41 @@ impl ObjectStore for DiskStore {
 
     async fn get(&self, key: &str, range: Option<(u64, u64)>) -> Result<ObjectBody> {
         let path = self.object_path(key)?;
-        // Open, stat and (for a small range) read in one trip to a blocking
-        // thread: per-call hops dominate the cost of serving small ranges.
-        let opened = tokio::task::spawn_blocking(
-            move || -> Result<(std::fs::File, ObjectMeta, u64, u64, Option<Bytes>)> {
-                use std::os::unix::fs::FileExt;
-                let f = match std::fs::File::open(&path) {
-                    Ok(f) => f,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        return Err(StoreError::NotFound)
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                let meta = meta_of(&f.metadata()?);
-                let (start, len) = match range {
-                    None => (0, meta.size),
-                    Some((a, b)) if a <= b && b < meta.size => (a, b - a + 1),
-                    Some(_) => return Err(StoreError::Range),
-                };
-                if len > SMALL_READ {
-                    return Ok((f, meta, start, len, None));
+        let m = match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => m,
+            Ok(_) => return Err(StoreError::NotFound),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound),
+            Err(e) => return Err(e.into()),
+        };
+        let (start, len) = match range {
+            None => (0, m.len()),
+            Some((a, b)) if a <= b && b < m.len() => (a, b - a + 1),
+            Some(_) => return Err(StoreError::Range),
+        };
+        if len <= SMALL_READ {
+            // Small: a slice of the mapped file, no thread hop (see mapped.rs).
+            let bytes = match self.maps.slice(&path, &m, start, len) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(StoreError::NotFound)
                 }
-                let mut buf = vec![0u8; len as usize];
-                f.read_exact_at(&mut buf, start)?;
-                Ok((f, meta, start, len, Some(Bytes::from(buf))))
-            },
-        )
-        .await
-        .map_err(std::io::Error::other)??;
-        let (f, meta, start, len, small) = opened;
-        if let Some(bytes) = small {
+                other => other?,
+            };
             return Ok(ObjectBody {
-                meta,
+                meta: meta_of(&m),
                 stream: futures::stream::once(async move { Ok(bytes) }).boxed(),
             });
         }
-        let mut f = File::from_std(f);
+        // Large: streamed in chunks by tokio's file reader.
+        let mut f = match File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound),
+            Err(e) => return Err(e.into()),
+        };
+        let meta = meta_of(&f.metadata().await?);
+        if meta.size != m.len() {
+            // Replaced between the stat and the open: the range was for the old one.
+            return Err(StoreError::NotFound);
+        }
         if start > 0 {
             f.seek(SeekFrom::Start(start)).await?;
         }
@@ -227,7 +232,9 @@ impl ObjectStore for DiskStore {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        match fs::remove_file(self.object_path(key)?).await {
+        let path = self.object_path(key)?;
+        self.maps.forget(&path);
+        match fs::remove_file(path).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }
@@ -235,6 +242,8 @@ impl ObjectStore for DiskStore {
 
     async fn delete_prefix(&self, prefix: &str) -> Result<()> {
         let dir = self.object_path(prefix.trim_end_matches('/'))?;
+        self.maps.forget(&dir);
+        self.maps.trim();
         match fs::remove_dir_all(&dir).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),

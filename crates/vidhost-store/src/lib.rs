@@ -8,6 +8,7 @@
 
 pub mod disk;
 mod error;
+mod mapped;
 pub mod s3;
 
 pub use error::StoreError;

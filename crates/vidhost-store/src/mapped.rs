@@ -1,0 +1,183 @@
+//! Small ranges of objects on disk, served from memory maps.
+//!
+//! A range request for a few KiB is dominated by per-request overhead, not
+//! bytes: two trips to a blocking thread (futex wake-ups and context
+//! switches) plus a copy into a fresh buffer cost more than the bytes
+//! themselves. A mapped file hands out slices as `Bytes` that borrow the
+//! mapping; hyper copies them once, straight from the page cache into the
+//! socket, and nothing waits for a thread.
+//!
+//! Safe because objects are never modified in place: a put, a completed
+//! upload or a replacement renames a new file (a new inode) over the key,
+//! and a delete unlinks it, so a mapped inode's bytes never change or
+//! shrink (which would be SIGBUS). Every use checks the mapping against a
+//! fresh stat of the key (device, inode, size, mtime), so a replaced or
+//! deleted object is never served from an old map. Maps of deleted files are
+//! dropped on the next request for the key, on a local delete, and when they
+//! go unused (so they do not pin disk space).
+
+use bytes::Bytes;
+use memmap2::Mmap;
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const CAPACITY: usize = 512;
+const IDLE: Duration = Duration::from_secs(30);
+
+#[derive(PartialEq, Eq, Clone, Copy)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i64,
+}
+
+impl Identity {
+    fn of(m: &std::fs::Metadata) -> Identity {
+        Identity {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        }
+    }
+}
+
+struct Entry {
+    map: Arc<Mmap>,
+    id: Identity,
+    used: Instant,
+}
+
+#[derive(Default)]
+pub(crate) struct MapCache {
+    entries: Mutex<HashMap<PathBuf, Entry>>,
+}
+
+/// A slice of a mapping that keeps the mapping alive.
+struct MapSlice {
+    map: Arc<Mmap>,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for MapSlice {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[self.start..self.end]
+    }
+}
+
+impl MapCache {
+    /// `len` bytes at `start` of the file at `path`, which a fresh stat
+    /// found as `m`; the caller has checked the range against `m.len()`.
+    pub(crate) fn slice(
+        &self,
+        path: &Path,
+        m: &std::fs::Metadata,
+        start: u64,
+        len: u64,
+    ) -> std::io::Result<Bytes> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let id = Identity::of(m);
+        let now = Instant::now();
+        let cached = {
+            let mut entries = self.entries.lock().expect("not poisoned");
+            match entries.get_mut(path) {
+                Some(e) if e.id == id => {
+                    e.used = now;
+                    Some(e.map.clone())
+                }
+                Some(_) => {
+                    entries.remove(path);
+                    None
+                }
+                None => None,
+            }
+        };
+        let map = match cached {
+            Some(map) => map,
+            None => {
+                let f = std::fs::File::open(path)?;
+                // The file may have been replaced between the stat and the open.
+                if Identity::of(&f.metadata()?) != id {
+                    return Err(std::io::ErrorKind::NotFound.into());
+                }
+                // SAFETY: objects are never written in place once they are
+                // under their key (see the module docs), so the mapped bytes
+                // do not change underneath us.
+                let map = Arc::new(unsafe { Mmap::map(&f)? });
+                self.insert(path, map.clone(), id, now);
+                map
+            }
+        };
+        let (start, end) = (start as usize, (start + len) as usize);
+        if end > map.len() {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(Bytes::from_owner(MapSlice { map, start, end }))
+    }
+
+    fn insert(&self, path: &Path, map: Arc<Mmap>, id: Identity, now: Instant) {
+        let mut entries = self.entries.lock().expect("not poisoned");
+        if entries.len() >= CAPACITY {
+            entries.retain(|_, e| now.duration_since(e.used) < IDLE);
+        }
+        if entries.len() >= CAPACITY {
+            let oldest = entries
+                .iter()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(p, _)| p.clone());
+            if let Some(p) = oldest {
+                entries.remove(&p);
+            }
+        }
+        entries.insert(path.to_owned(), Entry { map, id, used: now });
+    }
+
+    /// Drops maps that went unused for a while (called now and then).
+    pub(crate) fn trim(&self) {
+        let now = Instant::now();
+        self.entries
+            .lock()
+            .expect("not poisoned")
+            .retain(|_, e| now.duration_since(e.used) < IDLE);
+    }
+
+    /// Drops the map of `path` and of everything under it.
+    pub(crate) fn forget(&self, path: &Path) {
+        self.entries
+            .lock()
+            .expect("not poisoned")
+            .retain(|p, _| !p.starts_with(path));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_follow_the_file_under_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("obj");
+        std::fs::write(&path, b"hello world").unwrap();
+        let cache = MapCache::default();
+        let m = std::fs::metadata(&path).unwrap();
+        assert_eq!(&cache.slice(&path, &m, 6, 5).unwrap()[..], b"world");
+        // Replaced the way the store replaces objects: a new file renamed over it.
+        let tmp = dir.path().join("tmp");
+        std::fs::write(&tmp, b"HELLO WORLD!").unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        let m2 = std::fs::metadata(&path).unwrap();
+        assert_eq!(&cache.slice(&path, &m2, 6, 6).unwrap()[..], b"WORLD!");
+        // A stat taken before the replacement no longer matches the file.
+        assert!(cache.slice(&path, &m, 0, 5).is_err());
+        cache.forget(dir.path());
+        assert!(cache.entries.lock().unwrap().is_empty());
+    }
+}
