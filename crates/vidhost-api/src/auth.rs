@@ -213,12 +213,20 @@ pub async fn caller_from_token(state: &SharedState, token: &str) -> ApiResult<Ca
     let data = decode::<Claims>(token, &DecodingKey::from_secret(&key.secret), &v)
         .map_err(|_| invalid())?;
     // The user row is the authority on role and disabled, so a demotion or a
-    // ban takes effect at once rather than when the token expires.
-    let user = state
-        .db
-        .user_by_id(&data.claims.sub)
-        .await?
-        .ok_or_else(invalid)?;
+    // ban takes effect at once rather than when the token expires (on this
+    // node at once, on the others within UserCache's second).
+    let user = match state.users.get(&data.claims.sub) {
+        Some(u) => u,
+        None => {
+            let u = state
+                .db
+                .user_by_id(&data.claims.sub)
+                .await?
+                .ok_or_else(invalid)?;
+            state.users.put(&u);
+            u
+        }
+    };
     if user.disabled {
         return Err(invalid());
     }
@@ -226,6 +234,40 @@ pub async fn caller_from_token(state: &SharedState, token: &str) -> ApiResult<Ca
         user,
         session_id: data.claims.sid,
     })
+}
+
+/// User rows that authentication read within the last second. A request
+/// carrying an access token needs its user's role and disabled flag, and at
+/// thousands of requests per second that read was a database round trip
+/// each. Changes made through this node forget the row at once; another
+/// node's change shows here within `USER_TTL`.
+#[derive(Default)]
+pub struct UserCache {
+    rows: std::sync::Mutex<std::collections::HashMap<String, (User, std::time::Instant)>>,
+}
+
+const USER_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl UserCache {
+    fn get(&self, id: &str) -> Option<User> {
+        let rows = self.rows.lock().expect("not poisoned");
+        rows.get(id)
+            .filter(|(_, at)| at.elapsed() < USER_TTL)
+            .map(|(u, _)| u.clone())
+    }
+
+    fn put(&self, user: &User) {
+        let mut rows = self.rows.lock().expect("not poisoned");
+        if rows.len() >= 10_000 {
+            rows.retain(|_, (_, at)| at.elapsed() < USER_TTL);
+        }
+        rows.insert(user.id.clone(), (user.clone(), std::time::Instant::now()));
+    }
+
+    /// Call after changing a user's row.
+    pub fn forget(&self, id: &str) {
+        self.rows.lock().expect("not poisoned").remove(id);
+    }
 }
 
 impl FromRequestParts<SharedState> for Caller {

@@ -70,6 +70,7 @@ impl App {
             grants,
             metrics,
             original_types: Default::default(),
+            users: Default::default(),
         });
         bootstrap_admin(&state).await?;
         Ok(App { state, pipeline })

@@ -17,6 +17,8 @@ pub struct AppState {
     /// never changes once the upload completed, and a deleted video's
     /// object is gone from the store, which delivery checks on every request.
     pub original_types: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// User rows read by authentication in the last second.
+    pub users: crate::auth::UserCache,
 }
 
 pub type SharedState = Arc<AppState>;

@@ -5,6 +5,7 @@
 //! generated from one body of SQL (see `sql.rs`) so both behave identically;
 //! where the dialects differ, the difference is spelled out per backend.
 
+mod batch;
 mod error;
 mod models;
 mod sql;
@@ -194,14 +195,14 @@ pub async fn connect(url: &str) -> Result<DynCatalog> {
             .connect_with(opts)
             .await?;
         restrict_sqlite_file(url);
-        Ok(Arc::new(sql::SqliteCatalog(pool)))
+        Ok(Arc::new(sql::SqliteCatalog(pool, Default::default())))
     } else {
         let pool = PgPoolOptions::new()
             .max_connections(32)
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
-        Ok(Arc::new(sql::PgCatalog(pool)))
+        Ok(Arc::new(sql::PgCatalog(pool, Default::default())))
     }
 }
 

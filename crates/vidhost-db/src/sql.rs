@@ -45,14 +45,60 @@ const UPLOAD_COLS: &str =
 const INSERT_QUEUED_JOB: &str =
     "INSERT INTO jobs (id, video_id, kind, state, attempts, max_attempts, run_at, \
     created_at, updated_at) VALUES ($1, $2, 'process', 'queued', 0, $3, $4, $4, $4)";
+/// A new video and its upload, atomically, in one statement: the video's
+/// INSERT runs as a data-modifying CTE. $1–$11 the video, $12–$23 the
+/// upload. (SQLite has no such CTEs; it batches instead, see batch.rs.)
+const CREATE_UPLOAD_POSTGRES: &str = "WITH new_video AS (\
+    INSERT INTO videos (id, owner_id, title, description, tags, visibility, status, error, progress, \
+    created_at, uploaded_at, ready_at, original_filename, content_type, size_bytes, duration_s, width, height) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, 0, $8, NULL, NULL, $9, $10, $11, NULL, NULL, NULL) RETURNING id) \
+    INSERT INTO uploads (video_id, upload_id, owner_id, method, store_upload_id, size, part_size, part_count, \
+    created_at, expires_at, received, metadata) \
+    VALUES ($12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)";
+
+async fn create_upload_pg(
+    pool: &sqlx::Pool<sqlx::Postgres>,
+    _: &crate::batch::Queue,
+    v: &Video,
+    u: &Upload,
+) -> Result<()> {
+    sqlx::query(CREATE_UPLOAD_POSTGRES)
+        .bind(&v.id)
+        .bind(&v.owner_id)
+        .bind(&v.title)
+        .bind(&v.description)
+        .bind(serde_json::to_string(&v.tags).expect("strings serialize"))
+        .bind(v.visibility.as_str())
+        .bind(v.status.as_str())
+        .bind(v.created_at)
+        .bind(&v.original_filename)
+        .bind(&v.content_type)
+        .bind(v.size_bytes)
+        .bind(&u.video_id)
+        .bind(&u.upload_id)
+        .bind(&u.owner_id)
+        .bind(u.method.as_str())
+        .bind(&u.store_upload_id)
+        .bind(u.size)
+        .bind(u.part_size)
+        .bind(u.part_count)
+        .bind(u.created_at)
+        .bind(u.expires_at)
+        .bind(u.received)
+        .bind(&u.metadata)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 const JOB_COLS: &str =
     "id, video_id, kind, state, attempts, max_attempts, run_at, last_error, created_at, updated_at";
 const SESSION_COLS: &str =
     "id, user_id, created_at, last_used_at, expires_at, user_agent, ip, revoked_at";
 
 macro_rules! catalog_impl {
-    ($name:ident, $db:ty, $row:ty, $backend:literal, $migrations:literal, $claim_lock:literal) => {
-        pub struct $name(pub sqlx::Pool<$db>);
+    ($name:ident, $db:ty, $row:ty, $backend:literal, $migrations:literal, $claim_lock:literal, $create_upload:path) => {
+        pub struct $name(pub sqlx::Pool<$db>, pub crate::batch::Queue);
 
         impl $name {
             fn user(r: &$row) -> Result<User> {
@@ -442,43 +488,7 @@ macro_rules! catalog_impl {
             }
 
             async fn create_upload(&self, v: &Video, u: &Upload) -> Result<()> {
-                let mut tx = self.0.begin().await?;
-                sqlx::query(
-                    "INSERT INTO videos (id, owner_id, title, description, tags, visibility, status, error, progress, created_at, \
-                     uploaded_at, ready_at, original_filename, content_type, size_bytes, duration_s, width, height) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, 0, $8, NULL, NULL, $9, $10, $11, NULL, NULL, NULL)",
-                )
-                .bind(&v.id)
-                .bind(&v.owner_id)
-                .bind(&v.title)
-                .bind(&v.description)
-                .bind(serde_json::to_string(&v.tags).expect("strings serialize"))
-                .bind(v.visibility.as_str())
-                .bind(v.status.as_str())
-                .bind(v.created_at)
-                .bind(&v.original_filename)
-                .bind(&v.content_type)
-                .bind(v.size_bytes)
-                .execute(&mut *tx)
-                .await?;
-                let sql = format!("INSERT INTO uploads ({UPLOAD_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)");
-                sqlx::query(&sql)
-                    .bind(&u.video_id)
-                    .bind(&u.upload_id)
-                    .bind(&u.owner_id)
-                    .bind(u.method.as_str())
-                    .bind(&u.store_upload_id)
-                    .bind(u.size)
-                    .bind(u.part_size)
-                    .bind(u.part_count)
-                    .bind(u.created_at)
-                    .bind(u.expires_at)
-                    .bind(u.received)
-                    .bind(&u.metadata)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(())
+                $create_upload(&self.0, &self.1, v, u).await
             }
 
             async fn upload_by_video(&self, video_id: &str) -> Result<Option<Upload>> {
@@ -803,7 +813,8 @@ catalog_impl!(
     "sqlite",
     "./migrations/sqlite",
     // One writer at a time: the UPDATE itself is the lock.
-    ""
+    "",
+    crate::batch::create_upload
 );
 catalog_impl!(
     PgCatalog,
@@ -812,7 +823,8 @@ catalog_impl!(
     "postgres",
     "./migrations/postgres",
     // Concurrent workers skip rows another transaction is claiming.
-    "FOR UPDATE SKIP LOCKED"
+    "FOR UPDATE SKIP LOCKED",
+    create_upload_pg
 );
 
 #[cfg(test)]

@@ -283,6 +283,7 @@ pub async fn patch_me(
         .update_user(&caller.user.id, None, None, name.as_deref())
         .await?
         .ok_or_else(ApiError::video_not_found)?;
+    state.users.forget(&user.id);
     Ok(axum::Json(me_json(&user)))
 }
 
@@ -315,6 +316,7 @@ pub async fn change_password(
     auth::check_password_policy(&b.new_password, &[&u.email, local, &u.display_name])?;
     let hash = auth::hash_password(&state.config.auth, b.new_password).await?;
     state.db.set_password(&u.id, &hash).await?;
+    state.users.forget(&u.id);
     state
         .db
         .revoke_sessions_except(&u.id, Some(&caller.session_id), now_ms())
@@ -404,6 +406,7 @@ pub async fn admin_patch_user(
         .update_user(&id, role, b.disabled, None)
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "user_not_found", "no such user"))?;
+    state.users.forget(&id);
     if b.disabled == Some(true) {
         state.db.revoke_sessions_except(&id, None, now_ms()).await?;
     }
