@@ -123,7 +123,7 @@ def main():
         setup = by.get(f"api_setup_{db}", [{}])[0]
         summary.append((f"(d) {db}: creation errors (non-2xx + socket) of {c['responses']:,} "
                         f"creations declaring {size_label(setup.get('create_size', 0))}"
-                        + (" — stopped at the disk-space cap" if c["capped"] else ""),
+                        + (" — stopped at the count cap" if c["capped"] else ""),
                         str(errs), str(h["non2xx"] + h["socket_errors"]) + " (healthz)", "",
                         "0", verdict(errs == 0)))
 
@@ -194,9 +194,8 @@ def main():
               "servers' 206 answers are checked once by hand before.",
               "- (d) wrk -t2 -c10, 10 s per run unless capped; the creation body declares "
               f"`size` = {size_label(by.get('api_setup_sqlite', [{}])[0].get('create_size', 0))} "
-              "(not 10 MiB: each creation fallocates its declared size on disk, and 10 s of "
-              "10 MiB creations would reserve more than this disk has; a count cap keeps the "
-              "reservation ≤ 32 GiB, and a capped run's rate is over the time it ran); "
+              "(creating a multipart upload reserves nothing on disk: the staging file comes "
+              "with the first part; a capped run's rate is over the time it ran); "
               "errors are non-2xx answers counted in the Lua `response` callback plus socket "
               "errors. The PostgreSQL cluster is scripts/pg-test.sh's: fsync=off, "
               "synchronous_commit=off (a throw-away test cluster), so PostgreSQL commits are "
