@@ -202,14 +202,15 @@ impl ObjectStore for DiskStore {
         };
         if len <= SMALL_READ {
             // Small: a slice of the mapped file, no thread hop (see mapped.rs).
-            let bytes = match self.maps.slice(&path, &m, start, len) {
+            let meta = meta_of(&m);
+            let bytes = match self.maps.slice(&path, &m, &meta.etag, start, len) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return Err(StoreError::NotFound)
                 }
                 other => other?,
             };
             return Ok(ObjectBody {
-                meta: meta_of(&m),
+                meta,
                 stream: futures::stream::once(async move { Ok(bytes) }).boxed(),
             });
         }
@@ -229,6 +230,29 @@ impl ObjectStore for DiskStore {
         }
         let stream = ReaderStream::with_capacity(f.take(len), READ_CHUNK).boxed();
         Ok(ObjectBody { meta, stream })
+    }
+
+    async fn get_seen(
+        &self,
+        key: &str,
+        meta: &ObjectMeta,
+        range: Option<(u64, u64)>,
+    ) -> Result<ObjectBody> {
+        let (start, len) = match range {
+            None => (0, meta.size),
+            Some((a, b)) if a <= b => (a, b - a + 1),
+            Some(_) => return Err(StoreError::Range),
+        };
+        if len <= SMALL_READ {
+            let path = self.object_path(key)?;
+            if let Some(bytes) = self.maps.slice_of_version(&path, &meta.etag, start, len) {
+                return Ok(ObjectBody {
+                    meta: meta.clone(),
+                    stream: futures::stream::once(async move { Ok(bytes) }).boxed(),
+                });
+            }
+        }
+        self.get(key, range).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

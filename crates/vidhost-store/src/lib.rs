@@ -106,6 +106,16 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>>;
     /// `range` is inclusive `(first, last)`; None means the whole object.
     async fn get(&self, key: &str, range: Option<(u64, u64)>) -> Result<ObjectBody>;
+    /// `get` right after a `head` that returned `meta`: a store may skip
+    /// looking the object up again when it still holds that very version.
+    async fn get_seen(
+        &self,
+        key: &str,
+        _meta: &ObjectMeta,
+        range: Option<(u64, u64)>,
+    ) -> Result<ObjectBody> {
+        self.get(key, range).await
+    }
     async fn delete(&self, key: &str) -> Result<()>;
     async fn delete_prefix(&self, prefix: &str) -> Result<()>;
 

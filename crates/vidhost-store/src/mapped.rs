@@ -49,6 +49,8 @@ impl Identity {
 struct Entry {
     map: Arc<Mmap>,
     id: Identity,
+    /// The ETag the store gives this version of the file.
+    etag: String,
     used: Instant,
 }
 
@@ -73,10 +75,36 @@ impl AsRef<[u8]> for MapSlice {
 impl MapCache {
     /// `len` bytes at `start` of the file at `path`, which a fresh stat
     /// found as `m`; the caller has checked the range against `m.len()`.
+    /// The same from the map of the version the store calls `etag`, if that
+    /// is the one mapped: a `head` just looked at it, so no second stat.
+    pub(crate) fn slice_of_version(
+        &self,
+        path: &Path,
+        etag: &str,
+        start: u64,
+        len: u64,
+    ) -> Option<Bytes> {
+        let map = {
+            let mut entries = self.entries.lock().expect("not poisoned");
+            let e = entries.get_mut(path).filter(|e| e.etag == etag)?;
+            e.used = Instant::now();
+            e.map.clone()
+        };
+        let end = start.checked_add(len)?;
+        (len > 0 && end <= map.len() as u64).then(|| {
+            Bytes::from_owner(MapSlice {
+                map,
+                start: start as usize,
+                end: end as usize,
+            })
+        })
+    }
+
     pub(crate) fn slice(
         &self,
         path: &Path,
         m: &std::fs::Metadata,
+        etag: &str,
         start: u64,
         len: u64,
     ) -> std::io::Result<Bytes> {
@@ -111,7 +139,7 @@ impl MapCache {
                 // under their key (see the module docs), so the mapped bytes
                 // do not change underneath us.
                 let map = Arc::new(unsafe { Mmap::map(&f)? });
-                self.insert(path, map.clone(), id, now);
+                self.insert(path, map.clone(), id, etag, now);
                 map
             }
         };
@@ -122,7 +150,7 @@ impl MapCache {
         Ok(Bytes::from_owner(MapSlice { map, start, end }))
     }
 
-    fn insert(&self, path: &Path, map: Arc<Mmap>, id: Identity, now: Instant) {
+    fn insert(&self, path: &Path, map: Arc<Mmap>, id: Identity, etag: &str, now: Instant) {
         let mut entries = self.entries.lock().expect("not poisoned");
         if entries.len() >= CAPACITY {
             entries.retain(|_, e| now.duration_since(e.used) < IDLE);
@@ -136,7 +164,15 @@ impl MapCache {
                 entries.remove(&p);
             }
         }
-        entries.insert(path.to_owned(), Entry { map, id, used: now });
+        entries.insert(
+            path.to_owned(),
+            Entry {
+                map,
+                id,
+                etag: etag.to_owned(),
+                used: now,
+            },
+        );
     }
 
     /// Drops maps that went unused for a while (called now and then).
@@ -168,15 +204,27 @@ mod tests {
         std::fs::write(&path, b"hello world").unwrap();
         let cache = MapCache::default();
         let m = std::fs::metadata(&path).unwrap();
-        assert_eq!(&cache.slice(&path, &m, 6, 5).unwrap()[..], b"world");
+        assert_eq!(&cache.slice(&path, &m, "v1", 6, 5).unwrap()[..], b"world");
+        assert_eq!(
+            &cache.slice_of_version(&path, "v1", 0, 5).unwrap()[..],
+            b"hello"
+        );
+        assert!(
+            cache.slice_of_version(&path, "v1", 6, 6).is_none(),
+            "past the end"
+        );
         // Replaced the way the store replaces objects: a new file renamed over it.
         let tmp = dir.path().join("tmp");
         std::fs::write(&tmp, b"HELLO WORLD!").unwrap();
         std::fs::rename(&tmp, &path).unwrap();
         let m2 = std::fs::metadata(&path).unwrap();
-        assert_eq!(&cache.slice(&path, &m2, 6, 6).unwrap()[..], b"WORLD!");
+        assert_eq!(&cache.slice(&path, &m2, "v2", 6, 6).unwrap()[..], b"WORLD!");
+        assert!(
+            cache.slice_of_version(&path, "v1", 0, 5).is_none(),
+            "replaced"
+        );
         // A stat taken before the replacement no longer matches the file.
-        assert!(cache.slice(&path, &m, 0, 5).is_err());
+        assert!(cache.slice(&path, &m, "v1", 0, 5).is_err());
         cache.forget(dir.path());
         assert!(cache.entries.lock().unwrap().is_empty());
     }

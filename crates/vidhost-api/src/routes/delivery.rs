@@ -347,11 +347,12 @@ pub async fn serve(
     }
     let body = state
         .store
-        .get(key, Some(range.unwrap_or((0, meta.size - 1))))
+        .get_seen(key, &meta, Some(range.unwrap_or((0, meta.size - 1))))
         .await?;
-    let counted = body.stream.inspect(|chunk| {
+    let delivered = metrics::counter!("vidhost_delivery_bytes_total");
+    let counted = body.stream.inspect(move |chunk| {
         if let Ok(c) = chunk {
-            metrics::counter!("vidhost_delivery_bytes_total").increment(c.len() as u64);
+            delivered.increment(c.len() as u64);
         }
     });
     b.body(Body::from_stream(counted))
