@@ -123,29 +123,34 @@ impl App {
                 .map(HeaderName::from_static),
             )
             .max_age(Duration::from_secs(600));
+        // Only the metrics layer needs the matched route, so only it wraps
+        // each route; `Router::layer` clones a route's whole layer stack on
+        // every request, so everything else wraps the router once, outside.
         let app = routes::router()
             .with_state(self.state.clone())
-            .layer(axum::middleware::from_fn(conn::close_if_body_unread))
             .layer(axum::middleware::from_fn(metrics::track_http));
         // tower-http answers every OPTIONS as a CORS preflight; tus clients
         // also send plain OPTIONS (no Access-Control-Request-Method) to
         // discover capabilities, and those must reach the tus handler.
-        let with_cors = app.clone().layer(cors);
+        let with_cors = tower::Layer::layer(&cors, app.clone());
         let dispatch = tower::service_fn(move |req: axum::extract::Request| {
             let plain_options = req.method() == Method::OPTIONS
                 && !req.headers().contains_key("access-control-request-method");
-            let svc = if plain_options {
-                app.clone()
+            if plain_options {
+                futures::future::Either::Left(tower::ServiceExt::oneshot(app.clone(), req))
             } else {
-                with_cors.clone()
-            };
-            tower::ServiceExt::oneshot(svc, req)
+                futures::future::Either::Right(tower::ServiceExt::oneshot(with_cors.clone(), req))
+            }
         });
-        axum::Router::new()
-            .fallback_service(dispatch)
-            .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &axum::extract::Request| {
-                tracing::debug_span!("http", method = %req.method(), path = %loggable_path(req.uri().path()))
-            }))
+        let outer = tower::ServiceBuilder::new()
+            .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::extract::Request| {
+                    tracing::debug_span!("http", method = %req.method(), path = %loggable_path(req.uri().path()))
+                },
+            ))
+            .layer(axum::middleware::from_fn(conn::close_if_body_unread))
+            .service(dispatch);
+        axum::Router::new().fallback_service(outer)
     }
 
     /// Serves on `listener` until `shutdown` resolves; background sweeps run alongside.

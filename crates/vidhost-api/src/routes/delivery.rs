@@ -303,19 +303,29 @@ pub async fn serve(
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
     let plan = plan(headers, &meta);
-    let mut b = Response::builder()
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::ETAG, format!("\"{}\"", meta.etag))
-        .header(header::LAST_MODIFIED, http_date(meta.last_modified))
-        .header(header::CACHE_CONTROL, cache_control)
-        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    let value = |s: String| HeaderValue::try_from(s).map_err(ApiError::internal);
+    // Sized up front: growing a header map is a chain of reallocations,
+    // and this runs for every segment and range a player asks for.
+    let mut h = HeaderMap::with_capacity(12);
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::ETAG, value(format!("\"{}\"", meta.etag))?);
+    h.insert(header::LAST_MODIFIED, value(http_date(meta.last_modified))?);
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(cache_control),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    let respond = |status: StatusCode, h: HeaderMap, body: Body| {
+        let mut resp = Response::new(body);
+        *resp.status_mut() = status;
+        *resp.headers_mut() = h;
+        resp
+    };
     let (status, range) = match plan {
-        Plan::NotModified => {
-            return b
-                .status(StatusCode::NOT_MODIFIED)
-                .body(Body::empty())
-                .map_err(ApiError::internal);
-        }
+        Plan::NotModified => return Ok(respond(StatusCode::NOT_MODIFIED, h, Body::empty())),
         Plan::Unsatisfiable => {
             let mut resp = ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
@@ -332,18 +342,19 @@ pub async fn serve(
         Plan::Partial(a, z) => (StatusCode::PARTIAL_CONTENT, Some((a, z))),
     };
     let len = range.map(|(a, z)| z - a + 1).unwrap_or(meta.size);
-    b = b
-        .status(status)
-        .header(header::CONTENT_TYPE, content_type)
-        .header(header::CONTENT_LENGTH, len);
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type).map_err(ApiError::internal)?,
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if let Some((a, z)) = range {
-        b = b.header(
+        h.insert(
             header::CONTENT_RANGE,
-            format!("bytes {a}-{z}/{}", meta.size),
+            value(format!("bytes {a}-{z}/{}", meta.size))?,
         );
     }
     if *method == Method::HEAD || len == 0 {
-        return b.body(Body::empty()).map_err(ApiError::internal);
+        return Ok(respond(status, h, Body::empty()));
     }
     let body = state
         .store
@@ -355,8 +366,7 @@ pub async fn serve(
             delivered.increment(c.len() as u64);
         }
     });
-    b.body(Body::from_stream(counted))
-        .map_err(ApiError::internal)
+    Ok(respond(status, h, Body::from_stream(counted)))
 }
 
 #[cfg(test)]
