@@ -10,7 +10,7 @@ use rand::RngCore;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::Sha256;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use vidhost_db::{DynCatalog, SigningKey};
 
 pub const JWT: &str = "jwt";
@@ -24,16 +24,17 @@ pub struct Key {
 
 pub struct KeyRing {
     purpose: &'static str,
-    keys: RwLock<Vec<Key>>,
+    /// Shared, not cloned, per verification (a hot path: every request).
+    keys: RwLock<Vec<Arc<Key>>>,
 }
 
-fn decode(keys: Vec<SigningKey>) -> Result<Vec<Key>, ApiError> {
+fn decode(keys: Vec<SigningKey>) -> Result<Vec<Arc<Key>>, ApiError> {
     keys.into_iter()
         .map(|k| {
             let secret = B64
                 .decode(&k.secret)
                 .map_err(|e| ApiError::internal(format!("signing key {}: {e}", k.kid)))?;
-            Ok(Key { kid: k.kid, secret })
+            Ok(Arc::new(Key { kid: k.kid, secret }))
         })
         .collect()
 }
@@ -57,7 +58,7 @@ impl KeyRing {
         })
     }
 
-    pub fn current(&self) -> Key {
+    pub fn current(&self) -> Arc<Key> {
         self.keys
             .read()
             .expect("not poisoned")
@@ -66,7 +67,7 @@ impl KeyRing {
             .expect("at least one key")
     }
 
-    pub fn find(&self, kid: &str) -> Option<Key> {
+    pub fn find(&self, kid: &str) -> Option<Arc<Key>> {
         self.keys
             .read()
             .expect("not poisoned")
@@ -76,7 +77,7 @@ impl KeyRing {
     }
 
     /// Finds `kid`, reloading from the catalog once if it is unknown here.
-    pub async fn find_or_reload(&self, db: &DynCatalog, kid: &str) -> Option<Key> {
+    pub async fn find_or_reload(&self, db: &DynCatalog, kid: &str) -> Option<Arc<Key>> {
         if let Some(k) = self.find(kid) {
             return Some(k);
         }

@@ -5,7 +5,8 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 use vidhost_core::domain::UploadMethod;
 
@@ -50,20 +51,45 @@ impl Metrics {
     }
 }
 
+/// The request counter and duration histogram of one (route, status):
+/// looked up in the registry once, then reused (a registry lookup builds
+/// the key's labels and allocates a handle, on every request otherwise).
+type RouteHandles = (metrics::Counter, metrics::Histogram);
+type ByStatus = HashMap<u16, HashMap<String, RouteHandles>>;
+static ROUTE_HANDLES: OnceLock<Mutex<ByStatus>> = OnceLock::new();
+
+fn route_handles(route: &str, status: u16) -> RouteHandles {
+    let map = ROUTE_HANDLES.get_or_init(Default::default);
+    let mut map = map.lock().expect("not poisoned");
+    // Route templates and status codes are both few; the map stays small.
+    if let Some(h) = map.get(&status).and_then(|m| m.get(route)) {
+        return h.clone();
+    }
+    let h = (
+        metrics::counter!("vidhost_http_requests_total", "route" => route.to_owned(), "status" => status.to_string()),
+        metrics::histogram!("vidhost_http_request_duration_seconds", "route" => route.to_owned()),
+    );
+    map.entry(status)
+        .or_default()
+        .insert(route.to_owned(), h.clone());
+    h
+}
+
 pub async fn track_http(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let start = Instant::now();
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    metrics::counter!("vidhost_http_requests_total", "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("vidhost_http_request_duration_seconds", "route" => route)
-        .record(start.elapsed().as_secs_f64());
+    let route = route.as_ref().map(|p| p.as_str()).unwrap_or("unmatched");
+    let (requests, duration) = route_handles(route, resp.status().as_u16());
+    requests.increment(1);
+    duration.record(start.elapsed().as_secs_f64());
     resp
+}
+
+/// The counter of bytes delivered, looked up once.
+pub fn delivered_bytes() -> &'static metrics::Counter {
+    static DELIVERED: OnceLock<metrics::Counter> = OnceLock::new();
+    DELIVERED.get_or_init(|| metrics::counter!("vidhost_delivery_bytes_total"))
 }
 
 /// Counts an upload from start to its outcome; dropping it unfinished counts

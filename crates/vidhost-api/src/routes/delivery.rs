@@ -360,7 +360,7 @@ pub async fn serve(
         .store
         .get_seen(key, &meta, Some(range.unwrap_or((0, meta.size - 1))))
         .await?;
-    let delivered = metrics::counter!("vidhost_delivery_bytes_total");
+    let delivered = crate::metrics::delivered_bytes();
     let counted = body.stream.inspect(move |chunk| {
         if let Ok(c) = chunk {
             delivered.increment(c.len() as u64);
