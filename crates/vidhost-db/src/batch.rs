@@ -120,30 +120,7 @@ async fn insert(
     let mut conn = pool.acquire().await?;
     let mut q = sqlx::query(&texts[rows.len() - 1]);
     for (v, u) in rows {
-        q = q
-            .bind(&v.id)
-            .bind(&v.owner_id)
-            .bind(&v.title)
-            .bind(&v.description)
-            .bind(serde_json::to_string(&v.tags).expect("strings serialize"))
-            .bind(v.visibility.as_str())
-            .bind(v.status.as_str())
-            .bind(v.created_at)
-            .bind(&v.original_filename)
-            .bind(&v.content_type)
-            .bind(v.size_bytes)
-            .bind(&u.video_id)
-            .bind(&u.upload_id)
-            .bind(&u.owner_id)
-            .bind(u.method.as_str())
-            .bind(&u.store_upload_id)
-            .bind(u.size)
-            .bind(u.part_size)
-            .bind(u.part_count)
-            .bind(u.created_at)
-            .bind(u.expires_at)
-            .bind(u.received)
-            .bind(&u.metadata);
+        q = bind_new_upload!(q, v, u);
     }
     let r = q.execute(&mut *conn).await;
     if r.is_err() {
