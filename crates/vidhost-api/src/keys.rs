@@ -129,11 +129,22 @@ impl Signer {
             .find_or_reload(db, kid)
             .await
             .ok_or_else(ApiError::invalid_token)?;
-        let tag = B64.decode(tag).map_err(|_| ApiError::invalid_token())?;
-        mac(&key, signed)
-            .verify_slice(&tag)
+        // Decoded on the stack: this runs for every segment a player fetches.
+        let mut tag_buf = [0u8; 64];
+        let n = B64
+            .decode_slice(tag, &mut tag_buf)
             .map_err(|_| ApiError::invalid_token())?;
-        let raw = B64.decode(body).map_err(|_| ApiError::invalid_token())?;
-        serde_json::from_slice(&raw).map_err(|_| ApiError::invalid_token())
+        mac(&key, signed)
+            .verify_slice(&tag_buf[..n])
+            .map_err(|_| ApiError::invalid_token())?;
+        let mut body_buf = [0u8; 1024];
+        let parsed = match B64.decode_slice(body, &mut body_buf) {
+            Ok(n) => serde_json::from_slice(&body_buf[..n]),
+            Err(_) => {
+                let raw = B64.decode(body).map_err(|_| ApiError::invalid_token())?;
+                serde_json::from_slice(&raw)
+            }
+        };
+        parsed.map_err(|_| ApiError::invalid_token())
     }
 }

@@ -15,7 +15,7 @@ pub mod state;
 pub mod views;
 
 use anyhow::Context;
-use axum::http::{HeaderName, Method};
+use axum::http::{header, HeaderName, HeaderValue, Method};
 use keys::{KeyRing, Signer};
 use state::{AppState, SharedState};
 use std::future::Future;
@@ -77,6 +77,9 @@ impl App {
     }
 
     pub fn router(&self) -> axum::Router {
+        /// What tower-http's CORS layer (with a mirrored origin) puts in `Vary`.
+        const CORS_VARY: &str =
+            "origin, access-control-request-method, access-control-request-headers";
         let cors = CorsLayer::new()
             .allow_origin(AllowOrigin::mirror_request())
             .allow_methods([
@@ -133,13 +136,28 @@ impl App {
         // also send plain OPTIONS (no Access-Control-Request-Method) to
         // discover capabilities, and those must reach the tus handler.
         let with_cors = tower::Layer::layer(&cors, app.clone());
+        // Only browsers act on CORS headers, and they send `Origin` on every
+        // cross-origin request: the others (players, CDNs, curl, the CLI)
+        // skip the CORS layer's work and get just its `Vary`, so a cache
+        // never hands a browser an answer made without its origin.
         let dispatch = tower::service_fn(move |req: axum::extract::Request| {
+            use futures::future::{Either, FutureExt};
             let plain_options = req.method() == Method::OPTIONS
                 && !req.headers().contains_key("access-control-request-method");
             if plain_options {
-                futures::future::Either::Left(tower::ServiceExt::oneshot(app.clone(), req))
+                Either::Left(Either::Left(tower::ServiceExt::oneshot(app.clone(), req)))
+            } else if !req.headers().contains_key(header::ORIGIN) {
+                Either::Left(Either::Right(
+                    tower::ServiceExt::oneshot(app.clone(), req).map(|r| {
+                        r.map(|mut resp| {
+                            resp.headers_mut()
+                                .append(header::VARY, HeaderValue::from_static(CORS_VARY));
+                            resp
+                        })
+                    }),
+                ))
             } else {
-                futures::future::Either::Right(tower::ServiceExt::oneshot(with_cors.clone(), req))
+                Either::Right(tower::ServiceExt::oneshot(with_cors.clone(), req))
             }
         });
         let outer = tower::ServiceBuilder::new()

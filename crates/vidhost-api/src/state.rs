@@ -16,7 +16,7 @@ pub struct AppState {
     /// Content type of uploaded originals by video id. Safe to keep: it
     /// never changes once the upload completed, and a deleted video's
     /// object is gone from the store, which delivery checks on every request.
-    pub original_types: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    pub original_types: std::sync::Mutex<std::collections::HashMap<String, Arc<str>>>,
     /// User rows read by authentication in the last second.
     pub users: crate::auth::UserCache,
 }

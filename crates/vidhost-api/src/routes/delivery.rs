@@ -6,7 +6,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::grants::{expired, GrantKind, PlayGrant, PLAY};
 use crate::state::SharedState;
 use axum::body::Body;
-use axum::extract::{Path, State};
+// Handlers take the whole `Request` last and borrow its method and headers:
+// the `HeaderMap` extractor would clone the map on every segment request.
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -27,8 +29,7 @@ async fn grant(state: &SharedState, token: &str) -> ApiResult<PlayGrant> {
 pub async fn original(
     State(state): State<SharedState>,
     Path(token): Path<String>,
-    method: Method,
-    headers: HeaderMap,
+    req: Request,
 ) -> ApiResult<Response> {
     let g = grant(&state, &token).await?;
     let not_found = || {
@@ -58,9 +59,11 @@ pub async fn original(
             if video.status == VideoStatus::AwaitingUpload {
                 return Err(not_found());
             }
-            let ct = video
+            let ct: std::sync::Arc<str> = video
                 .content_type
-                .unwrap_or_else(|| "application/octet-stream".into());
+                .as_deref()
+                .unwrap_or("application/octet-stream")
+                .into();
             let mut cache = state.original_types.lock().expect("not poisoned");
             if cache.len() > 10_000 {
                 cache.clear();
@@ -77,8 +80,8 @@ pub async fn original(
         meta,
         &ct,
         "private, max-age=3600",
-        &method,
-        &headers,
+        req.method(),
+        req.headers(),
     )
     .await
 }
@@ -152,8 +155,7 @@ pub async fn fixed_output(
     State(state): State<SharedState>,
     route: axum::extract::MatchedPath,
     Path(token): Path<String>,
-    method: Method,
-    headers: HeaderMap,
+    req: Request,
 ) -> ApiResult<Response> {
     let suffix = route.as_str().trim_start_matches("/play/{token}/");
     let &(_, object, ct, cache) = FIXED
@@ -166,8 +168,8 @@ pub async fn fixed_output(
         |v| Some(format!("videos/{v}/{object}")),
         ct,
         cache,
-        &method,
-        &headers,
+        req.method(),
+        req.headers(),
     )
     .await
 }
@@ -184,8 +186,7 @@ fn plain_name(s: &str) -> bool {
 pub async fn stream_file(
     State(state): State<SharedState>,
     Path((token, generation, file)): Path<(String, String, String)>,
-    method: Method,
-    headers: HeaderMap,
+    req: Request,
 ) -> ApiResult<Response> {
     let (ct, cache) = if file.ends_with(".m3u8") {
         ("application/vnd.apple.mpegurl", PLAYLIST_CACHE)
@@ -198,14 +199,13 @@ pub async fn stream_file(
         (plain_name(&generation) && plain_name(&file))
             .then(|| format!("videos/{v}/stream/{generation}/{file}"))
     };
-    output(&state, &token, key, ct, cache, &method, &headers).await
+    output(&state, &token, key, ct, cache, req.method(), req.headers()).await
 }
 
 pub async fn storyboard_image(
     State(state): State<SharedState>,
     Path((token, file)): Path<(String, String)>,
-    method: Method,
-    headers: HeaderMap,
+    req: Request,
 ) -> ApiResult<Response> {
     let key = |v: &str| plain_name(&file).then(|| format!("videos/{v}/storyboard/{file}"));
     output(
@@ -214,8 +214,8 @@ pub async fn storyboard_image(
         key,
         "image/jpeg",
         REPLACEABLE,
-        &method,
-        &headers,
+        req.method(),
+        req.headers(),
     )
     .await
 }

@@ -167,3 +167,77 @@ async fn tokens_are_checked() {
     )
     .await;
 }
+
+/// A web player on another origin: preflights pass, answers carry the CORS
+/// headers it needs (range and validator headers exposed); requests without
+/// an Origin still say `Vary: Origin`, so a shared cache keeps them apart.
+#[tokio::test]
+async fn browsers_on_other_origins_get_cors_and_caches_keep_them_apart() {
+    let s = TestServer::start().await;
+    let t = s.user("cors@example.com").await;
+    let r = s.upload_form(&t, big_avi().to_vec(), "big.avi", &[]).await;
+    let v: Value = r.json().await.unwrap();
+    let url = s.url(&original_url(&s, &t, v["id"].as_str().unwrap()).await);
+    let origin = "https://player.example.org";
+
+    let pre = s
+        .http
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", origin)
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "range")
+        .send()
+        .await
+        .unwrap();
+    assert!(pre.status().is_success(), "{}", pre.status());
+    let h = pre.headers();
+    assert_eq!(h["access-control-allow-origin"], origin);
+    assert!(h["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("range"));
+
+    let got = s
+        .http
+        .get(&url)
+        .header("origin", origin)
+        .header("range", "bytes=0-9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::PARTIAL_CONTENT);
+    let h = got.headers();
+    assert_eq!(h["access-control-allow-origin"], origin);
+    let exposed = h["access-control-expose-headers"].to_str().unwrap();
+    assert!(
+        exposed.contains("content-range") && exposed.contains("etag"),
+        "{exposed}"
+    );
+    assert!(h["vary"].to_str().unwrap().contains("origin"));
+
+    let plain = s
+        .http
+        .get(&url)
+        .header("range", "bytes=0-9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), StatusCode::PARTIAL_CONTENT);
+    let h = plain.headers();
+    assert!(!h.contains_key("access-control-allow-origin"));
+    assert!(h["vary"].to_str().unwrap().contains("origin"), "{h:?}");
+
+    // The tus capability request is a plain OPTIONS, not a preflight.
+    let caps = s
+        .http
+        .request(reqwest::Method::OPTIONS, s.url("/api/v1/tus"))
+        .header("origin", origin)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        caps.headers().contains_key("tus-version"),
+        "{:?}",
+        caps.headers()
+    );
+}
