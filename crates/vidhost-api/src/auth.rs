@@ -218,12 +218,13 @@ pub async fn caller_from_token(state: &SharedState, token: &str) -> ApiResult<Ca
     let user = match state.users.get(&data.claims.sub) {
         Some(u) => u,
         None => {
+            let epoch = state.users.epoch();
             let u = state
                 .db
                 .user_by_id(&data.claims.sub)
                 .await?
                 .ok_or_else(invalid)?;
-            state.users.put(&u);
+            state.users.put(&u, epoch);
             u
         }
     };
@@ -244,6 +245,8 @@ pub async fn caller_from_token(state: &SharedState, token: &str) -> ApiResult<Ca
 #[derive(Default)]
 pub struct UserCache {
     rows: std::sync::Mutex<std::collections::HashMap<String, (User, std::time::Instant)>>,
+    /// Bumped by every `forget`: a row read before a change is not cached after it.
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 const USER_TTL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -256,8 +259,17 @@ impl UserCache {
             .map(|(u, _)| u.clone())
     }
 
-    fn put(&self, user: &User) {
+    fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Caches `user`, read after `epoch()` returned `epoch`, unless a row
+    /// changed since.
+    fn put(&self, user: &User, epoch: u64) {
         let mut rows = self.rows.lock().expect("not poisoned");
+        if self.epoch() != epoch {
+            return;
+        }
         if rows.len() >= 10_000 {
             rows.retain(|_, (_, at)| at.elapsed() < USER_TTL);
         }
@@ -266,7 +278,9 @@ impl UserCache {
 
     /// Call after changing a user's row.
     pub fn forget(&self, id: &str) {
-        self.rows.lock().expect("not poisoned").remove(id);
+        let mut rows = self.rows.lock().expect("not poisoned");
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        rows.remove(id);
     }
 }
 

@@ -14,7 +14,7 @@
 
 use crate::{DbError, Result, Upload, Video};
 use sqlx::{Pool, Sqlite};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 /// At most this many creations per transaction (23 parameters each, well
@@ -27,9 +27,25 @@ struct NewUpload {
     done: oneshot::Sender<Result<()>>,
 }
 
-/// The queue to the writer task, started with the first creation.
+/// The queue to the writer task, started with the first creation (and
+/// again if it ever stopped, e.g. with the runtime that ran it).
 #[derive(Default)]
-pub struct Queue(OnceLock<mpsc::Sender<NewUpload>>);
+pub struct Queue(Mutex<Option<mpsc::Sender<NewUpload>>>);
+
+impl Queue {
+    fn sender(&self, pool: &Pool<Sqlite>) -> mpsc::Sender<NewUpload> {
+        let mut tx = self.0.lock().expect("not poisoned");
+        match tx.as_ref() {
+            Some(t) if !t.is_closed() => t.clone(),
+            _ => {
+                let (t, rx) = mpsc::channel(1024);
+                tokio::spawn(writer(pool.clone(), rx));
+                *tx = Some(t.clone());
+                t
+            }
+        }
+    }
+}
 
 pub(crate) async fn create_upload(
     pool: &Pool<Sqlite>,
@@ -37,11 +53,7 @@ pub(crate) async fn create_upload(
     video: &Video,
     upload: &Upload,
 ) -> Result<()> {
-    let tx = queue.0.get_or_init(|| {
-        let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(writer(pool.clone(), rx));
-        tx
-    });
+    let tx = queue.sender(pool);
     let (done, answer) = oneshot::channel();
     let stopped = || DbError::Unavailable("the upload writer stopped".into());
     tx.send(NewUpload {

@@ -32,6 +32,8 @@ pub struct LivePublisher {
     uploaded: HashSet<String>,
     /// Segments listed by the last playlist we published, per playlist.
     listed: HashMap<String, usize>,
+    /// Segments an earlier run of this job already published, per playlist.
+    floor: HashMap<String, usize>,
 }
 
 impl LivePublisher {
@@ -52,6 +54,29 @@ impl LivePublisher {
             event,
             uploaded: HashSet::new(),
             listed: HashMap::new(),
+            floor: HashMap::new(),
+        }
+    }
+
+    /// For a retry of a run whose playlists are already public: reads how
+    /// many segments each one lists, so this run republishes a playlist only
+    /// once it lists at least as many (an EVENT playlist may only grow).
+    pub async fn resume_published(&mut self) {
+        for i in 0..self.expected {
+            let name = format!("media_{i}.m3u8");
+            let key = format!("{}{name}", self.prefix);
+            let Ok(body) = self.store.get(&key, None).await else {
+                continue;
+            };
+            let chunks: Vec<_> = body.stream.collect().await;
+            let bytes: Vec<u8> = chunks
+                .into_iter()
+                .filter_map(|c| c.ok())
+                .flat_map(|c| c.to_vec())
+                .collect();
+            if let Some(pl) = transcode::parse_media_playlist(&String::from_utf8_lossy(&bytes)) {
+                self.floor.insert(name, pl.segments.len());
+            }
         }
     }
 
@@ -93,7 +118,8 @@ impl LivePublisher {
                 self.upload(f).await?;
             }
             let grew = self.listed.get(&name) != Some(&pl.segments.len());
-            if ended || (self.event && grew) {
+            let caught_up = pl.segments.len() >= self.floor.get(&name).copied().unwrap_or(0);
+            if ended || (self.event && grew && caught_up) {
                 let text = transcode::media_playlist(&pl, self.target_s, self.event, ended);
                 put_bytes(
                     &self.store,

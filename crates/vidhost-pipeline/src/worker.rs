@@ -174,14 +174,18 @@ impl Pipeline {
                 outputs.stream = false;
                 outputs.partial = false;
                 outputs.generation = None;
-                let _ = self
+                // Objects go only once the catalog no longer points at them.
+                if self
                     .db
                     .set_video_outputs(&job.video_id, &v.renditions, &outputs)
-                    .await;
-                let _ = self
-                    .store
-                    .delete_prefix(&format!("videos/{}/stream/", job.video_id))
-                    .await;
+                    .await
+                    .is_ok()
+                {
+                    let _ = self
+                        .store
+                        .delete_prefix(&format!("videos/{}/stream/", job.video_id))
+                        .await;
+                }
             } else if outputs.generation.as_deref() != Some(&generation) {
                 let _ = self
                     .store
@@ -213,11 +217,14 @@ impl Pipeline {
         let generation = generation_of(job);
         // A stream that is already complete keeps playing until the new one
         // is; a first run (or a retry of one) shows its stream as it grows.
+        let complete = outputs.stream && !outputs.partial;
         let previous = outputs
             .generation
             .clone()
-            .filter(|g| *g != generation && outputs.stream && !outputs.partial);
-        let live = previous.is_none();
+            .filter(|g| *g != generation && complete);
+        // A retry of a run that already finished its stream (e.g. only the
+        // cleanup after it failed) republishes it whole, never as EVENT.
+        let live = !complete;
 
         progress.set("probe", 0.0).await?;
         let src = self.source(id, &work).await?;
@@ -302,6 +309,11 @@ impl Pipeline {
             cfg.segment_duration_s,
             live,
         );
+        if outputs.partial && outputs.generation.as_deref() == Some(&generation) {
+            // Players may already follow this run's EVENT playlists: a retry
+            // must not publish them shorter than they were.
+            publisher.resume_published().await;
+        }
         let total_us = (info.duration_s * 1e6).max(1.0);
         let (tx, mut rx) = tokio::sync::watch::channel(0u64);
         let reporter = {
@@ -346,6 +358,9 @@ impl Pipeline {
                         return Err(e);
                     }
                 };
+                // ffmpeg writes the media playlists before its first
+                // master playlist: wait for both.
+                let playable = playable && out.join("master.m3u8").is_file();
                 if live && playable && !announced {
                     announced = true;
                     let announce = async {
@@ -417,9 +432,15 @@ impl Pipeline {
             .set_video_ready(id, &renditions, &outputs, now_ms())
             .await?;
         if let Some(old) = previous {
-            self.store
+            // The video is ready and no manifest names `old` any more; if this
+            // fails, the job must not run again and rewind a finished video.
+            if let Err(e) = self
+                .store
                 .delete_prefix(&format!("{stream_prefix}{old}/"))
-                .await?;
+                .await
+            {
+                tracing::warn!(video = %id, generation = %old, error = %e, "removing an old generation failed; it stays as an orphan");
+            }
         }
         Ok(())
     }

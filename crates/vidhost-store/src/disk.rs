@@ -258,7 +258,9 @@ impl ObjectStore for DiskStore {
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.object_path(key)?;
         self.maps.forget(&path);
-        match fs::remove_file(path).await {
+        let removed = fs::remove_file(&path).await;
+        self.maps.forget(&path);
+        match removed {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }
@@ -267,8 +269,10 @@ impl ObjectStore for DiskStore {
     async fn delete_prefix(&self, prefix: &str) -> Result<()> {
         let dir = self.object_path(prefix.trim_end_matches('/'))?;
         self.maps.forget(&dir);
-        self.maps.trim();
-        match fs::remove_dir_all(&dir).await {
+        let removed = fs::remove_dir_all(&dir).await;
+        // Requests racing the removal may have mapped a file again.
+        self.maps.forget(&dir);
+        match removed {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }

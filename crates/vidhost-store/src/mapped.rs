@@ -21,6 +21,7 @@ use memmap2::Mmap;
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,9 +55,22 @@ struct Entry {
     used: Instant,
 }
 
-#[derive(Default)]
 pub(crate) struct MapCache {
     entries: Mutex<HashMap<PathBuf, Entry>>,
+    born: Instant,
+    /// When idle maps were last dropped, in ms since `born` (checked on every
+    /// use, so without a lock).
+    trimmed_ms: AtomicU64,
+}
+
+impl Default for MapCache {
+    fn default() -> Self {
+        MapCache {
+            entries: Mutex::default(),
+            born: Instant::now(),
+            trimmed_ms: AtomicU64::new(0),
+        }
+    }
 }
 
 /// A slice of a mapping that keeps the mapping alive.
@@ -84,6 +98,7 @@ impl MapCache {
         start: u64,
         len: u64,
     ) -> Option<Bytes> {
+        self.trim_now_and_then(Instant::now());
         let map = {
             let mut entries = self.entries.lock().expect("not poisoned");
             let e = entries.get_mut(path).filter(|e| e.etag == etag)?;
@@ -113,6 +128,7 @@ impl MapCache {
         }
         let id = Identity::of(m);
         let now = Instant::now();
+        self.trim_now_and_then(now);
         let cached = {
             let mut entries = self.entries.lock().expect("not poisoned");
             match entries.get_mut(path) {
@@ -175,7 +191,23 @@ impl MapCache {
         );
     }
 
-    /// Drops maps that went unused for a while (called now and then).
+    /// Every `IDLE`, drops the maps that went unused that long: a map of a
+    /// file deleted elsewhere (no request comes for it again) must not pin
+    /// its disk space.
+    fn trim_now_and_then(&self, now: Instant) {
+        let now_ms = now.duration_since(self.born).as_millis() as u64;
+        let last = self.trimmed_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) >= IDLE.as_millis() as u64
+            && self
+                .trimmed_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.trim();
+        }
+    }
+
+    /// Drops maps that went unused for a while.
     pub(crate) fn trim(&self) {
         let now = Instant::now();
         self.entries

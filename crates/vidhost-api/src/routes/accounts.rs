@@ -298,7 +298,14 @@ pub async fn change_password(
     caller: Caller,
     Json(b): Json<PasswordBody>,
 ) -> ApiResult<StatusCode> {
-    let u = &caller.user;
+    // The password itself comes from the database, never from the
+    // authentication cache (it may be a second old).
+    let fresh = state
+        .db
+        .user_by_id(&caller.user.id)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the account is gone"))?;
+    let u = &fresh;
     if !auth::verify_password(
         &state.config.auth,
         b.current_password,
