@@ -169,3 +169,77 @@ pub async fn put_bytes(store: &DynStore, key: &str, bytes: Vec<u8>) -> Result<()
     store.put_stream(key, once, u64::MAX).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn ffmpeg_playlist(n: usize) -> String {
+        let mut s =
+            String::from("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-MAP:URI=\"init-stream0.m4s\"\n");
+        for i in 1..=n {
+            s.push_str(&format!("#EXTINF:2.000000,\nchunk-stream0-{i:05}.m4s\n"));
+        }
+        s
+    }
+
+    fn write_run(out: &Path, n: usize) {
+        std::fs::write(out.join("init-stream0.m4s"), b"init").unwrap();
+        for i in 1..=n {
+            std::fs::write(out.join(format!("chunk-stream0-{i:05}.m4s")), b"seg").unwrap();
+        }
+        std::fs::write(out.join("media_0.m3u8"), ffmpeg_playlist(n)).unwrap();
+    }
+
+    async fn published(store: &DynStore) -> String {
+        let body = store.get("v/g1/media_0.m3u8", None).await.unwrap();
+        let chunks: Vec<_> = body.stream.collect().await;
+        String::from_utf8(
+            chunks
+                .into_iter()
+                .flat_map(|c| c.unwrap().to_vec())
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn event_playlists_only_grow_even_across_a_retry() {
+        let root = tempfile::tempdir().unwrap();
+        let store: DynStore = Arc::new(
+            vidhost_store::disk::DiskStore::open(root.path().join("objects"))
+                .await
+                .unwrap(),
+        );
+        let out = root.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        // A segment still being written (".tmp") is not listed by ffmpeg yet.
+        std::fs::write(out.join("chunk-stream0-00004.m4s.tmp"), b"half").unwrap();
+        write_run(&out, 3);
+        let mut first = LivePublisher::new(store.clone(), &out, "v/g1/".into(), 1, 2, true);
+        assert!(
+            first.pass(false).await.unwrap(),
+            "playable with one segment"
+        );
+        let text = published(&store).await;
+        assert!(text.contains("#EXT-X-PLAYLIST-TYPE:EVENT") && !text.contains("ENDLIST"));
+        assert_eq!(text.matches("chunk-stream0-").count(), 3, "{text}");
+
+        // The worker dies; the retry starts over in a fresh directory.
+        std::fs::remove_dir_all(&out).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        write_run(&out, 1);
+        let mut retry = LivePublisher::new(store.clone(), &out, "v/g1/".into(), 1, 2, true);
+        retry.resume_published().await;
+        retry.pass(false).await.unwrap();
+        assert_eq!(published(&store).await, text, "not shortened to 1 segment");
+        write_run(&out, 4);
+        retry.pass(false).await.unwrap();
+        let grown = published(&store).await;
+        assert!(grown.starts_with(text.trim_end_matches('\n')), "{grown}");
+        assert!(grown.contains("chunk-stream0-00004.m4s"));
+        retry.pass(true).await.unwrap();
+        assert!(published(&store).await.ends_with("#EXT-X-ENDLIST\n"));
+    }
+}
