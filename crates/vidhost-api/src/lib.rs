@@ -178,6 +178,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let sweeper = tokio::spawn(sweep_loop(self.state.clone()));
+        let upkeep = tokio::spawn(self.state.metrics.clone().upkeep_loop());
         let stop_workers = tokio_util::sync::CancellationToken::new();
         let n = self.state.config.processing.workers;
         let workers = tokio::spawn(self.pipeline.clone().run(n, stop_workers.clone()));
@@ -192,6 +193,7 @@ impl App {
             .with_graceful_shutdown(shutdown)
             .await;
         sweeper.abort();
+        upkeep.abort();
         stop_workers.cancel();
         let _ = workers.await;
         result.context("serving HTTP")
@@ -205,7 +207,9 @@ impl App {
         let stop = tokio_util::sync::CancellationToken::new();
         let n = self.state.config.processing.workers.max(1);
         let workers = tokio::spawn(self.pipeline.clone().run(n, stop.clone()));
+        let upkeep = tokio::spawn(self.state.metrics.clone().upkeep_loop());
         shutdown.await;
+        upkeep.abort();
         stop.cancel();
         let _ = workers.await;
         Ok(())

@@ -49,6 +49,17 @@ impl Metrics {
     pub fn render(&self) -> String {
         self.handle.render()
     }
+
+    /// Drains recorded histogram samples into their buckets, every few
+    /// seconds. The recorder keeps each sample until then (or until a
+    /// scrape), so without it memory grows with every request served.
+    pub async fn upkeep_loop(self) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            self.handle.run_upkeep();
+        }
+    }
 }
 
 /// The request counter and duration histogram of one (route, status):

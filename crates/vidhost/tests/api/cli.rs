@@ -141,3 +141,28 @@ async fn migrate_is_idempotent() {
         "the database holds secrets: owner-only"
     );
 }
+
+#[tokio::test]
+async fn serve_without_ffmpeg_stops_at_start_and_says_what_to_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty_path = tempfile::tempdir().unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vidhost"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("PATH", empty_path.path())
+        .env_remove("VIDHOST_DATABASE_URL")
+        .env_remove("VIDHOST_STORAGE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("serve exits instead of running without ffmpeg")
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ffmpeg not found"), "{err}");
+    assert!(err.contains("apt-get install ffmpeg"), "{err}");
+}
