@@ -76,8 +76,9 @@ pub struct ProcessingConfig {
     pub retry_base_s: u64,
     /// A step's ffmpeg/ffprobe is killed after this long.
     pub step_timeout_s: u64,
-    /// A worker holds its job this long between heartbeats (a third of it);
-    /// a job whose worker died runs again once its lease lapses.
+    /// A worker's hold on its job, renewed by a heartbeat (every third of
+    /// it, at most every 2 s); a job whose worker died runs again once its
+    /// lease lapses.
     pub lease_s: u64,
     /// Threads per ffmpeg (0: ffmpeg decides).
     pub ffmpeg_threads: u32,
@@ -96,7 +97,8 @@ pub struct RungConfig {
     pub name: String,
     /// Short side in pixels (720 for 1280x720 and for 720x1280).
     pub short_side: u32,
-    /// Video bitrate for 30 fps, bits/s; scaled by frame rate and capped by the source.
+    /// Video bitrate of a 16:9 picture at 30 fps, bits/s; each rendition's is
+    /// scaled by its pixels × frame rate and capped by the source's.
     pub bitrate: u64,
 }
 

@@ -608,7 +608,9 @@ macro_rules! catalog_impl {
                 let mut tx = self.0.begin().await?;
                 let sql = format!(
                     "UPDATE jobs SET state = 'queued', attempts = 0, run_at = $1, last_error = NULL, updated_at = $1 \
-                     WHERE id = $2 AND state = 'dead' RETURNING {JOB_COLS}"
+                     WHERE id = $2 AND state = 'dead' AND NOT EXISTS (SELECT 1 FROM jobs AS pending \
+                     WHERE pending.video_id = jobs.video_id AND pending.state IN ('queued', 'running', 'failed')) \
+                     RETURNING {JOB_COLS}"
                 );
                 let row = sqlx::query(&sql).bind(now).bind(id).fetch_optional(&mut *tx).await?;
                 let Some(job) = row.as_ref().map(Self::job).transpose()? else { return Ok(None) };

@@ -17,9 +17,15 @@ fn even(x: f64) -> u32 {
     ((x / 2.0).round() as u32 * 2).max(2)
 }
 
+/// The lowest bitrate a rendition gets, unless its source had less.
+const FLOOR: u64 = 64_000;
+
 /// Rungs no larger than the source (never upscale), sized by the short side
 /// with the source's aspect ratio kept (portrait stays portrait), even
-/// dimensions, bitrates scaled by frame rate and capped by the source's own.
+/// dimensions. A rung's configured bitrate is for a 16:9 picture at 30 fps:
+/// each rendition's is scaled by its own pixels × frame rate against that
+/// (a 4:3 or a square picture needs fewer bits than a 16:9 one of the same
+/// height), and never exceeds the source's own bitrate.
 /// A source smaller than every rung gets one rendition at its own size.
 pub fn plan(info: &MediaInfo, v: &VideoInfo, rungs: &[RungConfig]) -> Vec<Rung> {
     let (w, h) = v.display_size();
@@ -30,15 +36,15 @@ pub fn plan(info: &MediaInfo, v: &VideoInfo, rungs: &[RungConfig]) -> Vec<Rung> 
     } else {
         info.bitrate
     };
-    let make = |name: &str, target_short: f64, base: u64| {
+    let make = |name: &str, target_short: f64, rung: &RungConfig| {
         let scale = target_short / short;
         let (rw, rh) = (even(w as f64 * scale), even(h as f64 * scale));
-        let mut bitrate = (base as f64 * (fps / 30.0).max(0.5)) as u64;
+        let reference = rung.short_side as f64 * rung.short_side as f64 * 16.0 / 9.0 * 30.0;
+        let pixel_rate = rw as f64 * rh as f64 * fps.max(1.0);
+        let mut bitrate = ((rung.bitrate as f64 * pixel_rate / reference) as u64).max(FLOOR);
         if source_bitrate > 0 {
-            // No point spending more bits than the source had (plus headroom for re-encoding).
-            bitrate = bitrate
-                .min((source_bitrate as f64 * 1.2) as u64)
-                .max(100_000);
+            // More bits than the source had buy nothing.
+            bitrate = bitrate.min(source_bitrate);
         }
         Rung {
             name: name.to_owned(),
@@ -51,14 +57,14 @@ pub fn plan(info: &MediaInfo, v: &VideoInfo, rungs: &[RungConfig]) -> Vec<Rung> 
     let mut out: Vec<Rung> = rungs
         .iter()
         .filter(|r| r.short_side as f64 <= short)
-        .map(|r| make(&r.name, r.short_side as f64, r.bitrate))
+        .map(|r| make(&r.name, r.short_side as f64, r))
         .collect();
     if out.is_empty() {
         let smallest = rungs
             .iter()
             .min_by_key(|r| r.short_side)
             .expect("validated: at least one rung");
-        out.push(make(&format!("{}p", even(short)), short, smallest.bitrate));
+        out.push(make(&format!("{}p", even(short)), short, smallest));
     }
     out
 }
@@ -126,6 +132,32 @@ mod tests {
         let mut v = video(1920, 1080, 0);
         v.bitrate = 1_000_000;
         let l = plan(&info(), &v, &rungs());
-        assert!(l.iter().all(|r| r.bitrate <= 1_200_000));
+        assert!(l.iter().all(|r| r.bitrate <= 1_000_000), "{l:?}");
+        // A source with less than the floor keeps its own rate.
+        v.bitrate = 40_000;
+        assert!(plan(&info(), &v, &rungs()).iter().all(|r| r.bitrate == 40_000));
+    }
+
+    #[test]
+    fn bitrate_follows_pixels_and_frame_rate() {
+        let cfg = rungs();
+        let base = |name: &str| cfg.iter().find(|r| r.name == name).unwrap().bitrate;
+        let wide = plan(&info(), &video(1280, 720, 0), &cfg);
+        assert_eq!(wide[0].bitrate, base("720p"), "16:9 at 30 fps: as configured");
+        // 4:3 at the same height: 960x720 is 3/4 of 1280x720's pixels.
+        let four_three = plan(&info(), &video(960, 720, 0), &cfg);
+        let ratio = four_three[0].bitrate as f64 / base("720p") as f64;
+        assert!((ratio - 0.75).abs() < 0.01, "{ratio}");
+        // Portrait has the same pixels as landscape.
+        let portrait = plan(&info(), &video(720, 1280, 0), &cfg);
+        assert_eq!(portrait[0].bitrate, wide[0].bitrate);
+        // 60 fps: twice the pixels per second.
+        let mut fast = video(1280, 720, 0);
+        fast.frame_rate = 60.0;
+        let ratio = plan(&info(), &fast, &cfg)[0].bitrate as f64 / base("720p") as f64;
+        assert!((ratio - 2.0).abs() < 0.01, "{ratio}");
+        // A tiny source is not given the smallest rung's 16:9 budget.
+        let tiny = plan(&info(), &video(160, 90, 0), &cfg);
+        assert!(tiny[0].bitrate < base("240p") / 3, "{tiny:?}");
     }
 }

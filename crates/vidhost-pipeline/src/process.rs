@@ -61,12 +61,14 @@ impl Tools {
             .and_then(|n| n.to_str())
             .unwrap_or("tool")
             .to_owned();
-        let mut child = Command::new(program)
-            .args(args)
+        let mut cmd = Command::new(program);
+        cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        die_with_parent(&mut cmd);
+        let mut child = cmd
             .spawn()
             .map_err(|e| PipelineError::Transient(format!("starting {name}: {e}")))?;
         let mut stdout = child.stdout.take().expect("piped");
@@ -135,11 +137,202 @@ impl Tools {
             None => Err(PipelineError::Transient(format!(
                 "{name} was killed: {tail}"
             ))),
+            // The machine's fault, not the media's: worth another try.
+            Some(code) if LOCAL_TROUBLE.iter().any(|t| tail.contains(t)) => Err(
+                PipelineError::Transient(format!("{name} failed (exit {code}): {tail}")),
+            ),
             Some(code) => Err(PipelineError::ToolFailed {
                 tool: name,
                 code,
                 stderr: tail,
             }),
         }
+    }
+}
+
+/// What ffmpeg prints when the machine, not the media, is at fault.
+const LOCAL_TROUBLE: &[&str] = &[
+    "No space left on device",
+    "Cannot allocate memory",
+    "Too many open files",
+    "Input/output error",
+];
+
+/// The child gets SIGKILL when the thread that spawned it dies, so a
+/// worker killed with -9 leaves no ffmpeg behind writing into a work
+/// directory its retry will use. (Spawns happen on the runtime's worker
+/// threads, which live as long as the process.)
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes async-signal-safe calls (prctl, getppid).
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() == 1 {
+                return Err(std::io::Error::other("parent gone"));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tools(limit: usize) -> Tools {
+        Tools {
+            ffmpeg: PathBuf::from("/bin/sh"),
+            ffprobe: PathBuf::from("/bin/sh"),
+            limit: Arc::new(Semaphore::new(limit)),
+        }
+    }
+
+    fn sh(script: &str) -> Vec<String> {
+        // `pipe:1` as $0 turns on progress parsing, as in ffmpeg's arguments.
+        vec!["-c".into(), script.into(), "pipe:1".into()]
+    }
+
+    async fn run(t: &Tools, script: &str, secs: u64) -> Result<Vec<u8>, PipelineError> {
+        let none = CancellationToken::new();
+        t.run(&t.ffmpeg, &sh(script), Duration::from_secs(secs), &none, |_| {})
+            .await
+    }
+
+    fn alive(pid: i32) -> bool {
+        // A zombie still has a /proc entry; it counts as gone.
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+    }
+
+    async fn wait_gone(pid: i32) -> bool {
+        for _ in 0..100 {
+            if !alive(pid) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    fn pid_in(file: &std::path::Path) -> i32 {
+        std::fs::read_to_string(file).unwrap().trim().parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn progress_is_parsed_and_stderr_tail_explains_failures() {
+        let t = tools(1);
+        let mut seen = Vec::new();
+        let none = CancellationToken::new();
+        let script = "echo frame=1; echo out_time_us=1500000; echo out_time_us=3000000";
+        t.run(&t.ffmpeg, &sh(script), Duration::from_secs(10), &none, |us| {
+            seen.push(us)
+        })
+        .await
+        .unwrap();
+        assert_eq!(seen, [1_500_000, 3_000_000]);
+
+        let e = run(&t, "echo noise >&2; echo 'Invalid data found' >&2; exit 3", 10)
+            .await
+            .unwrap_err();
+        match e {
+            PipelineError::ToolFailed { code, stderr, .. } => {
+                assert_eq!(code, 3);
+                assert!(stderr.ends_with("Invalid data found"), "{stderr}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = run(&t, "echo 'x.m4s: No space left on device' >&2; exit 1", 10)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, PipelineError::Transient(_)), "{e:?}");
+        let e = run(&t, "kill -9 $$", 10).await.unwrap_err();
+        assert!(matches!(e, PipelineError::Transient(_)), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_timeout_or_a_cancel_kills_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tools(2);
+        let pidfile = dir.path().join("timeout.pid");
+        let script = format!("echo $$ > {}; exec sleep 30", pidfile.display());
+        let e = run(&t, &script, 1).await.unwrap_err();
+        assert!(e.to_string().contains("timed out"), "{e}");
+        assert!(wait_gone(pid_in(&pidfile)).await, "killed on timeout");
+
+        let pidfile = dir.path().join("cancel.pid");
+        let script = format!("echo $$ > {}; exec sleep 30", pidfile.display());
+        let cancel = CancellationToken::new();
+        let args = sh(&script);
+        let job = t.run(&t.ffmpeg, &args, Duration::from_secs(60), &cancel, |_| {});
+        let canceller = async {
+            while !pidfile.exists() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            cancel.cancel();
+        };
+        let (r, _) = tokio::join!(job, canceller);
+        assert!(matches!(r, Err(PipelineError::Cancelled)));
+        assert!(wait_gone(pid_in(&pidfile)).await, "killed on cancel");
+    }
+
+    #[test]
+    fn the_process_dies_with_the_thread_that_started_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("orphan.pid");
+        let script = format!("echo $$ > {}; exec sleep 30", pidfile.display());
+        // A runtime on a thread that then ends, as a worker killed with -9
+        // ends: the child must not outlive it.
+        let leaked = pidfile.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let t = tools(1);
+                let args = sh(&script);
+                let none = CancellationToken::new();
+                let mut job =
+                    Box::pin(t.run(&t.ffmpeg, &args, Duration::from_secs(60), &none, |_| {}));
+                while !leaked.exists() {
+                    tokio::select! {
+                        _ = &mut job => break,
+                        _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                    }
+                }
+                // Never dropped: kill-on-drop cannot be what stops it.
+                std::mem::forget(job);
+            });
+            std::mem::forget(rt);
+        })
+        .join()
+        .unwrap();
+        let pid = pid_in(&pidfile);
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            !alive(pid)
+        });
+        assert!(gone, "ffmpeg outlived its parent thread");
+    }
+
+    #[tokio::test]
+    async fn the_concurrency_limit_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tools(1);
+        let log = dir.path().join("log");
+        let script = format!(
+            "echo start >> {0}; sleep 0.3; echo end >> {0}",
+            log.display()
+        );
+        let (a, b) = tokio::join!(run(&t, &script, 10), run(&t, &script, 10));
+        a.unwrap();
+        b.unwrap();
+        let lines = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(lines, "start\nend\nstart\nend\n", "one at a time");
     }
 }

@@ -148,6 +148,33 @@ impl LivePublisher {
     }
 }
 
+/// What each rendition's finished segments weigh, with the audio's added
+/// (ffmpeg writes `media_{i}.m3u8` per rung, then the audio's): the
+/// multivariant playlist's BANDWIDTH and AVERAGE-BANDWIDTH.
+pub async fn measure(
+    out: &Path,
+    rungs: usize,
+    audio: bool,
+) -> Result<Vec<transcode::Bandwidth>, PipelineError> {
+    let weigh = |i: usize| async move {
+        let text = tokio::fs::read_to_string(out.join(format!("media_{i}.m3u8"))).await?;
+        let pl = transcode::parse_media_playlist(&text).ok_or_else(|| {
+            PipelineError::Transient(format!("media_{i}.m3u8 has no init segment"))
+        })?;
+        let mut sizes = Vec::with_capacity(pl.segments.len());
+        for (d, f) in &pl.segments {
+            sizes.push((*d, tokio::fs::metadata(out.join(f)).await?.len()));
+        }
+        Ok::<_, PipelineError>(transcode::Bandwidth::of(&sizes))
+    };
+    let audio = if audio { Some(weigh(rungs).await?) } else { None };
+    let mut all = Vec::with_capacity(rungs);
+    for i in 0..rungs {
+        all.push(weigh(i).await?.with(audio));
+    }
+    Ok(all)
+}
+
 /// A bare file name ffmpeg wrote (no path, no dot files).
 fn plain(name: &str) -> bool {
     !name.is_empty()

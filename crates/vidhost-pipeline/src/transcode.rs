@@ -12,10 +12,19 @@ fn s(x: impl ToString) -> String {
 }
 
 /// A representative frame (ffmpeg's `thumbnail` filter picks the frame most
-/// like its neighbours' average out of a window, which skips black and
-/// transition frames), taken a little into the video.
-pub fn poster_args(src: &Path, info: &MediaInfo, out: &Path) -> Vec<String> {
+/// like its neighbours' average out of a window, which skips transition
+/// frames), taken a little into the video. With `skip_dark`, frames whose
+/// mean luma is near black are dropped before the choice (a video that
+/// opens on black gets a picture of what follows); if the first two minutes
+/// from there hold no such frame, ffmpeg writes nothing and the worker asks
+/// again without it.
+pub fn poster_args(src: &Path, info: &MediaInfo, out: &Path, skip_dark: bool) -> Vec<String> {
     let at = (info.duration_s * 0.1).min(10.0);
+    let not_dark = if skip_dark {
+        "signalstats,metadata=select:key=lavfi.signalstats.YAVG:value=40:function=greater,"
+    } else {
+        ""
+    };
     vec![
         s("-nostdin"),
         s("-y"),
@@ -23,10 +32,14 @@ pub fn poster_args(src: &Path, info: &MediaInfo, out: &Path) -> Vec<String> {
         s("error"),
         s("-ss"),
         format!("{at:.3}"),
+        s("-t"),
+        s("120"),
         s("-i"),
         s(src.display()),
         s("-vf"),
-        s("thumbnail=n=50,scale='min(1280,iw)':-2,format=yuvj420p"),
+        // Non-square pixels are made square (JPEG viewers ignore a pixel
+        // aspect), so an anamorphic source's poster is not squeezed.
+        format!("{not_dark}thumbnail=n=50,scale='trunc(iw*sar/2)*2':ih,setsar=1,scale='min(1280,iw)':-2,format=yuvj420p"),
         s("-frames:v"),
         s("1"),
         s("-q:v"),
@@ -67,7 +80,7 @@ impl Storyboard {
     /// already decoded (no second decode of the source).
     fn filter(&self) -> String {
         format!(
-            "fps=1/{:.3},scale={}:{},format=yuvj420p,tile={SPRITE_COLUMNS}x{SPRITE_ROWS}",
+            "fps=1/{:.3},scale={}:{},setsar=1,format=yuvj420p,tile={SPRITE_COLUMNS}x{SPRITE_ROWS}",
             self.interval, self.width, self.height
         )
     }
@@ -338,25 +351,91 @@ pub fn mp4_args(out_dir: &Path, mp4: &Path) -> Vec<String> {
     ]
 }
 
+/// What a stream's segments weigh, bits/s: the peak over its segments and
+/// the average over the whole stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bandwidth {
+    pub peak: u64,
+    pub average: u64,
+}
+
+impl Bandwidth {
+    /// From (duration s, size bytes) per segment.
+    pub fn of(segments: &[(f64, u64)]) -> Bandwidth {
+        let peak = segments
+            .iter()
+            .filter(|(d, _)| *d > 0.0)
+            .map(|(d, b)| (*b as f64 * 8.0 / d) as u64)
+            .max()
+            .unwrap_or(0);
+        let (secs, bytes) = segments
+            .iter()
+            .fold((0.0, 0u64), |(s, b), (d, n)| (s + d, b + n));
+        let average = if secs > 0.0 {
+            (bytes as f64 * 8.0 / secs) as u64
+        } else {
+            0
+        };
+        Bandwidth { peak, average }
+    }
+
+    /// A variant is played with the audio: their rates add up (RFC 8216
+    /// §4.3.4.2: the largest sum of peak rates of any playable combination).
+    pub fn with(self, audio: Option<Bandwidth>) -> Bandwidth {
+        let a = audio.unwrap_or(Bandwidth {
+            peak: 0,
+            average: 0,
+        });
+        Bandwidth {
+            peak: self.peak + a.peak,
+            average: self.average + a.average,
+        }
+    }
+}
+
 /// Points ffmpeg's multivariant playlist at the generation directory and
-/// adds AVERAGE-BANDWIDTH and FRAME-RATE to each variant.
-pub fn rewrite_master(master: &str, generation: &str, rungs: &[Rung]) -> String {
+/// gives each variant BANDWIDTH, AVERAGE-BANDWIDTH and FRAME-RATE: measured
+/// from the finished segments when `measured` has them (one per rung,
+/// audio included), else the encoder's targets (while the ladder still runs).
+pub fn rewrite_master(
+    master: &str,
+    generation: &str,
+    rungs: &[Rung],
+    audio: bool,
+    measured: Option<&[Bandwidth]>,
+) -> String {
     let mut out = Vec::new();
     let mut variant = 0;
     for line in master.lines() {
-        if line.starts_with("#EXT-X-STREAM-INF:") {
-            let r = rungs.get(variant);
+        if let Some(attrs) = line.strip_prefix("#EXT-X-STREAM-INF:") {
+            let i = variant;
             variant += 1;
-            let extra = r
-                .map(|r| {
-                    format!(
-                        ",AVERAGE-BANDWIDTH={},FRAME-RATE={:.3}",
-                        r.bitrate + 128_000,
-                        r.frame_rate
-                    )
+            let Some(r) = rungs.get(i) else {
+                out.push(line.to_owned());
+                continue;
+            };
+            let nominal = r.bitrate + if audio { 128_000 } else { 0 };
+            let bw = measured
+                .and_then(|m| m.get(i).copied())
+                .unwrap_or(Bandwidth {
+                    peak: nominal * 11 / 10,
+                    average: nominal,
+                });
+            let kept: Vec<&str> = split_attributes(attrs)
+                .into_iter()
+                .filter(|a| {
+                    !a.starts_with("BANDWIDTH=")
+                        && !a.starts_with("AVERAGE-BANDWIDTH=")
+                        && !a.starts_with("FRAME-RATE=")
                 })
-                .unwrap_or_default();
-            out.push(format!("{line}{extra}"));
+                .collect();
+            out.push(format!(
+                "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},{},FRAME-RATE={:.3}",
+                bw.peak.max(1),
+                bw.average.max(1),
+                kept.join(","),
+                r.frame_rate
+            ));
         } else if line.starts_with("#EXT-X-MEDIA:") {
             out.push(line.replace("URI=\"", &format!("URI=\"{generation}/")));
         } else if !line.starts_with('#') && !line.trim().is_empty() {
@@ -366,6 +445,24 @@ pub fn rewrite_master(master: &str, generation: &str, rungs: &[Rung]) -> String 
         }
     }
     out.join("\n") + "\n"
+}
+
+/// An attribute list split at the commas outside quotes (CODECS="a,b").
+fn split_attributes(attrs: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, c) in attrs.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(&attrs[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&attrs[start..]);
+    parts.into_iter().filter(|p| !p.is_empty()).collect()
 }
 
 /// Points the DASH manifest's segment templates at the generation directory.
@@ -438,7 +535,7 @@ mod tests {
 
     #[test]
     fn master_points_at_the_generation() {
-        let master = "#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",URI=\"media_2.m3u8\"\n#EXT-X-STREAM-INF:BANDWIDTH=900000,RESOLUTION=640x360\nmedia_0.m3u8\n";
+        let master = "#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",URI=\"media_2.m3u8\"\n#EXT-X-STREAM-INF:BANDWIDTH=900000,RESOLUTION=640x360,CODECS=\"avc1.64001e,mp4a.40.2\",AUDIO=\"a\"\nmedia_0.m3u8\n";
         let rungs = vec![Rung {
             name: "360p".into(),
             width: 640,
@@ -446,10 +543,24 @@ mod tests {
             bitrate: 800_000,
             frame_rate: 30.0,
         }];
-        let out = rewrite_master(master, "g1", &rungs);
+        let out = rewrite_master(master, "g1", &rungs, true, None);
         assert!(out.contains("URI=\"g1/media_2.m3u8\""));
         assert!(out.contains("\ng1/media_0.m3u8\n"));
-        assert!(out.contains("AVERAGE-BANDWIDTH=928000,FRAME-RATE=30.000"));
+        assert!(
+            out.contains("#EXT-X-STREAM-INF:BANDWIDTH=1020800,AVERAGE-BANDWIDTH=928000,RESOLUTION=640x360,CODECS=\"avc1.64001e,mp4a.40.2\",AUDIO=\"a\",FRAME-RATE=30.000\n"),
+            "{out}"
+        );
+        // Once the segments exist, their sizes say what the rates are.
+        let video = Bandwidth::of(&[(2.0, 250_000), (2.0, 150_000), (1.0, 50_000)]);
+        assert_eq!(video, Bandwidth { peak: 1_000_000, average: 720_000 });
+        let audio = Bandwidth::of(&[(2.0, 32_000), (3.0, 48_000)]);
+        let both = video.with(Some(audio));
+        let out = rewrite_master(master, "g1", &rungs, true, Some(&[both]));
+        assert!(
+            out.contains("BANDWIDTH=1128000,AVERAGE-BANDWIDTH=848000,RESOLUTION"),
+            "{out}"
+        );
+        assert_eq!(out.matches("BANDWIDTH=").count(), 2, "no stale attribute left: {out}");
         let mpd = rewrite_mpd("<SegmentTemplate initialization=\"init-$RepresentationID$.m4s\" media=\"chunk-$Number$.m4s\"/>", "g1");
         assert!(
             mpd.contains("initialization=\"g1/init-") && mpd.contains("media=\"g1/chunk-"),

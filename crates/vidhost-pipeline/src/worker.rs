@@ -7,7 +7,7 @@
 use crate::ladder::{self, Rung};
 use crate::probe::{self, MediaInfo};
 use crate::process::Tools;
-use crate::publish::{put_bytes, put_file, LivePublisher};
+use crate::publish::{self, put_bytes, put_file, LivePublisher};
 use crate::transcode;
 use crate::PipelineError;
 use futures::StreamExt;
@@ -199,9 +199,7 @@ impl Pipeline {
         let id = &job.video_id;
         let cfg = &self.config.processing;
         let timeout = Duration::from_secs(cfg.step_timeout_s);
-        let work = self.config.data_dir.join("work").join(&job.id);
-        let _ = tokio::fs::remove_dir_all(&work).await;
-        tokio::fs::create_dir_all(work.join("out")).await?;
+        let work = self.work_dir(job).await?;
         let _cleanup = RemoveOnDrop(work.clone());
         let before = self.db.get_video(id).await?;
         let mut outputs = before
@@ -263,15 +261,20 @@ impl Pipeline {
         check(cancel)?;
         progress.set("thumbnails", 0.02).await?;
         let poster = work.join("poster.jpg");
-        self.tools
-            .run(
-                &self.tools.ffmpeg,
-                &transcode::poster_args(&src, &info, &poster),
-                timeout,
-                cancel,
-                |_| {},
-            )
-            .await?;
+        for skip_dark in [true, false] {
+            self.tools
+                .run(
+                    &self.tools.ffmpeg,
+                    &transcode::poster_args(&src, &info, &poster, skip_dark),
+                    timeout,
+                    cancel,
+                    |_| {},
+                )
+                .await?;
+            if poster.is_file() {
+                break;
+            }
+        }
         put_file(&self.store, &format!("videos/{id}/poster.jpg"), &poster).await?;
         let renditions_before = before.map(|v| v.renditions).unwrap_or_default();
         outputs.poster = true;
@@ -364,7 +367,7 @@ impl Pipeline {
                 if live && playable && !announced {
                     announced = true;
                     let announce = async {
-                        self.publish_master(&stream_prefix, &generation, &rungs, &out)
+                        self.publish_master(&stream_prefix, &generation, &rungs, &info, &out, None)
                             .await?;
                         outputs.stream = true;
                         outputs.partial = true;
@@ -410,9 +413,18 @@ impl Pipeline {
         }
         let vtt = storyboard.vtt(info.duration_s).into_bytes();
         put_bytes(&self.store, &format!("videos/{id}/storyboard.vtt"), vtt).await?;
-        // The manifests switch to the new generation last.
-        self.publish_master(&stream_prefix, &generation, &rungs, &out)
-            .await?;
+        // The manifests switch to the new generation last, with the rates
+        // the segments really have.
+        let measured = publish::measure(&out, rungs.len(), info.audio.is_some()).await?;
+        self.publish_master(
+            &stream_prefix,
+            &generation,
+            &rungs,
+            &info,
+            &out,
+            Some(&measured),
+        )
+        .await?;
         let mpd = tokio::fs::read_to_string(out.join("manifest.mpd")).await?;
         put_bytes(
             &self.store,
@@ -445,19 +457,43 @@ impl Pipeline {
         Ok(())
     }
 
+    /// A fresh directory for this attempt; earlier attempts' directories of
+    /// the same job (left by a worker that was killed) are removed first.
+    async fn work_dir(&self, job: &Job) -> Result<PathBuf, PipelineError> {
+        let root = self.config.data_dir.join("work");
+        tokio::fs::create_dir_all(&root).await?;
+        let mine = format!("{}-a{}", job.id, job.attempts);
+        let mut entries = tokio::fs::read_dir(&root).await?;
+        while let Some(e) = entries.next_entry().await? {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let earlier = name
+                .strip_prefix(job.id.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with("-a"));
+            if earlier {
+                let _ = tokio::fs::remove_dir_all(e.path()).await;
+            }
+        }
+        let work = root.join(mine);
+        tokio::fs::create_dir_all(work.join("out")).await?;
+        Ok(work)
+    }
+
     /// The multivariant playlist, pointed at `generation`.
     async fn publish_master(
         &self,
         stream_prefix: &str,
         generation: &str,
         rungs: &[Rung],
+        info: &MediaInfo,
         out: &Path,
+        measured: Option<&[transcode::Bandwidth]>,
     ) -> Result<(), PipelineError> {
         let master = tokio::fs::read_to_string(out.join("master.m3u8")).await?;
+        let audio = info.audio.is_some();
         put_bytes(
             &self.store,
             &format!("{stream_prefix}master.m3u8"),
-            transcode::rewrite_master(&master, generation, rungs).into_bytes(),
+            transcode::rewrite_master(&master, generation, rungs, audio, measured).into_bytes(),
         )
         .await
     }
@@ -490,16 +526,28 @@ async fn heartbeat(
     lease_ms: i64,
     cancel: CancellationToken,
 ) {
+    // Often enough that a deleted video's ffmpeg stops within seconds.
+    let every = Duration::from_millis((lease_ms as u64 / 3).min(2000));
+    let mut renewed = Instant::now();
     loop {
-        tokio::time::sleep(Duration::from_millis(lease_ms as u64 / 3)).await;
+        tokio::time::sleep(every).await;
         match db.renew_job(&job, &owner, now_ms(), lease_ms).await {
-            Ok(true) => {}
+            Ok(true) => renewed = Instant::now(),
             Ok(false) => {
                 tracing::info!(video = %video, "job gone (video deleted or lease lost): stopping");
                 cancel.cancel();
                 return;
             }
-            Err(e) => tracing::warn!(error = %e, "renewing a job lease"),
+            Err(e) => {
+                tracing::warn!(error = %e, "renewing a job lease");
+                // Unrenewed past its expiry, the lease may be someone
+                // else's by now: stop rather than race them.
+                if renewed.elapsed() >= Duration::from_millis(lease_ms as u64) {
+                    tracing::warn!(video = %video, "lease lapsed unrenewed: stopping");
+                    cancel.cancel();
+                    return;
+                }
+            }
         }
     }
 }

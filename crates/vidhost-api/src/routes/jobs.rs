@@ -59,7 +59,7 @@ pub async fn retry(
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "job_not_found",
-            "no dead job with this id",
+            "no dead job with this id (or its video is being processed again already)",
         )),
     }
 }

@@ -90,6 +90,48 @@ fn decode_and_probe(url: &str) -> Vec<(String, u32, u32)> {
         .collect()
 }
 
+/// ffprobe's `-show_entries` for `url`, one CSV line per entry.
+fn ffprobe_csv(url: &str, extra: &[&str], entries: &str) -> Vec<String> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error"])
+        .args(extra)
+        .args(["-show_entries", entries, "-of", "csv=p=0", url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ffprobe {url}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().trim_end_matches(',').to_owned())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// The times of the keyframes of a playlist's video, as ffprobe reads them.
+fn keyframe_times(url: &str) -> Vec<f64> {
+    ffprobe_csv(url, &["-select_streams", "v:0"], "packet=pts_time,flags")
+        .iter()
+        .filter_map(|l| l.split_once(','))
+        .filter(|(_, flags)| flags.contains('K'))
+        .map(|(t, _)| t.parse().unwrap())
+        .collect()
+}
+
+/// Width and height of a picture or video ffprobe reads at `url`.
+fn picture_size(url: &str) -> (u32, u32) {
+    let l = ffprobe_csv(url, &["-select_streams", "v:0"], "stream=width,height");
+    let (w, h) = l[0].split_once(',').unwrap();
+    (w.parse().unwrap(), h.parse().unwrap())
+}
+
+/// A numeric attribute of an `#EXT-X-STREAM-INF` line.
+fn attribute(line: &str, name: &str) -> u64 {
+    line.split([':', ','])
+        .find_map(|a| a.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("{name} in {line}"))
+        .parse()
+        .unwrap()
+}
+
 fn extinf(playlist: &str) -> Vec<String> {
     playlist
         .lines()
@@ -182,7 +224,16 @@ async fn landscape_with_audio_becomes_an_adaptive_ladder() {
         );
     }
     assert!(streams.iter().any(|st| st.0 == "aac"));
-    let dash = decode_and_probe(&s.url(pb["dash"].as_str().unwrap()));
+    let channels = ffprobe_csv(&hls, &["-select_streams", "a"], "stream=codec_name,channels");
+    assert!(
+        !channels.is_empty() && channels.iter().all(|c| c == "aac,2"),
+        "5.1 downmixed to stereo: {channels:?}"
+    );
+    let dash_url = s.url(pb["dash"].as_str().unwrap());
+    let mpd = s.get(pb["dash"].as_str().unwrap(), None).await;
+    assert_eq!(mpd.headers()["content-type"], "application/dash+xml");
+    assert_eq!(mpd.headers()["cache-control"], "public, max-age=5");
+    let dash = decode_and_probe(&dash_url);
     assert!(
         dash.iter().filter(|st| st.0 == "h264").count() == 4,
         "{dash:?}"
@@ -214,6 +265,37 @@ async fn landscape_with_audio_becomes_an_adaptive_ladder() {
         .filter(|l| !l.starts_with('#') && l.ends_with(".m3u8"))
         .collect();
     assert_eq!(media.len(), 4);
+    // Rates measured from the finished segments: the peak is at least the
+    // average, and a bigger rendition weighs more.
+    let variants: Vec<&str> = master
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-STREAM-INF:"))
+        .collect();
+    let rates: Vec<(u64, u64)> = variants
+        .iter()
+        .map(|l| (attribute(l, "BANDWIDTH"), attribute(l, "AVERAGE-BANDWIDTH")))
+        .collect();
+    assert!(rates.iter().all(|(peak, avg)| peak >= avg && *avg > 128_000), "{master}");
+    assert!(rates.windows(2).all(|w| w[0].1 > w[1].1), "{master}");
+    // Keyframes, as ffprobe reads them over HTTP, fall at the same times in
+    // every rendition: every 2 s, the segment duration.
+    let keys: Vec<Vec<f64>> = media
+        .iter()
+        .map(|m| keyframe_times(&s.url(&format!("{base}{m}"))))
+        .collect();
+    let first_keys = &keys[0];
+    assert!(first_keys.len() >= 3, "{first_keys:?}");
+    assert!(
+        first_keys.windows(2).all(|w| (w[1] - w[0] - 2.0).abs() < 0.02),
+        "a keyframe every 2 s: {first_keys:?}"
+    );
+    for (m, k) in media.iter().zip(&keys) {
+        assert_eq!(k.len(), first_keys.len(), "{m}: {k:?} vs {first_keys:?}");
+        assert!(
+            k.iter().zip(first_keys).all(|(a, b)| (a - b).abs() < 0.02),
+            "{m} keyframes aligned: {k:?} vs {first_keys:?}"
+        );
+    }
     let first = extinf(
         &s.get(&format!("{base}{}", media[0]), None)
             .await
@@ -253,10 +335,33 @@ async fn landscape_with_audio_becomes_an_adaptive_ladder() {
         "public, max-age=31536000, immutable"
     );
     assert_eq!(seg.headers()["content-type"], "video/iso.segment");
+    let seg_bytes = seg.bytes().await.unwrap();
+    let seg_url = s.url(&format!("{base}{gen}/{seg_name}"));
+    let part = s
+        .http
+        .get(&seg_url)
+        .header("range", "bytes=8-23")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.bytes().await.unwrap().as_ref(), &seg_bytes[8..24]);
+    let past = format!("bytes={}-", seg_bytes.len());
+    let r = s.http.get(&seg_url).header("range", past).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    let head = s.http.head(&seg_url).send().await.unwrap();
+    assert_eq!(
+        head.headers()["content-length"].to_str().unwrap(),
+        seg_bytes.len().to_string()
+    );
+    let media_pl = s.get(&format!("{base}{}", media[0]), None).await;
+    assert_eq!(media_pl.headers()["cache-control"], "public, max-age=5");
 
     // The progressive MP4: faststart, ranges.
     let mp4_url = pb["mp4"].as_str().unwrap();
-    let mp4 = s.get(mp4_url, None).await.bytes().await.unwrap();
+    let mp4 = s.get(mp4_url, None).await;
+    assert_eq!(mp4.headers()["content-type"], "video/mp4");
+    let mp4 = mp4.bytes().await.unwrap();
     let pos = |tag: &[u8]| mp4.windows(4).position(|w| w == tag).unwrap();
     assert!(pos(b"moov") < pos(b"mdat"), "moov before mdat");
     let r = s
@@ -280,7 +385,9 @@ async fn landscape_with_audio_becomes_an_adaptive_ladder() {
 
     // Storyboard: a WebVTT track whose cues point into JPEG sprites.
     let vtt_url = pb["storyboard_vtt"].as_str().unwrap();
-    let vtt = s.get(vtt_url, None).await.text().await.unwrap();
+    let vtt = s.get(vtt_url, None).await;
+    assert_eq!(vtt.headers()["content-type"], "text/vtt; charset=utf-8");
+    let vtt = vtt.text().await.unwrap();
     assert!(vtt.starts_with("WEBVTT"));
     let first_cue = vtt.lines().find(|l| l.contains("#xywh=")).unwrap();
     let sprite = first_cue.split('#').next().unwrap();
@@ -360,16 +467,26 @@ async fn portrait_rotated_odd_and_silent_sources() {
             "-f",
             "lavfi",
             "-i",
-            "testsrc2=size=361x641:rate=25",
+            "testsrc2=size=362x642:rate=25",
             "-t",
             "2",
+            // Odd sizes need 4:4:4 (4:2:0 cannot be odd-sized).
+            "-vf",
+            "scale=361:641",
             "-c:v",
             "libx264",
             "-preset",
             "ultrafast",
             "-pix_fmt",
-            "yuv420p",
+            "yuv444p",
         ],
+    );
+    let odd = tempfile::tempdir().unwrap();
+    std::fs::write(odd.path().join("p.mp4"), &portrait).unwrap();
+    assert_eq!(
+        picture_size(odd.path().join("p.mp4").to_str().unwrap()),
+        (361, 641),
+        "the source really is odd-sized"
     );
     // Landscape pixels that a rotation tag turns upright.
     let tmp = tempfile::tempdir().unwrap();
@@ -450,6 +567,94 @@ async fn portrait_rotated_odd_and_silent_sources() {
             "{name}: every rendition portrait: {streams:?}"
         );
     }
+
+    // Non-square pixels: 320x240 coded, each pixel twice as wide as high,
+    // shows as 640x240; renditions and the poster have square pixels.
+    let anamorphic = make(
+        "wide.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+            "-t",
+            "2",
+            "-vf",
+            "setsar=2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
+    );
+    let r = s.upload_form(&t, anamorphic, "wide.mp4", &[]).await;
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let v = wait_done(&s, &t, &id).await;
+    assert_eq!(v["status"], "ready", "{v}");
+    assert_eq!((v["width"].as_i64(), v["height"].as_i64()), (Some(640), Some(240)));
+    let top = &v["renditions"][0];
+    assert_eq!((top["width"].as_i64(), top["height"].as_i64()), (Some(640), Some(240)), "{v}");
+    let pb: Value = s
+        .get(&format!("/api/v1/videos/{id}/playback"), Some(&t))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let streams = decode_and_probe(&s.url(pb["hls"].as_str().unwrap()));
+    assert_eq!(streams, [("h264".to_owned(), 640, 240)]);
+    assert_eq!(
+        picture_size(&s.url(pb["poster"].as_str().unwrap())),
+        (640, 240),
+        "the poster is not squeezed"
+    );
+
+    // A video that opens on 3 s of black gets a poster of what follows.
+    let black_first = make(
+        "black.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "color=black:size=320x240:rate=25:duration=3",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25:duration=3",
+            "-filter_complex",
+            "[0][1]concat=n=2:v=1",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ],
+    );
+    let r = s.upload_form(&t, black_first, "black.mp4", &[]).await;
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(wait_done(&s, &t, &id).await["status"], "ready");
+    let pb: Value = s
+        .get(&format!("/api/v1/videos/{id}/playback"), Some(&t))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let jpeg = s.get(pb["poster"].as_str().unwrap(), None).await.bytes().await.unwrap();
+    let file = odd.path().join("poster.jpg");
+    std::fs::write(&file, &jpeg).unwrap();
+    let luma = ffprobe_csv(
+        &format!("movie={},signalstats", file.display()),
+        &["-f", "lavfi"],
+        "frame_tags=lavfi.signalstats.YAVG",
+    );
+    let luma: f64 = luma[0].parse().unwrap();
+    assert!(luma > 60.0, "not a black poster: mean luma {luma}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -513,6 +718,128 @@ async fn unreadable_media_fails_goes_to_dead_letters_and_can_be_retried() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // An MP4 with sound and no picture passes the magic-byte check, then
+    // fails validation for good.
+    let sound_only = make(
+        "sound.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+            "-t",
+            "2",
+            "-c:a",
+            "aac",
+        ],
+    );
+    let r = s.upload_form(&t, sound_only, "sound.mp4", &[]).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let v = wait_done(&s, &t, &id).await;
+    assert_eq!(v["status"], "failed");
+    assert!(v["error"].as_str().unwrap().contains("no video"), "{v}");
+    let dead: Value = s
+        .get("/api/v1/admin/jobs?state=dead", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let job = dead["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["video_id"] == id.as_str())
+        .expect("in dead letters");
+    assert_eq!(job["attempts"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_back_off_then_reach_dead_letters() {
+    // Every run is cut short by the step timeout: a transient failure, so
+    // the job is retried after a backoff kept in its row, then buried.
+    let s = TestServer::start_with(&[
+        WORKER,
+        ("VIDHOST_PROCESSING__STEP_TIMEOUT_S", "2"),
+        ("VIDHOST_PROCESSING__MAX_ATTEMPTS", "2"),
+        ("VIDHOST_PROCESSING__RETRY_BASE_S", "3"),
+        ("VIDHOST_PROCESSING__PRESET", "medium"),
+    ])
+    .await;
+    let t = s.user("slow@example.com").await;
+    let admin = s.admin().await;
+    let src = make(
+        "slow.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1920x1080:rate=30",
+            "-t",
+            "8",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
+    );
+    let r = s.upload_form(&t, src, "slow.mp4", &[]).await;
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let job_in = |state: &'static str| {
+        let (s, admin, id) = (&s, &admin, &id);
+        async move {
+            let list: Value = s
+                .get(&format!("/api/v1/admin/jobs?state={state}"), Some(admin))
+                .await
+                .json()
+                .await
+                .unwrap();
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|j| j["video_id"] == id.as_str())
+                .cloned()
+        }
+    };
+    let mut waiting = None;
+    for _ in 0..300 {
+        if let Some(j) = job_in("failed").await {
+            waiting = Some(j);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let waiting = waiting.expect("the first attempt failed and waits for its retry");
+    assert_eq!(waiting["attempts"], 1);
+    assert!(waiting["last_error"].as_str().unwrap().contains("timed out"), "{waiting}");
+    let at = |k: &str| chrono::DateTime::parse_from_rfc3339(waiting[k].as_str().unwrap()).unwrap();
+    let delay = at("run_at") - at("updated_at");
+    assert!(
+        delay >= chrono::Duration::milliseconds(2900),
+        "the retry waits retry_base_s: {waiting}"
+    );
+    let v: Value = s
+        .get(&format!("/api/v1/videos/{id}"), Some(&t))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["status"], "processing", "a video waiting for a retry stays processing");
+
+    let v = wait_done(&s, &t, &id).await;
+    assert_eq!(v["status"], "failed", "{v}");
+    let dead = job_in("dead").await.expect("in dead letters after its retries");
+    assert_eq!(dead["attempts"], 2);
+    assert!(dead["last_error"].as_str().unwrap().contains("gave up after 2 attempts"), "{dead}");
+    assert!(job_in("failed").await.is_none() && job_in("queued").await.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -590,7 +917,7 @@ async fn long_upload_caught_transcoding(email: &str) -> (TestServer, String, Str
         .unwrap()
         .to_owned();
     let mut seen_transcode = false;
-    for _ in 0..300 {
+    for _ in 0..1200 {
         let v: Value = s
             .get(&format!("/api/v1/videos/{id}"), Some(&t))
             .await
