@@ -135,7 +135,9 @@ mod tests {
         assert!(l.iter().all(|r| r.bitrate <= 1_000_000), "{l:?}");
         // A source with less than the floor keeps its own rate.
         v.bitrate = 40_000;
-        assert!(plan(&info(), &v, &rungs()).iter().all(|r| r.bitrate == 40_000));
+        assert!(plan(&info(), &v, &rungs())
+            .iter()
+            .all(|r| r.bitrate == 40_000));
     }
 
     #[test]
@@ -143,7 +145,11 @@ mod tests {
         let cfg = rungs();
         let base = |name: &str| cfg.iter().find(|r| r.name == name).unwrap().bitrate;
         let wide = plan(&info(), &video(1280, 720, 0), &cfg);
-        assert_eq!(wide[0].bitrate, base("720p"), "16:9 at 30 fps: as configured");
+        assert_eq!(
+            wide[0].bitrate,
+            base("720p"),
+            "16:9 at 30 fps: as configured"
+        );
         // 4:3 at the same height: 960x720 is 3/4 of 1280x720's pixels.
         let four_three = plan(&info(), &video(960, 720, 0), &cfg);
         let ratio = four_three[0].bitrate as f64 / base("720p") as f64;

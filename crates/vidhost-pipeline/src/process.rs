@@ -198,8 +198,14 @@ mod tests {
 
     async fn run(t: &Tools, script: &str, secs: u64) -> Result<Vec<u8>, PipelineError> {
         let none = CancellationToken::new();
-        t.run(&t.ffmpeg, &sh(script), Duration::from_secs(secs), &none, |_| {})
-            .await
+        t.run(
+            &t.ffmpeg,
+            &sh(script),
+            Duration::from_secs(secs),
+            &none,
+            |_| {},
+        )
+        .await
     }
 
     fn alive(pid: i32) -> bool {
@@ -220,7 +226,11 @@ mod tests {
     }
 
     fn pid_in(file: &std::path::Path) -> i32 {
-        std::fs::read_to_string(file).unwrap().trim().parse().unwrap()
+        std::fs::read_to_string(file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
     }
 
     #[tokio::test]
@@ -229,16 +239,24 @@ mod tests {
         let mut seen = Vec::new();
         let none = CancellationToken::new();
         let script = "echo frame=1; echo out_time_us=1500000; echo out_time_us=3000000";
-        t.run(&t.ffmpeg, &sh(script), Duration::from_secs(10), &none, |us| {
-            seen.push(us)
-        })
+        t.run(
+            &t.ffmpeg,
+            &sh(script),
+            Duration::from_secs(10),
+            &none,
+            |us| seen.push(us),
+        )
         .await
         .unwrap();
         assert_eq!(seen, [1_500_000, 3_000_000]);
 
-        let e = run(&t, "echo noise >&2; echo 'Invalid data found' >&2; exit 3", 10)
-            .await
-            .unwrap_err();
+        let e = run(
+            &t,
+            "echo noise >&2; echo 'Invalid data found' >&2; exit 3",
+            10,
+        )
+        .await
+        .unwrap_err();
         match e {
             PipelineError::ToolFailed { code, stderr, .. } => {
                 assert_eq!(code, 3);

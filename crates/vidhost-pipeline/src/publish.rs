@@ -167,7 +167,11 @@ pub async fn measure(
         }
         Ok::<_, PipelineError>(transcode::Bandwidth::of(&sizes))
     };
-    let audio = if audio { Some(weigh(rungs).await?) } else { None };
+    let audio = if audio {
+        Some(weigh(rungs).await?)
+    } else {
+        None
+    };
     let mut all = Vec::with_capacity(rungs);
     for i in 0..rungs {
         all.push(weigh(i).await?.with(audio));

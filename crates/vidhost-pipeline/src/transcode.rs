@@ -552,7 +552,13 @@ mod tests {
         );
         // Once the segments exist, their sizes say what the rates are.
         let video = Bandwidth::of(&[(2.0, 250_000), (2.0, 150_000), (1.0, 50_000)]);
-        assert_eq!(video, Bandwidth { peak: 1_000_000, average: 720_000 });
+        assert_eq!(
+            video,
+            Bandwidth {
+                peak: 1_000_000,
+                average: 720_000
+            }
+        );
         let audio = Bandwidth::of(&[(2.0, 32_000), (3.0, 48_000)]);
         let both = video.with(Some(audio));
         let out = rewrite_master(master, "g1", &rungs, true, Some(&[both]));
@@ -560,7 +566,11 @@ mod tests {
             out.contains("BANDWIDTH=1128000,AVERAGE-BANDWIDTH=848000,RESOLUTION"),
             "{out}"
         );
-        assert_eq!(out.matches("BANDWIDTH=").count(), 2, "no stale attribute left: {out}");
+        assert_eq!(
+            out.matches("BANDWIDTH=").count(),
+            2,
+            "no stale attribute left: {out}"
+        );
         let mpd = rewrite_mpd("<SegmentTemplate initialization=\"init-$RepresentationID$.m4s\" media=\"chunk-$Number$.m4s\"/>", "g1");
         assert!(
             mpd.contains("initialization=\"g1/init-") && mpd.contains("media=\"g1/chunk-"),

@@ -98,7 +98,11 @@ fn ffprobe_csv(url: &str, extra: &[&str], entries: &str) -> Vec<String> {
         .args(["-show_entries", entries, "-of", "csv=p=0", url])
         .output()
         .unwrap();
-    assert!(out.status.success(), "ffprobe {url}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffprobe {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| l.trim().trim_end_matches(',').to_owned())
@@ -224,7 +228,11 @@ async fn landscape_with_audio_becomes_an_adaptive_ladder() {
         );
     }
     assert!(streams.iter().any(|st| st.0 == "aac"));
-    let channels = ffprobe_csv(&hls, &["-select_streams", "a"], "stream=codec_name,channels");
+    let channels = ffprobe_csv(
+        &hls,
+        &["-select_streams", "a"],
+        "stream=codec_name,channels",
+    );
     assert!(
         !channels.is_empty() && channels.iter().all(|c| c == "aac,2"),
         "5.1 downmixed to stereo: {channels:?}"
@@ -275,7 +283,12 @@ async fn landscape_with_audio_becomes_an_adaptive_ladder() {
         .iter()
         .map(|l| (attribute(l, "BANDWIDTH"), attribute(l, "AVERAGE-BANDWIDTH")))
         .collect();
-    assert!(rates.iter().all(|(peak, avg)| peak >= avg && *avg > 128_000), "{master}");
+    assert!(
+        rates
+            .iter()
+            .all(|(peak, avg)| peak >= avg && *avg > 128_000),
+        "{master}"
+    );
     assert!(rates.windows(2).all(|w| w[0].1 > w[1].1), "{master}");
     // Keyframes, as ffprobe reads them over HTTP, fall at the same times in
     // every rendition: every 2 s, the segment duration.
@@ -286,7 +299,9 @@ async fn landscape_with_audio_becomes_an_adaptive_ladder() {
     let first_keys = &keys[0];
     assert!(first_keys.len() >= 3, "{first_keys:?}");
     assert!(
-        first_keys.windows(2).all(|w| (w[1] - w[0] - 2.0).abs() < 0.02),
+        first_keys
+            .windows(2)
+            .all(|w| (w[1] - w[0] - 2.0).abs() < 0.02),
         "a keyframe every 2 s: {first_keys:?}"
     );
     for (m, k) in media.iter().zip(&keys) {
@@ -347,7 +362,13 @@ async fn landscape_with_audio_becomes_an_adaptive_ladder() {
     assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(part.bytes().await.unwrap().as_ref(), &seg_bytes[8..24]);
     let past = format!("bytes={}-", seg_bytes.len());
-    let r = s.http.get(&seg_url).header("range", past).send().await.unwrap();
+    let r = s
+        .http
+        .get(&seg_url)
+        .header("range", past)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     let head = s.http.head(&seg_url).send().await.unwrap();
     assert_eq!(
@@ -594,9 +615,16 @@ async fn portrait_rotated_odd_and_silent_sources() {
         .to_owned();
     let v = wait_done(&s, &t, &id).await;
     assert_eq!(v["status"], "ready", "{v}");
-    assert_eq!((v["width"].as_i64(), v["height"].as_i64()), (Some(640), Some(240)));
+    assert_eq!(
+        (v["width"].as_i64(), v["height"].as_i64()),
+        (Some(640), Some(240))
+    );
     let top = &v["renditions"][0];
-    assert_eq!((top["width"].as_i64(), top["height"].as_i64()), (Some(640), Some(240)), "{v}");
+    assert_eq!(
+        (top["width"].as_i64(), top["height"].as_i64()),
+        (Some(640), Some(240)),
+        "{v}"
+    );
     let pb: Value = s
         .get(&format!("/api/v1/videos/{id}/playback"), Some(&t))
         .await
@@ -645,7 +673,12 @@ async fn portrait_rotated_odd_and_silent_sources() {
         .json()
         .await
         .unwrap();
-    let jpeg = s.get(pb["poster"].as_str().unwrap(), None).await.bytes().await.unwrap();
+    let jpeg = s
+        .get(pb["poster"].as_str().unwrap(), None)
+        .await
+        .bytes()
+        .await
+        .unwrap();
     let file = odd.path().join("poster.jpg");
     std::fs::write(&file, &jpeg).unwrap();
     let luma = ffprobe_csv(
@@ -819,7 +852,13 @@ async fn transient_failures_back_off_then_reach_dead_letters() {
     }
     let waiting = waiting.expect("the first attempt failed and waits for its retry");
     assert_eq!(waiting["attempts"], 1);
-    assert!(waiting["last_error"].as_str().unwrap().contains("timed out"), "{waiting}");
+    assert!(
+        waiting["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{waiting}"
+    );
     let at = |k: &str| chrono::DateTime::parse_from_rfc3339(waiting[k].as_str().unwrap()).unwrap();
     let delay = at("run_at") - at("updated_at");
     assert!(
@@ -832,13 +871,24 @@ async fn transient_failures_back_off_then_reach_dead_letters() {
         .json()
         .await
         .unwrap();
-    assert_eq!(v["status"], "processing", "a video waiting for a retry stays processing");
+    assert_eq!(
+        v["status"], "processing",
+        "a video waiting for a retry stays processing"
+    );
 
     let v = wait_done(&s, &t, &id).await;
     assert_eq!(v["status"], "failed", "{v}");
-    let dead = job_in("dead").await.expect("in dead letters after its retries");
+    let dead = job_in("dead")
+        .await
+        .expect("in dead letters after its retries");
     assert_eq!(dead["attempts"], 2);
-    assert!(dead["last_error"].as_str().unwrap().contains("gave up after 2 attempts"), "{dead}");
+    assert!(
+        dead["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("gave up after 2 attempts"),
+        "{dead}"
+    );
     assert!(job_in("failed").await.is_none() && job_in("queued").await.is_none());
 }
 
