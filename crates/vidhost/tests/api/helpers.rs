@@ -169,13 +169,14 @@ impl TestServer {
     }
 
     /// Starts a `vidhost worker` process on this server's database and store.
-    pub fn spawn_worker(&self) -> Child {
+    /// A `vidhost worker` process with `workers` concurrent workers.
+    pub fn spawn_worker(&self, workers: usize) -> Child {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vidhost"));
         cmd.arg("worker")
             .arg("--data-dir")
             .arg(self.data_dir.path());
         cmd.env_clear().envs(self.envs.iter().map(|(k, v)| (k, v)));
-        cmd.env("VIDHOST_PROCESSING__WORKERS", "1");
+        cmd.env("VIDHOST_PROCESSING__WORKERS", workers.to_string());
         cmd.stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);

@@ -1148,14 +1148,14 @@ async fn hdr_variable_frame_rate_and_4k_sources() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_worker_processes_never_run_the_same_job() {
-    // The server itself runs no workers; two `vidhost worker` processes share its database.
+    // The server itself runs no workers; three `vidhost worker` processes
+    // of three workers each (nine claimers) share its database.
     let s = TestServer::start_with(&[("VIDHOST_PROCESSING__PRESET", "ultrafast")]).await;
-    let _w1 = s.spawn_worker();
-    let _w2 = s.spawn_worker();
+    let _workers: Vec<_> = (0..3).map(|_| s.spawn_worker(3)).collect();
     let t = s.user("w@example.com").await;
     let admin = s.admin().await;
     let mut ids = Vec::new();
-    for i in 0..4 {
+    for i in 0..12 {
         let r = s
             .upload_form(&t, sample_mp4().to_vec(), &format!("{i}.mp4"), &[])
             .await;
@@ -1176,7 +1176,12 @@ async fn two_worker_processes_never_run_the_same_job() {
         .await
         .unwrap();
     let jobs = done["items"].as_array().unwrap();
-    assert_eq!(jobs.len(), 4);
+    assert_eq!(jobs.len(), 12);
+    let videos: std::collections::BTreeSet<_> = jobs
+        .iter()
+        .map(|j| j["video_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(videos.len(), 12, "one job per video");
     assert!(
         jobs.iter().all(|j| j["attempts"] == 1),
         "each job ran exactly once: {done}"
