@@ -227,4 +227,28 @@ mod tests {
         assert!(matches!(validate(&info), Err(PipelineError::Invalid(_))));
         assert!(parse(b"{}").is_err());
     }
+
+    #[test]
+    fn zero_duration_and_absurd_sizes_are_permanent() {
+        let good = parse(include_bytes!(
+            "../tests/fixtures/landscape_with_audio.json"
+        ))
+        .unwrap();
+        assert!(validate(&good).is_ok());
+        let invalid = |info: &MediaInfo| match validate(info) {
+            Err(PipelineError::Invalid(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        let mut still = good.clone();
+        still.duration_s = 0.0;
+        assert_eq!(invalid(&still), "the video has no duration");
+        still.duration_s = f64::NAN;
+        assert_eq!(invalid(&still), "the video has no duration");
+        for (w, h) in [(8, 720), (1280, 4), (16384, 720), (1280, 9000)] {
+            let mut odd = good.clone();
+            let v = odd.video.as_mut().unwrap();
+            (v.width, v.height) = (w, h);
+            assert_eq!(invalid(&odd), format!("unsupported picture size {w}x{h}"));
+        }
+    }
 }

@@ -14,10 +14,12 @@ fn s(x: impl ToString) -> String {
 /// A representative frame (ffmpeg's `thumbnail` filter picks the frame most
 /// like its neighbours' average out of a window, which skips transition
 /// frames), taken a little into the video. With `skip_dark`, frames whose
-/// mean luma is near black are dropped before the choice (a video that
-/// opens on black gets a picture of what follows); if the first two minutes
-/// from there hold no such frame, ffmpeg writes nothing and the worker asks
-/// again without it.
+/// mean luma is near black are dropped before the choice, so a video that
+/// opens on black gets a picture of what follows. That costs `signalstats`
+/// on every frame looked at (seconds at 1080p), so the worker asks for it
+/// only when the plain choice came out dark ([`luma_args`]); if the first two
+/// minutes from there hold no bright frame, ffmpeg writes nothing and the
+/// dark poster stays.
 pub fn poster_args(src: &Path, info: &MediaInfo, out: &Path, skip_dark: bool) -> Vec<String> {
     let at = (info.duration_s * 0.1).min(10.0);
     let not_dark = if skip_dark {
@@ -47,6 +49,32 @@ pub fn poster_args(src: &Path, info: &MediaInfo, out: &Path, skip_dark: bool) ->
         s(out.display()),
     ]
 }
+
+/// Mean luma (0–255) of a picture: ffmpeg prints `lavfi.signalstats.YAVG=…`.
+pub fn luma_args(picture: &Path) -> Vec<String> {
+    vec![
+        s("-nostdin"),
+        s("-v"),
+        s("error"),
+        s("-i"),
+        s(picture.display()),
+        s("-vf"),
+        s("signalstats,metadata=print:key=lavfi.signalstats.YAVG:file=-"),
+        s("-f"),
+        s("null"),
+        s("-"),
+    ]
+}
+
+pub fn parse_luma(out: &[u8]) -> Option<f64> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("lavfi.signalstats.YAVG="))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Below this mean luma a poster counts as black.
+pub const DARK_LUMA: f64 = 40.0;
 
 /// Scrubbing thumbnails: one every `interval` seconds, 160 px wide, tiled
 /// 10×10 into sprite images.
@@ -477,6 +505,13 @@ pub fn rewrite_mpd(mpd: &str, generation: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn luma_is_read_from_ffmpeg_metadata_output() {
+        let out = b"frame:0    pts:0       pts_time:0\nlavfi.signalstats.YAVG=124.097\n";
+        assert_eq!(parse_luma(out), Some(124.097));
+        assert_eq!(parse_luma(b"frame:0\n"), None);
+    }
 
     #[test]
     fn storyboard_cues_point_into_sprites() {

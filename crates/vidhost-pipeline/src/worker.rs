@@ -261,18 +261,20 @@ impl Pipeline {
         check(cancel)?;
         progress.set("thumbnails", 0.02).await?;
         let poster = work.join("poster.jpg");
-        for skip_dark in [true, false] {
+        let ffmpeg = |args: Vec<String>| async move {
             self.tools
-                .run(
-                    &self.tools.ffmpeg,
-                    &transcode::poster_args(&src, &info, &poster, skip_dark),
-                    timeout,
-                    cancel,
-                    |_| {},
-                )
-                .await?;
-            if poster.is_file() {
-                break;
+                .run(&self.tools.ffmpeg, &args, timeout, cancel, |_| {})
+                .await
+        };
+        ffmpeg(transcode::poster_args(&src, &info, &poster, false)).await?;
+        let luma = transcode::parse_luma(&ffmpeg(transcode::luma_args(&poster)).await?);
+        if luma.is_some_and(|l| l < transcode::DARK_LUMA) {
+            // Near black: choose again among brighter frames only.
+            let dark = work.join("poster-dark.jpg");
+            tokio::fs::rename(&poster, &dark).await?;
+            ffmpeg(transcode::poster_args(&src, &info, &poster, true)).await?;
+            if !poster.is_file() {
+                tokio::fs::rename(&dark, &poster).await?;
             }
         }
         put_file(&self.store, &format!("videos/{id}/poster.jpg"), &poster).await?;
