@@ -9,6 +9,20 @@ use std::time::Duration;
 
 const WORKER: (&str, &str) = ("VIDHOST_PROCESSING__WORKERS", "1");
 
+/// 8 s of 1080p: long enough to catch its transcode midway with a slow preset.
+const LONG_1080P: &[&str] = &[
+    "-f",
+    "lavfi",
+    "-i",
+    "testsrc2=size=1920x1080:rate=30",
+    "-t",
+    "8",
+    "-c:v",
+    "libx264",
+    "-preset",
+    "ultrafast",
+];
+
 fn make(name: &str, args: &[&str]) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join(name);
@@ -45,6 +59,40 @@ async fn wait_done(s: &TestServer, t: &str, id: &str) -> Value {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("video {id} did not finish processing");
+}
+
+/// The job of `video` in the admin's list of jobs in `state`, if there.
+async fn admin_job(s: &TestServer, admin: &str, state: &str, video: &str) -> Option<Value> {
+    let list: Value = s
+        .get(&format!("/api/v1/admin/jobs?state={state}"), Some(admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["video_id"] == video)
+        .cloned()
+}
+
+/// Uploads `bytes` as the owner `t`, waits for processing to end, and
+/// returns the video and the owner's playback grant.
+async fn processed(s: &TestServer, t: &str, bytes: Vec<u8>, name: &str) -> (Value, Value) {
+    let r = s.upload_form(t, bytes, name, &[]).await;
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let v = wait_done(s, t, &id).await;
+    let pb: Value = s
+        .get(&format!("/api/v1/videos/{id}/playback"), Some(t))
+        .await
+        .json()
+        .await
+        .unwrap();
+    (v, pb)
 }
 
 /// Decodes every stream of `url` with ffmpeg; returns ffprobe's stream list.
@@ -608,12 +656,7 @@ async fn portrait_rotated_odd_and_silent_sources() {
             "ultrafast",
         ],
     );
-    let r = s.upload_form(&t, anamorphic, "wide.mp4", &[]).await;
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let v = wait_done(&s, &t, &id).await;
+    let (v, pb) = processed(&s, &t, anamorphic, "wide.mp4").await;
     assert_eq!(v["status"], "ready", "{v}");
     assert_eq!(
         (v["width"].as_i64(), v["height"].as_i64()),
@@ -625,12 +668,6 @@ async fn portrait_rotated_odd_and_silent_sources() {
         (Some(640), Some(240)),
         "{v}"
     );
-    let pb: Value = s
-        .get(&format!("/api/v1/videos/{id}/playback"), Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
     let streams = decode_and_probe(&s.url(pb["hls"].as_str().unwrap()));
     assert_eq!(streams, [("h264".to_owned(), 640, 240)]);
     assert_eq!(
@@ -661,18 +698,8 @@ async fn portrait_rotated_odd_and_silent_sources() {
             "yuv420p",
         ],
     );
-    let r = s.upload_form(&t, black_first, "black.mp4", &[]).await;
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(wait_done(&s, &t, &id).await["status"], "ready");
-    let pb: Value = s
-        .get(&format!("/api/v1/videos/{id}/playback"), Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (v, pb) = processed(&s, &t, black_first, "black.mp4").await;
+    assert_eq!(v["status"], "ready", "{v}");
     let jpeg = s
         .get(pb["poster"].as_str().unwrap(), None)
         .await
@@ -711,19 +738,9 @@ async fn unreadable_media_fails_goes_to_dead_letters_and_can_be_retried() {
         "a readable reason: {v}"
     );
 
-    let dead: Value = s
-        .get("/api/v1/admin/jobs?state=dead", Some(&admin))
+    let job = admin_job(&s, &admin, "dead", &id)
         .await
-        .json()
-        .await
-        .unwrap();
-    let job = dead["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["video_id"] == id.as_str())
-        .expect("in dead letters")
-        .clone();
+        .expect("in dead letters");
     assert_eq!(job["attempts"], 1, "a permanent error is not retried");
     problem(
         s.get("/api/v1/admin/jobs?state=dead", Some(&t)).await,
@@ -776,17 +793,8 @@ async fn unreadable_media_fails_goes_to_dead_letters_and_can_be_retried() {
     let v = wait_done(&s, &t, &id).await;
     assert_eq!(v["status"], "failed");
     assert!(v["error"].as_str().unwrap().contains("no video"), "{v}");
-    let dead: Value = s
-        .get("/api/v1/admin/jobs?state=dead", Some(&admin))
+    let job = admin_job(&s, &admin, "dead", &id)
         .await
-        .json()
-        .await
-        .unwrap();
-    let job = dead["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["video_id"] == id.as_str())
         .expect("in dead letters");
     assert_eq!(job["attempts"], 1);
 }
@@ -805,43 +813,14 @@ async fn transient_failures_back_off_then_reach_dead_letters() {
     .await;
     let t = s.user("slow@example.com").await;
     let admin = s.admin().await;
-    let src = make(
-        "slow.mp4",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=1920x1080:rate=30",
-            "-t",
-            "8",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-        ],
-    );
-    let r = s.upload_form(&t, src, "slow.mp4", &[]).await;
+    let r = s
+        .upload_form(&t, make("slow.mp4", LONG_1080P), "slow.mp4", &[])
+        .await;
     let id = r.json::<Value>().await.unwrap()["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let job_in = |state: &'static str| {
-        let (s, admin, id) = (&s, &admin, &id);
-        async move {
-            let list: Value = s
-                .get(&format!("/api/v1/admin/jobs?state={state}"), Some(admin))
-                .await
-                .json()
-                .await
-                .unwrap();
-            list["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|j| j["video_id"] == id.as_str())
-                .cloned()
-        }
-    };
+    let job_in = |state: &'static str| admin_job(&s, &admin, state, &id);
     let mut waiting = None;
     for _ in 0..300 {
         if let Some(j) = job_in("failed").await {
@@ -947,20 +926,8 @@ async fn long_upload_caught_transcoding(email: &str) -> (TestServer, String, Str
     ])
     .await;
     let t = s.user(email).await;
-    let args = [
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=1920x1080:rate=30",
-        "-t",
-        "8",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-    ];
     let r = s
-        .upload_form(&t, make("long.mp4", &args), "long.mp4", &[])
+        .upload_form(&t, make("long.mp4", LONG_1080P), "long.mp4", &[])
         .await;
     let id = r.json::<Value>().await.unwrap()["id"]
         .as_str()
