@@ -146,7 +146,8 @@ pub trait Catalog: Send + Sync + 'static {
     /// False when the lease was lost (or the job is gone with its video).
     async fn renew_job(&self, id: &str, owner: &str, now: Millis, lease_ms: i64) -> Result<bool>;
     async fn finish_job(&self, id: &str, owner: &str, now: Millis) -> Result<()>;
-    /// Schedules a retry at `retry_at`, or with None moves the job to dead letters.
+    /// Schedules a retry at `retry_at`, or with None moves the job to dead
+    /// letters; false when `owner` no longer holds the job.
     async fn fail_job(
         &self,
         id: &str,
@@ -154,7 +155,7 @@ pub trait Catalog: Send + Sync + 'static {
         error: &str,
         retry_at: Option<Millis>,
         now: Millis,
-    ) -> Result<()>;
+    ) -> Result<bool>;
     async fn list_jobs(&self, state: Option<&str>, limit: i64) -> Result<Vec<Job>>;
     async fn count_jobs(&self, state: &str) -> Result<i64>;
     /// Re-queues a dead job; its video goes back to `uploaded`.

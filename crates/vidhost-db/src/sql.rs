@@ -571,9 +571,9 @@ macro_rules! catalog_impl {
                 Ok(())
             }
 
-            async fn fail_job(&self, id: &str, owner: &str, error: &str, retry_at: Option<Millis>, now: Millis) -> Result<()> {
+            async fn fail_job(&self, id: &str, owner: &str, error: &str, retry_at: Option<Millis>, now: Millis) -> Result<bool> {
                 let state = if retry_at.is_some() { "failed" } else { "dead" };
-                sqlx::query(
+                let r = sqlx::query(
                     "UPDATE jobs SET state = $1, run_at = COALESCE($2, run_at), lease_owner = NULL, lease_expires = NULL, \
                      last_error = $3, updated_at = $4 WHERE id = $5 AND lease_owner = $6",
                 )
@@ -585,7 +585,7 @@ macro_rules! catalog_impl {
                 .bind(owner)
                 .execute(&self.0)
                 .await?;
-                Ok(())
+                Ok(r.rows_affected() == 1)
             }
 
             async fn list_jobs(&self, state: Option<&str>, limit: i64) -> Result<Vec<Job>> {

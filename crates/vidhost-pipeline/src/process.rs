@@ -151,27 +151,26 @@ impl Tools {
 }
 
 /// What ffmpeg prints when the machine, not the media, is at fault.
-const LOCAL_TROUBLE: &[&str] = &[
-    "No space left on device",
-    "Cannot allocate memory",
-    "Too many open files",
-    "Input/output error",
-];
+/// (Not EIO or ENOMEM: ffmpeg reports broken media with those too.)
+const LOCAL_TROUBLE: &[&str] = &["No space left on device", "Too many open files"];
 
 /// The child gets SIGKILL when the thread that spawned it dies, so a
 /// worker killed with -9 leaves no ffmpeg behind writing into a work
-/// directory its retry will use. (Spawns happen on the runtime's worker
-/// threads, which live as long as the process.)
+/// directory its retry will use. Spawns happen in tasks on the runtime's
+/// worker threads, which live as long as the process: never spawn from
+/// `spawn_blocking` or `block_in_place`, whose threads retire when idle.
 fn die_with_parent(cmd: &mut Command) {
+    let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec and only
     // makes async-signal-safe calls (prctl, getppid).
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            // The parent may have died before prctl took effect.
-            if libc::getppid() == 1 {
+            // The parent may have died before prctl took effect (compared
+            // with its pid, not 1: vidhost may itself be PID 1 in a container).
+            if libc::getppid() != parent {
                 return Err(std::io::Error::other("parent gone"));
             }
             Ok(())
@@ -223,6 +222,15 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         false
+    }
+
+    /// A script that writes its pid to `file` (whole, by a rename: the
+    /// file exists only once it holds the pid), then sleeps.
+    fn pid_then_sleep(file: &std::path::Path) -> String {
+        format!(
+            "echo $$ > {0}.tmp && mv {0}.tmp {0}; exec sleep 30",
+            file.display()
+        )
     }
 
     fn pid_in(file: &std::path::Path) -> i32 {
@@ -277,13 +285,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = tools(2);
         let pidfile = dir.path().join("timeout.pid");
-        let script = format!("echo $$ > {}; exec sleep 30", pidfile.display());
-        let e = run(&t, &script, 1).await.unwrap_err();
+        let script = pid_then_sleep(&pidfile);
+        let e = run(&t, &script, 3).await.unwrap_err();
         assert!(e.to_string().contains("timed out"), "{e}");
         assert!(wait_gone(pid_in(&pidfile)).await, "killed on timeout");
 
         let pidfile = dir.path().join("cancel.pid");
-        let script = format!("echo $$ > {}; exec sleep 30", pidfile.display());
+        let script = pid_then_sleep(&pidfile);
         let cancel = CancellationToken::new();
         let args = sh(&script);
         let job = t.run(&t.ffmpeg, &args, Duration::from_secs(60), &cancel, |_| {});
@@ -302,7 +310,7 @@ mod tests {
     fn the_process_dies_with_the_thread_that_started_it() {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("orphan.pid");
-        let script = format!("echo $$ > {}; exec sleep 30", pidfile.display());
+        let script = pid_then_sleep(&pidfile);
         // A runtime on a thread that then ends, as a worker killed with -9
         // ends: the child must not outlive it.
         let leaked = pidfile.clone();

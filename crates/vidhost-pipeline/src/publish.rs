@@ -155,6 +155,7 @@ pub async fn measure(
     out: &Path,
     rungs: usize,
     audio: bool,
+    target_s: f64,
 ) -> Result<Vec<transcode::Bandwidth>, PipelineError> {
     let weigh = |i: usize| async move {
         let text = tokio::fs::read_to_string(out.join(format!("media_{i}.m3u8"))).await?;
@@ -165,7 +166,7 @@ pub async fn measure(
         for (d, f) in &pl.segments {
             sizes.push((*d, tokio::fs::metadata(out.join(f)).await?.len()));
         }
-        Ok::<_, PipelineError>(transcode::Bandwidth::of(&sizes))
+        Ok::<_, PipelineError>(transcode::Bandwidth::of(&sizes, target_s))
     };
     let audio = if audio {
         Some(weigh(rungs).await?)

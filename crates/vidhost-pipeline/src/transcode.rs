@@ -23,7 +23,9 @@ fn s(x: impl ToString) -> String {
 pub fn poster_args(src: &Path, info: &MediaInfo, out: &Path, skip_dark: bool) -> Vec<String> {
     let at = (info.duration_s * 0.1).min(10.0);
     let not_dark = if skip_dark {
-        "signalstats,metadata=select:key=lavfi.signalstats.YAVG:value=40:function=greater,"
+        // 8-bit limited range first, so the threshold means the same for a
+        // 10-bit or full-range source.
+        "format=yuv420p,signalstats,metadata=select:key=lavfi.signalstats.YAVG:value=40:function=greater,"
     } else {
         ""
     };
@@ -59,7 +61,7 @@ pub fn luma_args(picture: &Path) -> Vec<String> {
         s("-i"),
         s(picture.display()),
         s("-vf"),
-        s("signalstats,metadata=print:key=lavfi.signalstats.YAVG:file=-"),
+        s("scale=out_range=tv,format=yuv420p,signalstats,metadata=print:key=lavfi.signalstats.YAVG:file=-"),
         s("-f"),
         s("null"),
         s("-"),
@@ -388,9 +390,19 @@ pub struct Bandwidth {
 }
 
 impl Bandwidth {
-    /// From (duration s, size bytes) per segment.
-    pub fn of(segments: &[(f64, u64)]) -> Bandwidth {
-        let peak = segments
+    /// From (duration s, size bytes) per segment. A last segment shorter
+    /// than half the target duration (a few frames, but a whole keyframe)
+    /// counts together with the one before it, as RFC 8216bis measures a
+    /// peak over segments of about the target duration.
+    pub fn of(segments: &[(f64, u64)], target_s: f64) -> Bandwidth {
+        let mut spans: Vec<(f64, u64)> = segments.to_vec();
+        if spans.len() >= 2 && spans[spans.len() - 1].0 < target_s / 2.0 {
+            let (d, b) = spans.pop().expect("two or more");
+            let prev = spans.last_mut().expect("one left");
+            prev.0 += d;
+            prev.1 += b;
+        }
+        let peak = spans
             .iter()
             .filter(|(d, _)| *d > 0.0)
             .map(|(d, b)| (*b as f64 * 8.0 / d) as u64)
@@ -586,7 +598,7 @@ mod tests {
             "{out}"
         );
         // Once the segments exist, their sizes say what the rates are.
-        let video = Bandwidth::of(&[(2.0, 250_000), (2.0, 150_000), (1.0, 50_000)]);
+        let video = Bandwidth::of(&[(2.0, 250_000), (2.0, 150_000), (1.0, 50_000)], 2.0);
         assert_eq!(
             video,
             Bandwidth {
@@ -594,7 +606,10 @@ mod tests {
                 average: 720_000
             }
         );
-        let audio = Bandwidth::of(&[(2.0, 32_000), (3.0, 48_000)]);
+        // A one-frame last segment holding a keyframe is no peak of its own.
+        let tail = Bandwidth::of(&[(2.0, 250_000), (0.04, 40_000)], 2.0);
+        assert_eq!(tail.peak, (290_000.0 * 8.0 / 2.04) as u64);
+        let audio = Bandwidth::of(&[(2.0, 32_000), (3.0, 48_000)], 2.0);
         let both = video.with(Some(audio));
         let out = rewrite_master(master, "g1", &rungs, true, Some(&[both]));
         assert!(

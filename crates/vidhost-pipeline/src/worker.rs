@@ -164,7 +164,14 @@ impl Pipeline {
     /// Dead letters: the job stops, the video says why.
     async fn bury(&self, owner: &str, job: &Job, msg: &str) {
         tracing::warn!(video = %job.video_id, error = %msg, "processing failed for good");
-        let _ = self.db.fail_job(&job.id, owner, msg, None, now_ms()).await;
+        if !matches!(
+            self.db.fail_job(&job.id, owner, msg, None, now_ms()).await,
+            Ok(true)
+        ) {
+            // No longer ours (the lease lapsed and another worker runs it):
+            // its outputs are theirs now.
+            return;
+        }
         let _ = self.db.set_video_failed(&job.video_id, msg).await;
         // Segments of this run stay only if they are a complete, published stream.
         let generation = generation_of(job);
@@ -267,13 +274,21 @@ impl Pipeline {
                 .await
         };
         ffmpeg(transcode::poster_args(&src, &info, &poster, false)).await?;
-        let luma = transcode::parse_luma(&ffmpeg(transcode::luma_args(&poster)).await?);
+        // Best effort from here: a failure keeps the poster we have.
+        let luma = match ffmpeg(transcode::luma_args(&poster)).await {
+            Ok(out) => transcode::parse_luma(&out),
+            Err(PipelineError::Cancelled) => return Err(PipelineError::Cancelled),
+            Err(_) => None,
+        };
         if luma.is_some_and(|l| l < transcode::DARK_LUMA) {
             // Near black: choose again among brighter frames only.
             let dark = work.join("poster-dark.jpg");
             tokio::fs::rename(&poster, &dark).await?;
-            ffmpeg(transcode::poster_args(&src, &info, &poster, true)).await?;
-            if !poster.is_file() {
+            let again = ffmpeg(transcode::poster_args(&src, &info, &poster, true)).await;
+            if matches!(again, Err(PipelineError::Cancelled)) {
+                return Err(PipelineError::Cancelled);
+            }
+            if again.is_err() || !poster.is_file() {
                 tokio::fs::rename(&dark, &poster).await?;
             }
         }
@@ -417,7 +432,13 @@ impl Pipeline {
         put_bytes(&self.store, &format!("videos/{id}/storyboard.vtt"), vtt).await?;
         // The manifests switch to the new generation last, with the rates
         // the segments really have.
-        let measured = publish::measure(&out, rungs.len(), info.audio.is_some()).await?;
+        let measured = publish::measure(
+            &out,
+            rungs.len(),
+            info.audio.is_some(),
+            cfg.segment_duration_s as f64,
+        )
+        .await?;
         self.publish_master(
             &stream_prefix,
             &generation,
@@ -530,26 +551,30 @@ async fn heartbeat(
 ) {
     // Often enough that a deleted video's ffmpeg stops within seconds.
     let every = Duration::from_millis((lease_ms as u64 / 3).min(2000));
-    let mut renewed = Instant::now();
+    let lease = Duration::from_millis(lease_ms as u64);
+    // When the lease we hold was last extended (as of the renewal's start).
+    let mut held_since = Instant::now();
     loop {
         tokio::time::sleep(every).await;
-        match db.renew_job(&job, &owner, now_ms(), lease_ms).await {
-            Ok(true) => renewed = Instant::now(),
-            Ok(false) => {
+        let asked = Instant::now();
+        let renewed =
+            tokio::time::timeout(every, db.renew_job(&job, &owner, now_ms(), lease_ms)).await;
+        match renewed {
+            Ok(Ok(true)) => held_since = asked,
+            Ok(Ok(false)) => {
                 tracing::info!(video = %video, "job gone (video deleted or lease lost): stopping");
                 cancel.cancel();
                 return;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "renewing a job lease");
-                // Unrenewed past its expiry, the lease may be someone
-                // else's by now: stop rather than race them.
-                if renewed.elapsed() >= Duration::from_millis(lease_ms as u64) {
-                    tracing::warn!(video = %video, "lease lapsed unrenewed: stopping");
-                    cancel.cancel();
-                    return;
-                }
-            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "renewing a job lease"),
+            Err(_) => tracing::warn!("renewing a job lease timed out"),
+        }
+        // Stop before the lease can lapse unrenewed: past it, the job may
+        // be someone else's, and two runs must not race.
+        if held_since.elapsed() + every >= lease {
+            tracing::warn!(video = %video, "lease about to lapse unrenewed: stopping");
+            cancel.cancel();
+            return;
         }
     }
 }
