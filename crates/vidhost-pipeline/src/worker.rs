@@ -267,31 +267,7 @@ impl Pipeline {
         // The poster goes out at once: a thumbnail while the rest is made.
         check(cancel)?;
         progress.set("thumbnails", 0.02).await?;
-        let poster = work.join("poster.jpg");
-        let ffmpeg = |args: Vec<String>| async move {
-            self.tools
-                .run(&self.tools.ffmpeg, &args, timeout, cancel, |_| {})
-                .await
-        };
-        ffmpeg(transcode::poster_args(&src, &info, &poster, false)).await?;
-        // Best effort from here: a failure keeps the poster we have.
-        let luma = match ffmpeg(transcode::luma_args(&poster)).await {
-            Ok(out) => transcode::parse_luma(&out),
-            Err(PipelineError::Cancelled) => return Err(PipelineError::Cancelled),
-            Err(_) => None,
-        };
-        if luma.is_some_and(|l| l < transcode::DARK_LUMA) {
-            // Near black: choose again among brighter frames only.
-            let dark = work.join("poster-dark.jpg");
-            tokio::fs::rename(&poster, &dark).await?;
-            let again = ffmpeg(transcode::poster_args(&src, &info, &poster, true)).await;
-            if matches!(again, Err(PipelineError::Cancelled)) {
-                return Err(PipelineError::Cancelled);
-            }
-            if again.is_err() || !poster.is_file() {
-                tokio::fs::rename(&dark, &poster).await?;
-            }
-        }
+        let poster = self.poster(&src, &info, &work, timeout, cancel).await?;
         put_file(&self.store, &format!("videos/{id}/poster.jpg"), &poster).await?;
         let renditions_before = before.map(|v| v.renditions).unwrap_or_default();
         outputs.poster = true;
@@ -304,6 +280,7 @@ impl Pipeline {
         check(cancel)?;
         progress.set("transcode", 0.05).await?;
         let rungs = ladder::plan(&info, &v, &cfg.ladder);
+        let has_audio = info.audio.is_some();
         let renditions: Vec<Rendition> = rungs
             .iter()
             .map(|r| Rendition {
@@ -325,7 +302,7 @@ impl Pipeline {
             self.store.clone(),
             &out,
             format!("{stream_prefix}{generation}/"),
-            rungs.len() + usize::from(info.audio.is_some()),
+            rungs.len() + usize::from(has_audio),
             cfg.segment_duration_s,
             live,
         );
@@ -384,8 +361,15 @@ impl Pipeline {
                 if live && playable && !announced {
                     announced = true;
                     let announce = async {
-                        self.publish_master(&stream_prefix, &generation, &rungs, &info, &out, None)
-                            .await?;
+                        self.publish_master(
+                            &stream_prefix,
+                            &generation,
+                            &rungs,
+                            has_audio,
+                            &out,
+                            None,
+                        )
+                        .await?;
                         outputs.stream = true;
                         outputs.partial = true;
                         outputs.generation = Some(generation.clone());
@@ -432,18 +416,13 @@ impl Pipeline {
         put_bytes(&self.store, &format!("videos/{id}/storyboard.vtt"), vtt).await?;
         // The manifests switch to the new generation last, with the rates
         // the segments really have.
-        let measured = publish::measure(
-            &out,
-            rungs.len(),
-            info.audio.is_some(),
-            cfg.segment_duration_s as f64,
-        )
-        .await?;
+        let measured =
+            publish::measure(&out, rungs.len(), has_audio, cfg.segment_duration_s as f64).await?;
         self.publish_master(
             &stream_prefix,
             &generation,
             &rungs,
-            &info,
+            has_audio,
             &out,
             Some(&measured),
         )
@@ -480,6 +459,43 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The poster: the `thumbnail` filter's choice, and if that is near
+    /// black, a second choice among brighter frames. The check and the
+    /// second choice are best effort: if they fail, the first poster stays.
+    async fn poster(
+        &self,
+        src: &Path,
+        info: &MediaInfo,
+        work: &Path,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<PathBuf, PipelineError> {
+        let ffmpeg = |args: Vec<String>| async move {
+            self.tools
+                .run(&self.tools.ffmpeg, &args, timeout, cancel, |_| {})
+                .await
+        };
+        // Only a cancellation stops a best-effort step.
+        let best_effort = |r: Result<Vec<u8>, PipelineError>| match r {
+            Err(PipelineError::Cancelled) => Err(PipelineError::Cancelled),
+            other => Ok(other.ok()),
+        };
+        let poster = work.join("poster.jpg");
+        ffmpeg(transcode::poster_args(src, info, &poster, false)).await?;
+        let luma = best_effort(ffmpeg(transcode::luma_args(&poster)).await)?
+            .and_then(|out| transcode::parse_luma(&out));
+        if luma.is_some_and(|l| l < transcode::DARK_LUMA) {
+            let dark = work.join("poster-dark.jpg");
+            tokio::fs::rename(&poster, &dark).await?;
+            let again =
+                best_effort(ffmpeg(transcode::poster_args(src, info, &poster, true)).await)?;
+            if again.is_none() || !poster.is_file() {
+                tokio::fs::rename(&dark, &poster).await?;
+            }
+        }
+        Ok(poster)
+    }
+
     /// A fresh directory for this attempt; earlier attempts' directories of
     /// the same job (left by a worker that was killed) are removed first.
     async fn work_dir(&self, job: &Job) -> Result<PathBuf, PipelineError> {
@@ -507,12 +523,11 @@ impl Pipeline {
         stream_prefix: &str,
         generation: &str,
         rungs: &[Rung],
-        info: &MediaInfo,
+        audio: bool,
         out: &Path,
         measured: Option<&[transcode::Bandwidth]>,
     ) -> Result<(), PipelineError> {
         let master = tokio::fs::read_to_string(out.join("master.m3u8")).await?;
-        let audio = info.audio.is_some();
         put_bytes(
             &self.store,
             &format!("{stream_prefix}master.m3u8"),

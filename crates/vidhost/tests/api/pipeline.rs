@@ -61,6 +61,14 @@ async fn wait_done(s: &TestServer, t: &str, id: &str) -> Value {
     panic!("video {id} did not finish processing");
 }
 
+/// The id of the video an upload request created.
+async fn created_id(r: reqwest::Response) -> String {
+    r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// The job of `video` in the admin's list of jobs in `state`, if there.
 async fn admin_job(s: &TestServer, admin: &str, state: &str, video: &str) -> Option<Value> {
     let list: Value = s
@@ -81,10 +89,7 @@ async fn admin_job(s: &TestServer, admin: &str, state: &str, video: &str) -> Opt
 /// returns the video and the owner's playback grant.
 async fn processed(s: &TestServer, t: &str, bytes: Vec<u8>, name: &str) -> (Value, Value) {
     let r = s.upload_form(t, bytes, name, &[]).await;
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = created_id(r).await;
     let v = wait_done(s, t, &id).await;
     let pb: Value = s
         .get(&format!("/api/v1/videos/{id}/playback"), Some(t))
@@ -109,21 +114,8 @@ fn decode_and_probe(url: &str) -> Vec<(String, u32, u32)> {
         "{url} decodes cleanly: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name,width,height",
-            "-of",
-            "csv=p=0",
-            url,
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
+    ffprobe_csv(url, &[], "stream=codec_name,width,height")
+        .iter()
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
             (
@@ -229,10 +221,7 @@ async fn landscape_with_audio_becomes_an_adaptive_ladder() {
             &[("visibility", "public"), ("title", "Land")],
         )
         .await;
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = created_id(r).await;
     let v = wait_done(&s, &t, &id).await;
     assert_eq!(v["status"], "ready", "{v}");
     assert!(v["ready_at"].is_string());
@@ -482,10 +471,7 @@ async fn server_sent_events_follow_processing_to_the_end() {
     let s = TestServer::start_with(&[WORKER]).await;
     let t = s.user("sse@example.com").await;
     let r = s.upload_form(&t, sample_mp4().to_vec(), "a.mp4", &[]).await;
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = created_id(r).await;
     // The token in the query string, as a browser's EventSource sends it.
     let resp = s
         .http
@@ -595,10 +581,7 @@ async fn portrait_rotated_odd_and_silent_sources() {
         (rotated, "rotated.mp4", (360, 640)),
     ] {
         let r = s.upload_form(&t, bytes, name, &[]).await;
-        let id = r.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let id = created_id(r).await;
         let v = wait_done(&s, &t, &id).await;
         assert_eq!(v["status"], "ready", "{name}: {v}");
         let top = &v["renditions"][0];
@@ -727,10 +710,7 @@ async fn unreadable_media_fails_goes_to_dead_letters_and_can_be_retried() {
     corrupt.extend((0..50_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8));
     let r = s.upload_form(&t, corrupt, "broken.mp4", &[]).await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = created_id(r).await;
     let v = wait_done(&s, &t, &id).await;
     assert_eq!(v["status"], "failed");
     assert!(
@@ -786,10 +766,7 @@ async fn unreadable_media_fails_goes_to_dead_letters_and_can_be_retried() {
     );
     let r = s.upload_form(&t, sound_only, "sound.mp4", &[]).await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = created_id(r).await;
     let v = wait_done(&s, &t, &id).await;
     assert_eq!(v["status"], "failed");
     assert!(v["error"].as_str().unwrap().contains("no video"), "{v}");
@@ -816,10 +793,7 @@ async fn transient_failures_back_off_then_reach_dead_letters() {
     let r = s
         .upload_form(&t, make("slow.mp4", LONG_1080P), "slow.mp4", &[])
         .await;
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = created_id(r).await;
     let job_in = |state: &'static str| admin_job(&s, &admin, state, &id);
     let mut waiting = None;
     for _ in 0..300 {
@@ -876,10 +850,7 @@ async fn reprocess_replaces_outputs_without_orphans() {
     let s = TestServer::start_with(&[WORKER]).await;
     let t = s.user("p@example.com").await;
     let r = s.upload_form(&t, sample_mp4().to_vec(), "a.mp4", &[]).await;
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = created_id(r).await;
     assert_eq!(wait_done(&s, &t, &id).await["status"], "ready");
     let gens = |keys: &[String]| {
         let mut g: Vec<String> = keys
@@ -929,10 +900,7 @@ async fn long_upload_caught_transcoding(email: &str) -> (TestServer, String, Str
     let r = s
         .upload_form(&t, make("long.mp4", LONG_1080P), "long.mp4", &[])
         .await;
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = created_id(r).await;
     let mut seen_transcode = false;
     for _ in 0..1200 {
         let v: Value = s
@@ -1033,10 +1001,7 @@ async fn hdr_variable_frame_rate_and_4k_sources() {
     for (bytes, name) in [(hdr, "hdr.mp4"), (vfr, "vfr.mkv"), (uhd, "uhd.mp4")] {
         let r = s.upload_form(&t, bytes, name, &[]).await;
         assert_eq!(r.status(), StatusCode::CREATED, "{name}");
-        let id = r.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let id = created_id(r).await;
         let v = wait_done(&s, &t, &id).await;
         assert_eq!(v["status"], "ready", "{name}: {v}");
         let pb: Value = s
@@ -1126,12 +1091,7 @@ async fn two_worker_processes_never_run_the_same_job() {
         let r = s
             .upload_form(&t, sample_mp4().to_vec(), &format!("{i}.mp4"), &[])
             .await;
-        ids.push(
-            r.json::<Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        ids.push(created_id(r).await);
     }
     for id in &ids {
         assert_eq!(wait_done(&s, &t, id).await["status"], "ready");
@@ -1259,10 +1219,7 @@ async fn a_video_plays_while_its_ladder_is_still_being_made() {
             &[("visibility", "public")],
         )
         .await;
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = created_id(r).await;
 
     // Playable (HLS) while still processing: poster first, then the stream.
     let mut live = None;
