@@ -519,6 +519,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hdr_sources_are_tone_mapped_before_the_split() {
+        let mut v = crate::probe::VideoInfo {
+            codec: "hevc".into(),
+            width: 1920,
+            height: 1080,
+            rotation: 0,
+            frame_rate: 30.0,
+            pix_fmt: "yuv420p10le".into(),
+            sar: 1.0,
+            bitrate: 0,
+            color_transfer: "smpte2084".into(),
+        };
+        for transfer in ["smpte2084", "arib-std-b67"] {
+            v.color_transfer = transfer.into();
+            let p = prelude(&v, 30.0);
+            assert!(
+                p.contains("tonemap=") && p.ends_with("format=yuv420p"),
+                "{transfer}: {p}"
+            );
+        }
+        v.color_transfer = "bt709".into();
+        assert!(!prelude(&v, 30.0).contains("tonemap"), "SDR is left alone");
+    }
+
+    #[test]
     fn luma_is_read_from_ffmpeg_metadata_output() {
         let out = b"frame:0    pts:0       pts_time:0\nlavfi.signalstats.YAVG=124.097\n";
         assert_eq!(parse_luma(out), Some(124.097));
