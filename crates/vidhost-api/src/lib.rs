@@ -11,6 +11,7 @@ pub mod keys;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod sendfile;
 pub mod state;
 pub mod views;
 
@@ -183,15 +184,13 @@ impl App {
         let n = self.state.config.processing.workers;
         let workers = tokio::spawn(self.pipeline.clone().run(n, stop_workers.clone()));
         let app = self.router();
-        // Small responses go out at once (nginx does the same on keep-alive
-        // connections): without it, Nagle holds the tail of a response
-        // back until the previous one is acknowledged.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let listener = sendfile::Listener(listener);
+        let result = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<sendfile::Outbox>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
         sweeper.abort();
         upkeep.abort();
         stop_workers.cancel();

@@ -45,29 +45,6 @@ const UPLOAD_COLS: &str =
 const INSERT_QUEUED_JOB: &str =
     "INSERT INTO jobs (id, video_id, kind, state, attempts, max_attempts, run_at, \
     created_at, updated_at) VALUES ($1, $2, 'process', 'queued', 0, $3, $4, $4, $4)";
-/// A new video and its upload, atomically, in one statement: the video's
-/// INSERT runs as a data-modifying CTE. $1–$11 the video, $12–$23 the
-/// upload. (SQLite has no such CTEs; it batches instead, see batch.rs.)
-const CREATE_UPLOAD_POSTGRES: &str = "WITH new_video AS (\
-    INSERT INTO videos (id, owner_id, title, description, tags, visibility, status, error, progress, \
-    created_at, uploaded_at, ready_at, original_filename, content_type, size_bytes, duration_s, width, height) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, 0, $8, NULL, NULL, $9, $10, $11, NULL, NULL, NULL) RETURNING id) \
-    INSERT INTO uploads (video_id, upload_id, owner_id, method, store_upload_id, size, part_size, part_count, \
-    created_at, expires_at, received, metadata) \
-    VALUES ($12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)";
-
-async fn create_upload_pg(
-    pool: &sqlx::Pool<sqlx::Postgres>,
-    _: &crate::batch::Queue,
-    v: &Video,
-    u: &Upload,
-) -> Result<()> {
-    bind_new_upload!(sqlx::query(CREATE_UPLOAD_POSTGRES), v, u)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
 const JOB_COLS: &str =
     "id, video_id, kind, state, attempts, max_attempts, run_at, last_error, created_at, updated_at";
 const SESSION_COLS: &str =
@@ -793,7 +770,7 @@ catalog_impl!(
     "./migrations/sqlite",
     // One writer at a time: the UPDATE itself is the lock.
     "",
-    crate::batch::create_upload
+    crate::batch::create_upload_sqlite
 );
 catalog_impl!(
     PgCatalog,
@@ -803,7 +780,7 @@ catalog_impl!(
     "./migrations/postgres",
     // Concurrent workers skip rows another transaction is claiming.
     "FOR UPDATE SKIP LOCKED",
-    create_upload_pg
+    crate::batch::create_upload_pg
 );
 
 #[cfg(test)]

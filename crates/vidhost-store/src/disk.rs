@@ -255,6 +255,12 @@ impl ObjectStore for DiskStore {
         self.get(key, range).await
     }
 
+    fn local_file(&self, key: &str, meta: &ObjectMeta) -> Option<std::sync::Arc<std::fs::File>> {
+        let path = self.object_path(key).ok()?;
+        self.maps
+            .file_of_version(&path, &meta.etag, |m| meta_of(m).etag)
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.object_path(key)?;
         self.maps.forget(&path);

@@ -116,6 +116,11 @@ pub trait ObjectStore: Send + Sync + 'static {
     ) -> Result<ObjectBody> {
         self.get(key, range).await
     }
+    /// The open file that holds the version `meta` of `key`, when the store
+    /// keeps objects as files on this machine (so they can be `sendfile`d).
+    fn local_file(&self, _key: &str, _meta: &ObjectMeta) -> Option<std::sync::Arc<std::fs::File>> {
+        None
+    }
     async fn delete(&self, key: &str) -> Result<()>;
     async fn delete_prefix(&self, prefix: &str) -> Result<()>;
 

@@ -49,6 +49,8 @@ impl Identity {
 
 struct Entry {
     map: Arc<Mmap>,
+    /// The mapped file, open, for `sendfile`.
+    file: Arc<std::fs::File>,
     id: Identity,
     /// The ETag the store gives this version of the file.
     etag: String,
@@ -151,12 +153,7 @@ impl MapCache {
                 if Identity::of(&f.metadata()?) != id {
                     return Err(std::io::ErrorKind::NotFound.into());
                 }
-                // SAFETY: objects are never written in place once they are
-                // under their key (see the module docs), so the mapped bytes
-                // do not change underneath us.
-                let map = Arc::new(unsafe { Mmap::map(&f)? });
-                self.insert(path, map.clone(), id, etag, now);
-                map
+                self.load(path, f, id, etag, now)?.0
             }
         };
         let (start, end) = (start as usize, (start + len) as usize);
@@ -166,7 +163,61 @@ impl MapCache {
         Ok(Bytes::from_owner(MapSlice { map, start, end }))
     }
 
-    fn insert(&self, path: &Path, map: Arc<Mmap>, id: Identity, etag: &str, now: Instant) {
+    /// The open file of the version the store calls `etag` (`etag_of` names
+    /// the version of a stat), from the cache or opened and cached now.
+    /// None when the key holds another version, nothing, or an empty file.
+    pub(crate) fn file_of_version(
+        &self,
+        path: &Path,
+        etag: &str,
+        etag_of: impl Fn(&std::fs::Metadata) -> String,
+    ) -> Option<Arc<std::fs::File>> {
+        let now = Instant::now();
+        self.trim_now_and_then(now);
+        {
+            let mut entries = self.entries.lock().expect("not poisoned");
+            if let Some(e) = entries.get_mut(path).filter(|e| e.etag == etag) {
+                e.used = now;
+                return Some(e.file.clone());
+            }
+        }
+        let f = std::fs::File::open(path).ok()?;
+        let m = f.metadata().ok()?;
+        if etag_of(&m) != etag || m.len() == 0 {
+            return None;
+        }
+        self.load(path, f, Identity::of(&m), etag, now)
+            .ok()
+            .map(|x| x.1)
+    }
+
+    /// Maps the open file `f`, whose stat is `id`, and caches both.
+    fn load(
+        &self,
+        path: &Path,
+        f: std::fs::File,
+        id: Identity,
+        etag: &str,
+        now: Instant,
+    ) -> std::io::Result<(Arc<Mmap>, Arc<std::fs::File>)> {
+        // SAFETY: objects are never written in place once they are under
+        // their key (see the module docs), so the mapped bytes do not change
+        // underneath us.
+        let map = Arc::new(unsafe { Mmap::map(&f)? });
+        let file = Arc::new(f);
+        self.insert(path, map.clone(), file.clone(), id, etag, now);
+        Ok((map, file))
+    }
+
+    fn insert(
+        &self,
+        path: &Path,
+        map: Arc<Mmap>,
+        file: Arc<std::fs::File>,
+        id: Identity,
+        etag: &str,
+        now: Instant,
+    ) {
         let mut entries = self.entries.lock().expect("not poisoned");
         if entries.len() >= CAPACITY {
             entries.retain(|_, e| now.duration_since(e.used) < IDLE);
@@ -184,6 +235,7 @@ impl MapCache {
             path.to_owned(),
             Entry {
                 map,
+                file,
                 id,
                 etag: etag.to_owned(),
                 used: now,

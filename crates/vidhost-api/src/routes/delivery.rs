@@ -6,10 +6,12 @@ use crate::error::{ApiError, ApiResult};
 use crate::grants::{expired, GrantKind, PlayGrant, PLAY};
 use crate::state::SharedState;
 use axum::body::Body;
-// Handlers take the whole `Request` last and borrow its method and headers:
+// Handlers take the whole `Request` last and pass on its head (`Parts`):
 // the `HeaderMap` extractor would clone the map on every segment request.
+use crate::sendfile::Outbox;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -80,8 +82,7 @@ pub async fn original(
         meta,
         &ct,
         "private, max-age=3600",
-        req.method(),
-        req.headers(),
+        &req.into_parts().0,
     )
     .await
 }
@@ -94,8 +95,7 @@ async fn output(
     key_of: impl FnOnce(&str) -> Option<String>,
     content_type: &str,
     cache_control: &'static str,
-    method: &Method,
-    headers: &HeaderMap,
+    req: &Parts,
 ) -> ApiResult<Response> {
     let g = grant(state, token).await?;
     let not_found = || {
@@ -107,16 +107,7 @@ async fn output(
     };
     let key = key_of(&g.v).ok_or_else(not_found)?;
     let meta = state.store.head(&key).await?.ok_or_else(not_found)?;
-    serve(
-        state,
-        &key,
-        meta,
-        content_type,
-        cache_control,
-        method,
-        headers,
-    )
-    .await
+    serve(state, &key, meta, content_type, cache_control, req).await
 }
 
 const PLAYLIST_CACHE: &str = "public, max-age=5";
@@ -168,8 +159,7 @@ pub async fn fixed_output(
         |v| Some(format!("videos/{v}/{object}")),
         ct,
         cache,
-        req.method(),
-        req.headers(),
+        &req.into_parts().0,
     )
     .await
 }
@@ -199,7 +189,7 @@ pub async fn stream_file(
         (plain_name(&generation) && plain_name(&file))
             .then(|| format!("videos/{v}/stream/{generation}/{file}"))
     };
-    output(&state, &token, key, ct, cache, req.method(), req.headers()).await
+    output(&state, &token, key, ct, cache, &req.into_parts().0).await
 }
 
 pub async fn storyboard_image(
@@ -214,8 +204,7 @@ pub async fn storyboard_image(
         key,
         "image/jpeg",
         REPLACEABLE,
-        req.method(),
-        req.headers(),
+        &req.into_parts().0,
     )
     .await
 }
@@ -299,10 +288,9 @@ pub async fn serve(
     meta: ObjectMeta,
     content_type: &str,
     cache_control: &'static str,
-    method: &Method,
-    headers: &HeaderMap,
+    req: &Parts,
 ) -> ApiResult<Response> {
-    let plan = plan(headers, &meta);
+    let plan = plan(&req.headers, &meta);
     let value = |s: String| HeaderValue::try_from(s).map_err(ApiError::internal);
     // Sized up front: growing a header map is a chain of reallocations,
     // and this runs for every segment and range a player asks for.
@@ -353,14 +341,27 @@ pub async fn serve(
             value(format!("bytes {a}-{z}/{}", meta.size))?,
         );
     }
-    if *method == Method::HEAD || len == 0 {
+    if req.method == Method::HEAD || len == 0 {
         return Ok(respond(status, h, Body::empty()));
+    }
+    let (first, _) = range.unwrap_or((0, meta.size - 1));
+    let delivered = crate::metrics::delivered_bytes();
+    // HTTP/1 from files on this machine: by sendfile (see sendfile.rs).
+    let outbox = req
+        .extensions
+        .get::<axum::extract::ConnectInfo<Outbox>>()
+        .filter(|_| req.version <= Version::HTTP_11);
+    if let Some(outbox) = outbox {
+        if let Some(file) = state.store.local_file(key, &meta) {
+            if let Some(body) = crate::sendfile::file_body(&outbox.0, file, first, len, delivered) {
+                return Ok(respond(status, h, body));
+            }
+        }
     }
     let body = state
         .store
         .get_seen(key, &meta, Some(range.unwrap_or((0, meta.size - 1))))
         .await?;
-    let delivered = crate::metrics::delivered_bytes();
     let counted = body.stream.inspect(move |chunk| {
         if let Ok(c) = chunk {
             delivered.increment(c.len() as u64);
