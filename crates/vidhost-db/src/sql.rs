@@ -45,6 +45,10 @@ const UPLOAD_COLS: &str =
 const INSERT_QUEUED_JOB: &str =
     "INSERT INTO jobs (id, video_id, kind, state, attempts, max_attempts, run_at, \
     created_at, updated_at) VALUES ($1, $2, 'process', 'queued', 0, $3, $4, $4, $4)";
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
 const JOB_COLS: &str =
     "id, video_id, kind, state, attempts, max_attempts, run_at, last_error, created_at, updated_at";
 const SESSION_COLS: &str =
@@ -589,7 +593,11 @@ macro_rules! catalog_impl {
                      WHERE pending.video_id = jobs.video_id AND pending.state IN ('queued', 'running', 'failed')) \
                      RETURNING {JOB_COLS}"
                 );
-                let row = sqlx::query(&sql).bind(now).bind(id).fetch_optional(&mut *tx).await?;
+                let row = match sqlx::query(&sql).bind(now).bind(id).fetch_optional(&mut *tx).await {
+                    // Another job of the video became pending meanwhile (jobs_one_pending).
+                    Err(e) if is_unique_violation(&e) => return Ok(None),
+                    other => other?,
+                };
                 let Some(job) = row.as_ref().map(Self::job).transpose()? else { return Ok(None) };
                 sqlx::query("UPDATE videos SET status = 'uploaded', error = NULL, progress = 0, step = NULL WHERE id = $1")
                     .bind(&job.video_id)
@@ -613,15 +621,18 @@ macro_rules! catalog_impl {
                 if n != 1 {
                     return Ok(false);
                 }
-                sqlx::query(
-                    INSERT_QUEUED_JOB,
-                )
-                .bind(job_id)
-                .bind(video_id)
-                .bind(max_attempts)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                let inserted = sqlx::query(INSERT_QUEUED_JOB)
+                    .bind(job_id)
+                    .bind(video_id)
+                    .bind(max_attempts)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await;
+                match inserted {
+                    // Another job of the video became pending meanwhile (jobs_one_pending).
+                    Err(e) if is_unique_violation(&e) => return Ok(false),
+                    other => other?,
+                };
                 tx.commit().await?;
                 Ok(true)
             }

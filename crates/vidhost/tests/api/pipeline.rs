@@ -896,6 +896,69 @@ async fn reprocess_replaces_outputs_without_orphans() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
+/// Reprocess requests racing for one video queue one job: the others get
+/// 409 `processing_pending`, and the video never has two pending jobs (on
+/// PostgreSQL the check alone could let two through; the unique index on
+/// pending jobs stops the second).
+#[tokio::test]
+async fn racing_reprocess_requests_queue_one_job() {
+    let s = TestServer::start_with(&[WORKER]).await;
+    let admin = s.admin().await;
+    let t = s.user("p@example.com").await;
+    let r = s.upload_form(&t, sample_mp4().to_vec(), "a.mp4", &[]).await;
+    let id = created_id(r).await;
+    assert_eq!(wait_done(&s, &t, &id).await["status"], "ready");
+    let path = format!("/api/v1/videos/{id}/reprocess");
+    let answers = futures::future::join_all(
+        (0..12).map(|_| s.post_json(&path, Some(&t), serde_json::json!({}))),
+    )
+    .await;
+    let mut accepted = 0;
+    for r in answers {
+        match r.status() {
+            StatusCode::ACCEPTED => accepted += 1,
+            StatusCode::CONFLICT => {
+                problem(r, StatusCode::CONFLICT, "processing_pending").await;
+            }
+            other => panic!("reprocess answered {other}"),
+        }
+    }
+    // Processing the sample takes longer than the burst of requests, so
+    // the first job is still pending when the others arrive.
+    assert_eq!(accepted, 1, "exactly one of them is queued");
+    assert_eq!(wait_done(&s, &t, &id).await["status"], "ready");
+    let count = |state: &'static str| {
+        let (s, admin, id) = (&s, &admin, &id);
+        async move {
+            let list: Value = s
+                .get(&format!("/api/v1/admin/jobs?state={state}"), Some(admin))
+                .await
+                .json()
+                .await
+                .unwrap();
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|j| j["video_id"] == id.as_str())
+                .count()
+        }
+    };
+    // The job is marked done just after the video turns ready.
+    let mut done = count("done").await;
+    for _ in 0..50 {
+        if done == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        done = count("done").await;
+    }
+    assert_eq!(done, 2, "the upload's job and the reprocess job");
+    for state in ["queued", "running", "failed", "dead"] {
+        assert_eq!(count(state).await, 0, "no other job, {state}");
+    }
+}
+
 /// A server with short job leases, and an 8 s 1080p upload it is busy
 /// transcoding (a slow preset, so the transcode lasts long enough to act on).
 async fn long_upload_caught_transcoding(email: &str) -> (TestServer, String, String) {
