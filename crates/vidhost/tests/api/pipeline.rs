@@ -69,8 +69,8 @@ async fn created_id(r: reqwest::Response) -> String {
         .to_owned()
 }
 
-/// The job of `video` in the admin's list of jobs in `state`, if there.
-async fn admin_job(s: &TestServer, admin: &str, state: &str, video: &str) -> Option<Value> {
+/// The jobs of `video` in the admin's list of jobs in `state`.
+async fn admin_jobs(s: &TestServer, admin: &str, state: &str, video: &str) -> Vec<Value> {
     let list: Value = s
         .get(&format!("/api/v1/admin/jobs?state={state}"), Some(admin))
         .await
@@ -81,8 +81,14 @@ async fn admin_job(s: &TestServer, admin: &str, state: &str, video: &str) -> Opt
         .as_array()
         .unwrap()
         .iter()
-        .find(|j| j["video_id"] == video)
+        .filter(|j| j["video_id"] == video)
         .cloned()
+        .collect()
+}
+
+/// The job of `video` in the admin's list of jobs in `state`, if there.
+async fn admin_job(s: &TestServer, admin: &str, state: &str, video: &str) -> Option<Value> {
+    admin_jobs(s, admin, state, video).await.into_iter().next()
 }
 
 /// Uploads `bytes` as the owner `t`, waits for processing to end, and
@@ -929,20 +935,7 @@ async fn racing_reprocess_requests_queue_one_job() {
     assert_eq!(wait_done(&s, &t, &id).await["status"], "ready");
     let count = |state: &'static str| {
         let (s, admin, id) = (&s, &admin, &id);
-        async move {
-            let list: Value = s
-                .get(&format!("/api/v1/admin/jobs?state={state}"), Some(admin))
-                .await
-                .json()
-                .await
-                .unwrap();
-            list["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|j| j["video_id"] == id.as_str())
-                .count()
-        }
+        async move { admin_jobs(s, admin, state, id).await.len() }
     };
     // The job is marked done just after the video turns ready.
     let mut done = count("done").await;
