@@ -11,9 +11,9 @@
 //!   Under many concurrent creations those fixed costs dominated (and a
 //!   second writer slept in SQLite's busy handler).
 //! - PostgreSQL takes concurrent writers, but each creation as its own
-//!   transaction cost its backend about 195 µs (measured in bench/): a
-//!   commit, and the foreign-key checks of ten transactions share-locking
-//!   the same user row. A batch is one statement over `unnest`ed arrays.
+//!   transaction cost its backend about 195 µs of CPU (bench/, ten clients).
+//!   A batch is one statement over `unnest`ed arrays: about five creations
+//!   per transaction there, ~110 µs of backend CPU each, p99 2.9 ms.
 
 use crate::{DbError, Result, Upload, Video};
 use sqlx::{Pool, Postgres, Sqlite};
