@@ -180,34 +180,37 @@ struct PgWriter {
 
 impl Writer for PgWriter {
     async fn insert(&mut self, rows: &[(&Video, &Upload)]) -> Result<()> {
-        fn col<T>(rows: &[(&Video, &Upload)], f: impl Fn(&Video, &Upload) -> T) -> Vec<T> {
+        fn col<'a, T>(
+            rows: &[(&'a Video, &'a Upload)],
+            f: impl Fn(&'a Video, &'a Upload) -> T,
+        ) -> Vec<T> {
             rows.iter().map(|(v, u)| f(v, u)).collect()
         }
         let tags = |v: &Video| serde_json::to_string(&v.tags).expect("strings serialize");
         sqlx::query(CREATE_UPLOADS_POSTGRES)
-            .bind(col(rows, |v, _| v.id.clone()))
-            .bind(col(rows, |v, _| v.owner_id.clone()))
-            .bind(col(rows, |v, _| v.title.clone()))
-            .bind(col(rows, |v, _| v.description.clone()))
+            .bind(col(rows, |v, _| v.id.as_str()))
+            .bind(col(rows, |v, _| v.owner_id.as_str()))
+            .bind(col(rows, |v, _| v.title.as_str()))
+            .bind(col(rows, |v, _| v.description.as_str()))
             .bind(col(rows, |v, _| tags(v)))
             .bind(col(rows, |v, _| v.visibility.as_str()))
             .bind(col(rows, |v, _| v.status.as_str()))
             .bind(col(rows, |v, _| v.created_at))
-            .bind(col(rows, |v, _| v.original_filename.clone()))
-            .bind(col(rows, |v, _| v.content_type.clone()))
+            .bind(col(rows, |v, _| v.original_filename.as_deref()))
+            .bind(col(rows, |v, _| v.content_type.as_deref()))
             .bind(col(rows, |v, _| v.size_bytes))
-            .bind(col(rows, |_, u| u.video_id.clone()))
-            .bind(col(rows, |_, u| u.upload_id.clone()))
-            .bind(col(rows, |_, u| u.owner_id.clone()))
+            .bind(col(rows, |_, u| u.video_id.as_str()))
+            .bind(col(rows, |_, u| u.upload_id.as_str()))
+            .bind(col(rows, |_, u| u.owner_id.as_str()))
             .bind(col(rows, |_, u| u.method.as_str()))
-            .bind(col(rows, |_, u| u.store_upload_id.clone()))
+            .bind(col(rows, |_, u| u.store_upload_id.as_deref()))
             .bind(col(rows, |_, u| u.size))
             .bind(col(rows, |_, u| u.part_size))
             .bind(col(rows, |_, u| u.part_count))
             .bind(col(rows, |_, u| u.created_at))
             .bind(col(rows, |_, u| u.expires_at))
             .bind(col(rows, |_, u| u.received))
-            .bind(col(rows, |_, u| u.metadata.clone()))
+            .bind(col(rows, |_, u| u.metadata.as_deref()))
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -344,7 +344,7 @@ pub async fn serve(
     if req.method == Method::HEAD || len == 0 {
         return Ok(respond(status, h, Body::empty()));
     }
-    let (first, _) = range.unwrap_or((0, meta.size - 1));
+    let span = range.unwrap_or((0, meta.size - 1));
     let delivered = crate::metrics::delivered_bytes();
     // HTTP/1 from files on this machine: by sendfile (see sendfile.rs).
     let outbox = req
@@ -353,15 +353,13 @@ pub async fn serve(
         .filter(|_| req.version <= Version::HTTP_11);
     if let Some(outbox) = outbox {
         if let Some(file) = state.store.local_file(key, &meta) {
-            if let Some(body) = crate::sendfile::file_body(&outbox.0, file, first, len, delivered) {
+            if let Some(body) = crate::sendfile::file_body(&outbox.0, file, span.0, len, delivered)
+            {
                 return Ok(respond(status, h, body));
             }
         }
     }
-    let body = state
-        .store
-        .get_seen(key, &meta, Some(range.unwrap_or((0, meta.size - 1))))
-        .await?;
+    let body = state.store.get_seen(key, &meta, Some(span)).await?;
     let counted = body.stream.inspect(move |chunk| {
         if let Ok(c) = chunk {
             delivered.increment(c.len() as u64);
