@@ -14,7 +14,7 @@ async fn register_login_me_and_profile() {
     assert_eq!(tokens["token_type"], "Bearer");
     assert_eq!(tokens["expires_in"], 3600);
     let at = tokens["access_token"].as_str().unwrap();
-    let me: serde_json::Value = s.get("/api/v1/me", Some(at)).await.json().await.unwrap();
+    let me: serde_json::Value = s.get_json("/api/v1/me", Some(at)).await;
     assert_eq!(me["email"], "Alice@Example.com");
     assert_eq!(me["mfa_enabled"], false);
 
@@ -27,7 +27,7 @@ async fn register_login_me_and_profile() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let me: serde_json::Value = s.get("/api/v1/me", Some(at)).await.json().await.unwrap();
+    let me: serde_json::Value = s.get_json("/api/v1/me", Some(at)).await;
     assert_eq!(me["display_name"], "Al");
 }
 
@@ -83,12 +83,7 @@ async fn bad_registrations_and_logins_are_refused() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     // Nothing was half-created by the refusals.
     let admin = s.admin().await;
-    let users: serde_json::Value = s
-        .get("/api/v1/admin/users", Some(&admin))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let users: serde_json::Value = s.get_json("/api/v1/admin/users", Some(&admin)).await;
     assert_eq!(users["items"].as_array().unwrap().len(), 2, "{users}");
 }
 
@@ -143,12 +138,7 @@ async fn password_change_revokes_other_sessions() {
     let a = s.login("dave@example.com").await;
     let b = s.login("dave@example.com").await;
     let at = a["access_token"].as_str().unwrap();
-    let sessions: serde_json::Value = s
-        .get("/api/v1/me/sessions", Some(at))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let sessions: serde_json::Value = s.get_json("/api/v1/me/sessions", Some(at)).await;
     assert_eq!(sessions["items"].as_array().unwrap().len(), 2);
 
     let r = s.post_json("/api/v1/me/password", Some(at), json!({"current_password": "nope nope nope", "new_password": "another fine passphrase 77"})).await;
@@ -235,12 +225,7 @@ async fn roles_registration_modes_and_disabling() {
 
     // An admin promotes the viewer; the change applies to the token already held.
     let admin = s.admin().await;
-    let me: serde_json::Value = s
-        .get("/api/v1/me", Some(&viewer))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me: serde_json::Value = s.get_json("/api/v1/me", Some(&viewer)).await;
     let id = me["id"].as_str().unwrap();
     let r = s
         .http

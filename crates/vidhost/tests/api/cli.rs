@@ -54,11 +54,8 @@ async fn admin_create_user_then_sign_in() {
 
     let tokens = s.login("ops@example.com").await;
     let me: serde_json::Value = s
-        .get("/api/v1/me", tokens["access_token"].as_str())
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json("/api/v1/me", tokens["access_token"].as_str())
+        .await;
     assert_eq!(me["role"], "admin");
     assert_eq!(me["display_name"], "Ops");
 

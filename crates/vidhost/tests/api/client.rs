@@ -73,11 +73,8 @@ fn field(out: &Output, name: &str) -> String {
 
 async fn original_sha(s: &TestServer, t: &str, id: &str) -> String {
     let pb: Value = s
-        .get(&format!("/api/v1/videos/{id}/playback"), Some(t))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/videos/{id}/playback"), Some(t))
+        .await;
     sha256(
         &s.get(pb["original"].as_str().unwrap(), None)
             .await
@@ -153,12 +150,7 @@ async fn login_then_upload_with_both_protocols() {
     );
     let id = field(&out, "video_id");
     assert_eq!(field(&out, "watch_url"), format!("{}/watch/{id}", s.base));
-    let v: Value = s
-        .get(&format!("/api/v1/videos/{id}"), Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v: Value = s.get_json(&format!("/api/v1/videos/{id}"), Some(&t)).await;
     assert_eq!(
         (
             v["title"].as_str(),
@@ -234,11 +226,8 @@ async fn interrupted_with_sigint_then_resumed_without_resending() {
         };
         upload_id = id.to_owned();
         let got: Value = s
-            .get(&format!("/api/v1/uploads/multipart/{id}"), Some(&t))
-            .await
-            .json()
-            .await
-            .unwrap();
+            .get_json(&format!("/api/v1/uploads/multipart/{id}"), Some(&t))
+            .await;
         if got["parts"].as_array().is_some_and(|p| p.len() >= 2) {
             break;
         }
@@ -254,11 +243,8 @@ async fn interrupted_with_sigint_then_resumed_without_resending() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("resume"));
     let got: Value = s
-        .get(&format!("/api/v1/uploads/multipart/{upload_id}"), Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/uploads/multipart/{upload_id}"), Some(&t))
+        .await;
     let acked = got["parts"].as_array().unwrap().len();
     assert!(
         acked >= 2 && acked < got["part_count"].as_u64().unwrap() as usize,

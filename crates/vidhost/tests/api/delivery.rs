@@ -4,11 +4,8 @@ use serde_json::Value;
 
 async fn original_url(s: &TestServer, token: &str, id: &str) -> String {
     let pb: Value = s
-        .get(&format!("/api/v1/videos/{id}/playback"), Some(token))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/videos/{id}/playback"), Some(token))
+        .await;
     for f in ["hls", "dash", "mp4", "poster", "storyboard_vtt"] {
         assert!(pb[f].is_null(), "{f} is null until its output exists");
     }

@@ -253,6 +253,11 @@ impl TestServer {
         r.send().await.unwrap()
     }
 
+    /// GET `path` and its JSON body.
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> Value {
+        self.get(path, token).await.json().await.unwrap()
+    }
+
     /// One-request upload of `bytes` as `filename`.
     pub async fn upload_form(
         &self,

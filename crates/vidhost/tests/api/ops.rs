@@ -8,12 +8,7 @@ async fn health_readiness_and_openapi() {
     assert_eq!(s.get("/healthz", None).await.status(), StatusCode::OK);
     let r = s.get("/readyz", None).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let doc: Value = s
-        .get("/api/v1/openapi.json", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = s.get_json("/api/v1/openapi.json", None).await;
     assert_eq!(doc["openapi"], "3.1.0");
     for (path, method) in [
         ("/api/v1/auth/register", "post"),

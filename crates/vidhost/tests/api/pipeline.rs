@@ -39,12 +39,7 @@ fn make(name: &str, args: &[&str]) -> Vec<u8> {
 async fn wait_done(s: &TestServer, t: &str, id: &str) -> Value {
     let mut last_progress = 0.0;
     for _ in 0..600 {
-        let v: Value = s
-            .get(&format!("/api/v1/videos/{id}"), Some(t))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let v: Value = s.get_json(&format!("/api/v1/videos/{id}"), Some(t)).await;
         let p = v["progress"].as_f64().unwrap();
         if v["status"] == "processing" {
             assert!(
@@ -72,11 +67,8 @@ async fn created_id(r: reqwest::Response) -> String {
 /// The jobs of `video` in the admin's list of jobs in `state`.
 async fn admin_jobs(s: &TestServer, admin: &str, state: &str, video: &str) -> Vec<Value> {
     let list: Value = s
-        .get(&format!("/api/v1/admin/jobs?state={state}"), Some(admin))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/admin/jobs?state={state}"), Some(admin))
+        .await;
     list["items"]
         .as_array()
         .unwrap()
@@ -98,11 +90,8 @@ async fn processed(s: &TestServer, t: &str, bytes: Vec<u8>, name: &str) -> (Valu
     let id = created_id(r).await;
     let v = wait_done(s, t, &id).await;
     let pb: Value = s
-        .get(&format!("/api/v1/videos/{id}/playback"), Some(t))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/videos/{id}/playback"), Some(t))
+        .await;
     (v, pb)
 }
 
@@ -254,11 +243,8 @@ async fn landscape_with_audio_becomes_an_adaptive_ladder() {
 
     // Anyone can now see it (public + ready) and play it without signing in.
     let pb: Value = s
-        .get(&format!("/api/v1/videos/{id}/playback"), None)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/videos/{id}/playback"), None)
+        .await;
     assert!(pb["original"].is_null(), "viewers get no original");
     let hls = s.url(pb["hls"].as_str().unwrap());
     let streams = decode_and_probe(&hls);
@@ -610,11 +596,8 @@ async fn portrait_rotated_odd_and_silent_sources() {
             );
         }
         let pb: Value = s
-            .get(&format!("/api/v1/videos/{id}/playback"), Some(&t))
-            .await
-            .json()
-            .await
-            .unwrap();
+            .get_json(&format!("/api/v1/videos/{id}/playback"), Some(&t))
+            .await;
         let streams = decode_and_probe(&s.url(pb["hls"].as_str().unwrap()));
         assert!(
             streams.iter().all(|st| st.0 == "h264"),
@@ -824,12 +807,7 @@ async fn transient_failures_back_off_then_reach_dead_letters() {
         delay >= chrono::Duration::milliseconds(2900),
         "the retry waits retry_base_s: {waiting}"
     );
-    let v: Value = s
-        .get(&format!("/api/v1/videos/{id}"), Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v: Value = s.get_json(&format!("/api/v1/videos/{id}"), Some(&t)).await;
     assert_eq!(
         v["status"], "processing",
         "a video waiting for a retry stays processing"
@@ -968,12 +946,7 @@ async fn long_upload_caught_transcoding(email: &str) -> (TestServer, String, Str
     let id = created_id(r).await;
     let mut seen_transcode = false;
     for _ in 0..1200 {
-        let v: Value = s
-            .get(&format!("/api/v1/videos/{id}"), Some(&t))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let v: Value = s.get_json(&format!("/api/v1/videos/{id}"), Some(&t)).await;
         if v["step"] == "transcode" && v["progress"].as_f64().unwrap() > 0.1 {
             seen_transcode = true;
             break;
@@ -1070,11 +1043,8 @@ async fn hdr_variable_frame_rate_and_4k_sources() {
         let v = wait_done(&s, &t, &id).await;
         assert_eq!(v["status"], "ready", "{name}: {v}");
         let pb: Value = s
-            .get(&format!("/api/v1/videos/{id}/playback"), Some(&t))
-            .await
-            .json()
-            .await
-            .unwrap();
+            .get_json(&format!("/api/v1/videos/{id}/playback"), Some(&t))
+            .await;
         let hls = s.url(pb["hls"].as_str().unwrap());
         decode_and_probe(&hls);
         let out = Command::new("ffprobe")
@@ -1162,11 +1132,8 @@ async fn two_worker_processes_never_run_the_same_job() {
         assert_eq!(wait_done(&s, &t, id).await["status"], "ready");
     }
     let done: Value = s
-        .get("/api/v1/admin/jobs?state=done", Some(&admin))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json("/api/v1/admin/jobs?state=done", Some(&admin))
+        .await;
     let jobs = done["items"].as_array().unwrap();
     assert_eq!(jobs.len(), 12);
     let videos: std::collections::BTreeSet<_> = jobs
@@ -1290,17 +1257,9 @@ async fn a_video_plays_while_its_ladder_is_still_being_made() {
     let mut live = None;
     for _ in 0..600 {
         let pb: Value = s
-            .get(&format!("/api/v1/videos/{id}/playback"), Some(&t))
-            .await
-            .json()
-            .await
-            .unwrap();
-        let v: Value = s
-            .get(&format!("/api/v1/videos/{id}"), Some(&t))
-            .await
-            .json()
-            .await
-            .unwrap();
+            .get_json(&format!("/api/v1/videos/{id}/playback"), Some(&t))
+            .await;
+        let v: Value = s.get_json(&format!("/api/v1/videos/{id}"), Some(&t)).await;
         assert_ne!(v["status"], "ready", "caught it before the end");
         if pb["hls"].is_string() {
             live = Some((pb, v));
@@ -1351,11 +1310,8 @@ async fn a_video_plays_while_its_ladder_is_still_being_made() {
     let v = wait_done(&s, &t, &id).await;
     assert_eq!(v["status"], "ready", "{v}");
     let pb: Value = s
-        .get(&format!("/api/v1/videos/{id}/playback"), Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/videos/{id}/playback"), Some(&t))
+        .await;
     // Grant expiries are rounded to a bucket (a sixth of the ttl), so the URL
     // stays the same unless a bucket boundary passed while this test ran;
     // the earlier URL keeps working either way (it is used below).

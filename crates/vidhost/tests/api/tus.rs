@@ -51,11 +51,8 @@ async fn offset(s: &TestServer, t: &str, url: &str) -> usize {
 
 async fn original_of(s: &TestServer, t: &str, video_id: &str) -> Vec<u8> {
     let pb: Value = s
-        .get(&format!("/api/v1/videos/{video_id}/playback"), Some(t))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/videos/{video_id}/playback"), Some(t))
+        .await;
     s.get(pb["original"].as_str().unwrap(), None)
         .await
         .bytes()
@@ -210,11 +207,8 @@ async fn protocol_core_creation_checksum_and_termination() {
     );
     // Complete: a video with the metadata, byte-identical.
     let v: Value = s
-        .get(&format!("/api/v1/videos/{video_id}"), Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/videos/{video_id}"), Some(&t))
+        .await;
     assert_eq!(v["status"], "uploaded");
     assert_eq!(v["title"], "Tus title");
     assert_eq!(v["tags"], serde_json::json!(["x", "y"]));
@@ -268,12 +262,7 @@ async fn creation_with_upload_limits_and_bad_media() {
         file.len().to_string().as_str()
     );
     let id = id_of(r.headers()["location"].to_str().unwrap()).to_owned();
-    let v: Value = s
-        .get(&format!("/api/v1/videos/{id}"), Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v: Value = s.get_json(&format!("/api/v1/videos/{id}"), Some(&t)).await;
     assert_eq!(v["status"], "uploaded");
 
     let r = tus(s.http.post(s.url("/api/v1/tus")), &t)
@@ -360,12 +349,7 @@ async fn expired_uploads_are_gone_with_their_bytes() {
         tus(s.http.head(&url), &t).send().await.unwrap().status(),
         StatusCode::NOT_FOUND
     );
-    let ups: Value = s
-        .get("/api/v1/uploads", Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let ups: Value = s.get_json("/api/v1/uploads", Some(&t)).await;
     assert_eq!(ups["items"], serde_json::json!([]));
     for id in [
         id_of(&url),
@@ -583,11 +567,8 @@ async fn tuspy_interrupted_and_resumed_by_a_fresh_client() {
         "it resumed, not restarted"
     );
     let v: Value = s
-        .get(&format!("/api/v1/videos/{}", id_of(&url)), Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/videos/{}", id_of(&url)), Some(&t))
+        .await;
     assert_eq!(v["title"], "From tuspy");
     assert_eq!(v["tags"], serde_json::json!(["py", "tus"]));
     assert_eq!(
@@ -626,11 +607,8 @@ async fn tus_js_client_interrupted_and_resumed_by_a_fresh_client() {
         "resumed from the server's offset"
     );
     let v: Value = s
-        .get(&format!("/api/v1/videos/{}", id_of(&url)), Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/videos/{}", id_of(&url)), Some(&t))
+        .await;
     assert_eq!(v["title"], "From tus-js-client");
     assert_eq!(v["visibility"], "unlisted");
     assert_eq!(

@@ -138,19 +138,9 @@ async fn bad_form_uploads_leave_nothing_behind() {
     problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
 
     assert!(s.object_keys().await.is_empty(), "no objects remain");
-    let list: Value = s
-        .get("/api/v1/videos", Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Value = s.get_json("/api/v1/videos", Some(&t)).await;
     assert_eq!(list["items"], json!([]), "no videos remain");
-    let ups: Value = s
-        .get("/api/v1/uploads", Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let ups: Value = s.get_json("/api/v1/uploads", Some(&t)).await;
     assert_eq!(ups["items"], json!([]), "no uploads remain");
 }
 
@@ -167,12 +157,7 @@ async fn presigned_put_then_complete() {
     let url = p["upload_url"].as_str().unwrap();
 
     // Visible as an incomplete upload meanwhile.
-    let ups: Value = s
-        .get("/api/v1/uploads", Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let ups: Value = s.get_json("/api/v1/uploads", Some(&t)).await;
     assert_eq!(ups["items"][0]["video_id"], vid);
     assert_eq!(ups["items"][0]["method"], "presigned");
     assert_eq!(ups["items"][0]["received_bytes"], 0);
@@ -384,11 +369,8 @@ async fn multipart_parallel_parts_in_any_order() {
 
     // What was received so far, for resuming.
     let got: Value = s
-        .get(&format!("/api/v1/uploads/multipart/{upload_id}"), Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/uploads/multipart/{upload_id}"), Some(&t))
+        .await;
     let listed: Vec<u64> = got["parts"]
         .as_array()
         .unwrap()
@@ -397,12 +379,7 @@ async fn multipart_parallel_parts_in_any_order() {
         .collect();
     assert_eq!(listed, (2..=count as u64).collect::<Vec<_>>());
     assert_eq!(got["video_id"], m["video_id"]);
-    let ups: Value = s
-        .get("/api/v1/uploads", Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let ups: Value = s.get_json("/api/v1/uploads", Some(&t)).await;
     assert_eq!(ups["items"][0]["upload_id"], upload_id);
     assert_eq!(ups["items"][0]["received_bytes"], file.len() - part_size);
 
@@ -484,14 +461,11 @@ async fn multipart_parallel_parts_in_any_order() {
 
     // The stored original is byte-identical.
     let pb: Value = s
-        .get(
+        .get_json(
             &format!("/api/v1/videos/{}/playback", v["id"].as_str().unwrap()),
             Some(&t),
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     let body = s
         .get(pb["original"].as_str().unwrap(), None)
         .await
@@ -500,12 +474,7 @@ async fn multipart_parallel_parts_in_any_order() {
         .unwrap();
     assert_eq!(sha256(&body), sha256(file));
     assert_eq!(s.pending_multipart_count().await, 0);
-    let ups: Value = s
-        .get("/api/v1/uploads", Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let ups: Value = s.get_json("/api/v1/uploads", Some(&t)).await;
     assert_eq!(ups["items"], json!([]));
 }
 
@@ -591,12 +560,7 @@ async fn multipart_abort_and_invalid_media_leave_nothing() {
     problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_media").await;
     assert!(s.object_keys().await.is_empty());
     assert_eq!(s.pending_multipart_count().await, 0);
-    let list: Value = s
-        .get("/api/v1/videos", Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Value = s.get_json("/api/v1/videos", Some(&t)).await;
     assert_eq!(list["items"], json!([]));
 }
 

@@ -49,14 +49,9 @@ async fn visibility_rules_hide_what_a_caller_may_not_see() {
         "video_not_found",
     )
     .await;
-    let anon: Value = s.get("/api/v1/videos", None).await.json().await.unwrap();
+    let anon: Value = s.get_json("/api/v1/videos", None).await;
     assert_eq!(anon["items"], json!([]));
-    let theirs: Value = s
-        .get("/api/v1/videos", Some(&other))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let theirs: Value = s.get_json("/api/v1/videos", Some(&other)).await;
     assert_eq!(theirs["items"], json!([]));
     // Others cannot edit or delete it.
     let r = s
@@ -138,7 +133,7 @@ async fn edit_metadata() {
         .await
         .unwrap();
     assert!(r.status().is_client_error());
-    let after: Value = s.get(&path, Some(&t)).await.json().await.unwrap();
+    let after: Value = s.get_json(&path, Some(&t)).await;
     assert_eq!(after["title"], "After", "refused edits changed nothing");
 }
 
@@ -150,11 +145,8 @@ async fn delete_removes_every_object() {
     let gone = s.upload_sample(&t, "Gone").await;
     let gone_id = gone["id"].as_str().unwrap();
     let pb: Value = s
-        .get(&format!("/api/v1/videos/{gone_id}/playback"), Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/videos/{gone_id}/playback"), Some(&t))
+        .await;
     let r = s
         .http
         .delete(s.url(&format!("/api/v1/videos/{gone_id}")))
@@ -222,12 +214,7 @@ async fn delete_removes_every_object() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(s.pending_multipart_count().await, 0);
-    let ups: Value = s
-        .get("/api/v1/uploads", Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let ups: Value = s.get_json("/api/v1/uploads", Some(&t)).await;
     assert_eq!(ups["items"], json!([]));
 }
 
@@ -258,12 +245,7 @@ async fn list_filters_and_cursor_pagination() {
     }
     s.upload_sample(&other, "Theirs").await;
 
-    let page1: Value = s
-        .get("/api/v1/videos?limit=2", Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page1: Value = s.get_json("/api/v1/videos?limit=2", Some(&t)).await;
     let got: Vec<&str> = page1["items"]
         .as_array()
         .unwrap()
@@ -273,11 +255,8 @@ async fn list_filters_and_cursor_pagination() {
     assert_eq!(got, vec![ids[2].as_str(), ids[1].as_str()], "newest first");
     let cursor = page1["next_cursor"].as_str().unwrap();
     let page2: Value = s
-        .get(&format!("/api/v1/videos?limit=2&cursor={cursor}"), Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/videos?limit=2&cursor={cursor}"), Some(&t))
+        .await;
     let got: Vec<&str> = page2["items"]
         .as_array()
         .unwrap()
@@ -287,34 +266,16 @@ async fn list_filters_and_cursor_pagination() {
     assert_eq!(got, vec![ids[0].as_str()]);
     assert!(page2["next_cursor"].is_null());
 
-    let cats: Value = s
-        .get("/api/v1/videos?tag=CATS", Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let cats: Value = s.get_json("/api/v1/videos?tag=CATS", Some(&t)).await;
     assert_eq!(cats["items"].as_array().unwrap().len(), 2);
-    let q: Value = s
-        .get("/api/v1/videos?q=three", Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let q: Value = s.get_json("/api/v1/videos?q=three", Some(&t)).await;
     assert_eq!(q["items"][0]["title"], "Three");
-    let q: Value = s
-        .get("/api/v1/videos?q=number%201", Some(&t))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let q: Value = s.get_json("/api/v1/videos?q=number%201", Some(&t)).await;
     assert_eq!(q["items"][0]["title"], "Two");
     let admin = s.admin().await;
     let all: Value = s
-        .get("/api/v1/videos?status=uploaded&limit=100", Some(&admin))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json("/api/v1/videos?status=uploaded&limit=100", Some(&admin))
+        .await;
     assert_eq!(all["items"].as_array().unwrap().len(), 4);
     problem(
         s.get("/api/v1/videos?limit=101", None).await,
