@@ -145,7 +145,6 @@ pub trait Catalog: Send + Sync + 'static {
     async fn claim_job(&self, owner: &str, now: Millis, lease_ms: i64) -> Result<Option<Job>>;
     /// False when the lease was lost (or the job is gone with its video).
     async fn renew_job(&self, id: &str, owner: &str, now: Millis, lease_ms: i64) -> Result<bool>;
-    async fn finish_job(&self, id: &str, owner: &str, now: Millis) -> Result<()>;
     /// Schedules a retry at `retry_at`, or with None moves the job to dead
     /// letters; false when `owner` no longer holds the job.
     async fn fail_job(
@@ -185,11 +184,15 @@ pub trait Catalog: Send + Sync + 'static {
         width: i64,
         height: i64,
     ) -> Result<()>;
+    /// The video is ready and its job (`job`, leased by `owner`) is done, in
+    /// one transaction: a client that sees `ready` may reprocess at once.
     async fn set_video_ready(
         &self,
         id: &str,
         renditions: &[Rendition],
         outputs: &Outputs,
+        job: &str,
+        owner: &str,
         now: Millis,
     ) -> Result<()>;
     /// Outputs published while processing goes on (poster first, then a

@@ -45,6 +45,11 @@ const UPLOAD_COLS: &str =
 const INSERT_QUEUED_JOB: &str =
     "INSERT INTO jobs (id, video_id, kind, state, attempts, max_attempts, run_at, \
     created_at, updated_at) VALUES ($1, $2, 'process', 'queued', 0, $3, $4, $4, $4)";
+/// Job $2, leased by $3, is done at $1 (with its video turning ready).
+const FINISH_JOB: &str =
+    "UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires = NULL, \
+    last_error = NULL, updated_at = $1 WHERE id = $2 AND lease_owner = $3";
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -539,18 +544,6 @@ macro_rules! catalog_impl {
                 Ok(n == 1)
             }
 
-            async fn finish_job(&self, id: &str, owner: &str, now: Millis) -> Result<()> {
-                sqlx::query(
-                    "UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires = NULL, last_error = NULL, updated_at = $1 \
-                     WHERE id = $2 AND lease_owner = $3",
-                )
-                .bind(now)
-                .bind(id)
-                .bind(owner)
-                .execute(&self.0)
-                .await?;
-                Ok(())
-            }
 
             async fn fail_job(&self, id: &str, owner: &str, error: &str, retry_at: Option<Millis>, now: Millis) -> Result<bool> {
                 let state = if retry_at.is_some() { "failed" } else { "dead" };
@@ -659,7 +652,8 @@ macro_rules! catalog_impl {
                 Ok(())
             }
 
-            async fn set_video_ready(&self, id: &str, renditions: &[Rendition], outputs: &Outputs, now: Millis) -> Result<()> {
+            async fn set_video_ready(&self, id: &str, renditions: &[Rendition], outputs: &Outputs, job: &str, owner: &str, now: Millis) -> Result<()> {
+                let mut tx = self.0.begin().await?;
                 sqlx::query(
                     "UPDATE videos SET status = 'ready', step = NULL, progress = 1, error = NULL, ready_at = $1, \
                      renditions = $2, outputs = $3 WHERE id = $4",
@@ -668,8 +662,10 @@ macro_rules! catalog_impl {
                 .bind(serde_json::to_string(renditions).expect("serializable"))
                 .bind(serde_json::to_string(outputs).expect("serializable"))
                 .bind(id)
-                .execute(&self.0)
+                .execute(&mut *tx)
                 .await?;
+                sqlx::query(FINISH_JOB).bind(now).bind(job).bind(owner).execute(&mut *tx).await?;
+                tx.commit().await?;
                 Ok(())
             }
 

@@ -100,12 +100,12 @@ impl Pipeline {
             self.lease_ms(),
             cancel.clone(),
         ));
-        let result = self.steps(&job, &cancel).await;
+        let result = self.steps(&job, owner, &cancel).await;
         heartbeat.abort();
         let kind = job.kind.as_str();
         let outcome = match result {
             Ok(()) => {
-                let _ = self.db.finish_job(&job.id, owner, now_ms()).await;
+                // `set_video_ready` marked the job done with the video.
                 tracing::info!(video = %job.video_id, secs = started.elapsed().as_secs_f64(), "processed");
                 "completed"
             }
@@ -202,7 +202,12 @@ impl Pipeline {
         }
     }
 
-    async fn steps(&self, job: &Job, cancel: &CancellationToken) -> Result<(), PipelineError> {
+    async fn steps(
+        &self,
+        job: &Job,
+        owner: &str,
+        cancel: &CancellationToken,
+    ) -> Result<(), PipelineError> {
         let id = &job.video_id;
         let cfg = &self.config.processing;
         let timeout = Duration::from_secs(cfg.step_timeout_s);
@@ -443,7 +448,7 @@ impl Pipeline {
             partial: false,
         };
         self.db
-            .set_video_ready(id, &renditions, &outputs, now_ms())
+            .set_video_ready(id, &renditions, &outputs, &job.id, owner, now_ms())
             .await?;
         if let Some(old) = previous {
             // The video is ready and no manifest names `old` any more; if this
