@@ -6,6 +6,7 @@
 pub mod auth;
 mod conn;
 pub mod error;
+mod fastpath;
 pub mod grants;
 pub mod keys;
 pub mod metrics;
@@ -26,6 +27,10 @@ use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use vidhost_core::domain::Role;
 use vidhost_core::Config;
+
+/// What tower-http's CORS layer (with a mirrored origin) puts in `Vary`.
+pub(crate) const CORS_VARY: &str =
+    "origin, access-control-request-method, access-control-request-headers";
 
 pub struct App {
     pub state: SharedState,
@@ -78,9 +83,6 @@ impl App {
     }
 
     pub fn router(&self) -> axum::Router {
-        /// What tower-http's CORS layer (with a mirrored origin) puts in `Vary`.
-        const CORS_VARY: &str =
-            "origin, access-control-request-method, access-control-request-headers";
         let cors = CorsLayer::new()
             .allow_origin(AllowOrigin::mirror_request())
             .allow_methods([
@@ -184,7 +186,9 @@ impl App {
         let n = self.state.config.processing.workers;
         let workers = tokio::spawn(self.pipeline.clone().run(n, stop_workers.clone()));
         let app = self.router();
-        let listener = sendfile::Listener(listener);
+        // Objects that are files here can be answered by the connection itself.
+        let quick = (self.state.store.kind() == "disk").then(|| self.state.clone());
+        let listener = sendfile::Listener::new(listener, quick);
         let result = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<sendfile::Outbox>(),

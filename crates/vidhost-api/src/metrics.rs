@@ -91,16 +91,27 @@ pub async fn track_http(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let resp = next.run(req).await;
     let route = route.as_ref().map(|p| p.as_str()).unwrap_or("unmatched");
-    let (requests, duration) = route_handles(route, resp.status().as_u16());
+    record_http(route, resp.status().as_u16(), start);
+    resp
+}
+
+/// Counts one answered request of `route` (its template) that began at `start`.
+pub(crate) fn record_http(route: &str, status: u16, start: Instant) {
+    let (requests, duration) = route_handles(route, status);
     requests.increment(1);
     duration.record(start.elapsed().as_secs_f64());
-    resp
 }
 
 /// The counter of bytes delivered, looked up once.
 pub fn delivered_bytes() -> &'static metrics::Counter {
     static DELIVERED: OnceLock<metrics::Counter> = OnceLock::new();
     DELIVERED.get_or_init(|| metrics::counter!("vidhost_delivery_bytes_total"))
+}
+
+/// The counter of requests the connection answered itself (fastpath.rs).
+pub fn quick_answers() -> &'static metrics::Counter {
+    static QUICK: OnceLock<metrics::Counter> = OnceLock::new();
+    QUICK.get_or_init(|| metrics::counter!("vidhost_delivery_quick_answers_total"))
 }
 
 /// Counts an upload from start to its outcome; dropping it unfinished counts

@@ -128,11 +128,14 @@ async fn ranges_return_exact_slices() {
     assert!(r.bytes().await.unwrap().is_empty());
 }
 
-/// One HTTP/1.1 response read off a raw connection: status, headers, body.
+/// Status, headers (names in lower case) and body of a response.
+type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// One HTTP/1.1 response read off a raw connection.
 async fn read_response(
     conn: &mut tokio::io::BufReader<tokio::net::TcpStream>,
     head_request: bool,
-) -> (u16, Vec<(String, String)>, Vec<u8>) {
+) -> Answer {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt};
     let mut line = String::new();
     conn.read_line(&mut line).await.unwrap();
@@ -235,6 +238,100 @@ async fn pipelined_requests_get_their_own_bytes() {
             let cl = headers.iter().find(|(k, _)| k == "content-length").unwrap();
             assert_eq!(cl.1, "100");
         }
+    }
+}
+
+/// The value of an unlabelled counter on /metrics (0 before it exists).
+async fn counter(s: &TestServer, name: &str) -> f64 {
+    let text = s.get("/metrics", None).await.text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Plain play GETs on a fresh connection are answered by the connection
+/// itself (fastpath.rs); once a connection has carried any other request,
+/// its play requests go through the router. Both ways must give the same
+/// status, headers (but `Date`) and bytes, and the metrics must show which
+/// way each went.
+#[tokio::test]
+async fn the_connection_and_the_router_answer_alike() {
+    use tokio::io::AsyncWriteExt;
+    let s = TestServer::start().await;
+    let t = s.user("u@example.com").await;
+    let big = big_avi();
+    let r = s.upload_form(&t, big.to_vec(), "big.avi", &[]).await;
+    let v: Value = r.json().await.unwrap();
+    let url = original_url(&s, &t, v["id"].as_str().unwrap()).await;
+    let etag = s.get(&url, None).await.headers()["etag"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let host = s.base.trim_start_matches("http://").to_owned();
+    let len = big.len();
+    let cases: Vec<(Vec<String>, u16, &[u8])> = vec![
+        (vec![], 200, big),
+        (vec!["Range: bytes=0-99".into()], 206, &big[..100]),
+        (vec!["range: bytes=-500".into()], 206, &big[len - 500..]),
+        (vec!["Range: bytes=1000-".into()], 206, &big[1000..]),
+        (
+            vec!["Range: bytes=0-9".into(), format!("If-Range: {etag}")],
+            206,
+            &big[..10],
+        ),
+        (
+            vec!["Range: bytes=0-9".into(), "If-Range: \"stale\"".into()],
+            200,
+            big,
+        ),
+        (
+            vec!["Range: bytes=5-6".into(), "Connection: keep-alive".into()],
+            206,
+            &big[5..=6],
+        ),
+    ];
+    let quick_before = counter(&s, "vidhost_delivery_quick_answers_total").await;
+    let mut answers: [Vec<Answer>; 2] = Default::default();
+    for (general, answers) in answers.iter_mut().enumerate() {
+        for (headers, _, _) in &cases {
+            let tcp = tokio::net::TcpStream::connect(&host).await.unwrap();
+            let mut conn = tokio::io::BufReader::new(tcp);
+            if general == 1 {
+                let hz = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n");
+                conn.get_mut().write_all(hz.as_bytes()).await.unwrap();
+                assert_eq!(read_response(&mut conn, false).await.0, 200);
+            }
+            let mut req = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\n");
+            for h in headers {
+                req.push_str(&format!("{h}\r\n"));
+            }
+            req.push_str("\r\n");
+            conn.get_mut().write_all(req.as_bytes()).await.unwrap();
+            let (status, mut h, body) = read_response(&mut conn, false).await;
+            h.retain(|(k, _)| k != "date");
+            h.sort();
+            answers.push((status, h, body));
+        }
+        if general == 0 {
+            let quick = counter(&s, "vidhost_delivery_quick_answers_total").await;
+            assert_eq!(
+                quick - quick_before,
+                cases.len() as f64,
+                "answered by the connection"
+            );
+        }
+    }
+    let quick_after = counter(&s, "vidhost_delivery_quick_answers_total").await;
+    assert_eq!(
+        quick_after - quick_before,
+        cases.len() as f64,
+        "the router answered these"
+    );
+    for (i, (headers, status, body)) in cases.iter().enumerate() {
+        let (quick, general) = (&answers[0][i], &answers[1][i]);
+        assert_eq!(quick.0, *status, "{headers:?}");
+        assert!(quick.2 == *body, "{headers:?}: not the file's bytes");
+        assert_eq!(quick, general, "{headers:?}: the two ways differ");
     }
 }
 
