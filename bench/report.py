@@ -39,6 +39,19 @@ def disturbed(runs):
     return f" ⚠ disturbed (other CPU up to {worst:.0f} %)" if worst > 10 else ""
 
 
+def quick_note(by):
+    """How many of vidhost's measured range requests its connections answered themselves."""
+    quick = sum(r["quick"] for r in by.get("range_quick", []))
+    asked = sum(r["wrk"]["requests"] for k, runs in by.items()
+                if k.startswith("range_") and k.endswith(tuple(f"_vidhost_r{i}" for i in range(1, 10)))
+                for r in runs)
+    if not asked:
+        return ""
+    return (f"Of vidhost's {asked:,} measured range requests, {quick:,} were answered by the "
+            "connection itself (fastpath.rs, counted by `vidhost_delivery_quick_answers_total`), "
+            "the rest by the router.")
+
+
 def verdict(ok):
     return "ok" if ok else "**MISS**"
 
@@ -191,7 +204,7 @@ def main():
               "nginx rounds alternate and the summary shows the mean of the rounds. The range "
               "script has no Lua `response` callback (wrk would copy every 1 MiB body into Lua "
               "and become the bottleneck), so its errors are wrk's count of status ≥ 400; both "
-              "servers' 206 answers are checked once by hand before.",
+              "servers' 206 answers are checked once by hand before. " + quick_note(by),
               "- (d) wrk -t2 -c10, 10 s per run unless capped; the creation body declares "
               f"`size` = {size_label(by.get('api_setup_sqlite', [{}])[0].get('create_size', 0))} "
               "(creating a multipart upload reserves nothing on disk: the staging file comes "

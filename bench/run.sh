@@ -332,6 +332,10 @@ for u in "$VIDHOST_URL" "$NGINX_URL"; do
         || die "ranged GET of $u is not a 206 of 1048 bytes"
 done
 cat "$OBJECT" >/dev/null # warm the page cache for both
+# requests the connection answered itself (fastpath.rs), from /metrics
+quick_answers() {
+    curl -sf "$SRV_URL/metrics" | awk '$1 == "vidhost_delivery_quick_answers_total" { printf "%d", $2; f = 1 } END { if (!f) print 0 }'
+}
 log "(c) machine quiet ($(wait_quiet)% busy)"
 record "{\"key\":\"range_setup\",\"file_bytes\":$RANGE_BYTES,\"nginx_workers\":$NGINX_WORKERS}"
 
@@ -343,9 +347,13 @@ for chunk in 1048576 65536; do
             if [[ $target == vidhost ]]; then url=$VIDHOST_URL pids=$SRV_PID; else url=$NGINX_URL pids=$NGINX_PIDS; fi
             log "(c) $target, random $((chunk >> 10)) KiB ranges, round $round: 2 s warm-up + ${RANGE_SECONDS} s"
             timeout 30 wrk -t2 -c64 -d2s -s "$BENCH_LUA/range.lua" "$url" -- "$RANGE_BYTES" "$chunk" 200000 >/dev/null
+            if [[ $target == vidhost ]]; then q0=$(quick_answers); fi
             run_wrk "range_${chunk}_${target}_r$round" "$pids" 2000000 \
                 -t2 -c64 -d"${RANGE_SECONDS}s" --timeout 10s --latency -s "$BENCH_LUA/range.lua" "$url" \
                 -- "$RANGE_BYTES" "$chunk"
+            if [[ $target == vidhost ]]; then
+                record "{\"key\":\"range_quick\",\"run\":\"range_${chunk}_vidhost_r$round\",\"quick\":$(($(quick_answers) - q0))}"
+            fi
         done
     done
 done

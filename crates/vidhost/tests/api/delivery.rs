@@ -250,10 +250,10 @@ async fn counter(s: &TestServer, name: &str) -> f64 {
 }
 
 /// Plain play GETs on a fresh connection are answered by the connection
-/// itself (fastpath.rs); once a connection has carried any other request,
-/// its play requests go through the router. Both ways must give the same
-/// status, headers (but `Date`) and bytes, and the metrics must show which
-/// way each went.
+/// itself (fastpath.rs) when objects are on local disk; once a connection
+/// has carried any other request, its play requests go through the router.
+/// Both ways must give the same status, headers (but `Date`) and bytes, and
+/// the metrics must show which way each went.
 #[tokio::test]
 async fn the_connection_and_the_router_answer_alike() {
     use tokio::io::AsyncWriteExt;
@@ -290,6 +290,8 @@ async fn the_connection_and_the_router_answer_alike() {
             &big[5..=6],
         ),
     ];
+    // Only a store on this machine's disk has files to send (S3: none).
+    let expect_quick = if s.is_s3() { 0.0 } else { cases.len() as f64 };
     let quick_before = counter(&s, "vidhost_delivery_quick_answers_total").await;
     let mut answers: [Vec<Answer>; 2] = Default::default();
     for (general, answers) in answers.iter_mut().enumerate() {
@@ -316,7 +318,7 @@ async fn the_connection_and_the_router_answer_alike() {
             let quick = counter(&s, "vidhost_delivery_quick_answers_total").await;
             assert_eq!(
                 quick - quick_before,
-                cases.len() as f64,
+                expect_quick,
                 "answered by the connection"
             );
         }
@@ -324,7 +326,7 @@ async fn the_connection_and_the_router_answer_alike() {
     let quick_after = counter(&s, "vidhost_delivery_quick_answers_total").await;
     assert_eq!(
         quick_after - quick_before,
-        cases.len() as f64,
+        expect_quick,
         "the router answered these"
     );
     for (i, (headers, status, body)) in cases.iter().enumerate() {
