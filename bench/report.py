@@ -47,9 +47,10 @@ def quick_note(by):
                 for r in runs)
     if not asked:
         return ""
-    return (f"Of vidhost's {asked:,} measured range requests, {quick:,} were answered by the "
-            "connection itself (fastpath.rs, counted by `vidhost_delivery_quick_answers_total`), "
-            "the rest by the router.")
+    return (f"During vidhost's measured range runs its connections answered {quick:,} requests "
+            "themselves (fastpath.rs, counted by `vidhost_delivery_quick_answers_total`; wrk "
+            f"counted {asked:,} completed, and the server also answers those still in flight "
+            "when wrk stops), the router the rest.")
 
 
 def verdict(ok):

@@ -131,8 +131,21 @@ async fn ranges_return_exact_slices() {
 /// Status, headers (names in lower case) and body of a response.
 type Answer = (u16, Vec<(String, String)>, Vec<u8>);
 
-/// One HTTP/1.1 response read off a raw connection.
+/// One HTTP/1.1 response read off a raw connection (failing after 30 s
+/// rather than waiting for an answer that never comes).
 async fn read_response(
+    conn: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+    head_request: bool,
+) -> Answer {
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        read_response_now(conn, head_request),
+    )
+    .await
+    .expect("an answer within 30 s")
+}
+
+async fn read_response_now(
     conn: &mut tokio::io::BufReader<tokio::net::TcpStream>,
     head_request: bool,
 ) -> Answer {
@@ -335,6 +348,65 @@ async fn the_connection_and_the_router_answer_alike() {
         assert!(quick.2 == *body, "{headers:?}: not the file's bytes");
         assert_eq!(quick, general, "{headers:?}: the two ways differ");
     }
+}
+
+/// The connection reads request heads itself before hyper does: a head
+/// that arrives a few bytes at a time is answered once, and a request the
+/// connection leaves to hyper (here a POST with a body, pipelined between
+/// plain GETs) reaches hyper whole, with the GETs around it answered in order.
+#[tokio::test]
+async fn a_connection_hands_requests_over_mid_stream() {
+    use tokio::io::AsyncWriteExt;
+    let s = TestServer::start().await;
+    let t = s.user("u@example.com").await;
+    let big = big_avi();
+    let r = s.upload_form(&t, big.to_vec(), "big.avi", &[]).await;
+    let v: Value = r.json().await.unwrap();
+    let url = original_url(&s, &t, v["id"].as_str().unwrap()).await;
+    let host = s.base.trim_start_matches("http://").to_owned();
+    let get = |a: usize, z: usize| {
+        format!("GET {url} HTTP/1.1\r\nHost: {host}\r\nRange: bytes={a}-{z}\r\n\r\n")
+    };
+    let tcp = tokio::net::TcpStream::connect(&host).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let mut conn = tokio::io::BufReader::new(tcp);
+
+    // A head in 3-byte pieces.
+    for piece in get(0, 99).as_bytes().chunks(3) {
+        conn.get_mut().write_all(piece).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let (status, _, body) = read_response(&mut conn, false).await;
+    assert_eq!((status, body.as_slice()), (206, &big[..100]));
+
+    // GET, POST with a body, GET, all in one write.
+    let create = serde_json::json!({
+        "filename": "next.mp4", "content_type": "video/mp4", "size": 10_000_000
+    })
+    .to_string();
+    let mut raw = get(100, 199);
+    raw.push_str(&format!(
+        "POST /api/v1/uploads/multipart HTTP/1.1\r\nHost: {host}\r\n\
+         Authorization: Bearer {t}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{create}",
+        create.len()
+    ));
+    raw.push_str(&get(200, 299));
+    conn.get_mut().write_all(raw.as_bytes()).await.unwrap();
+    let (status, _, body) = read_response(&mut conn, false).await;
+    assert_eq!((status, body.as_slice()), (206, &big[100..200]));
+    let (status, _, body) = read_response(&mut conn, false).await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let created: Value = serde_json::from_slice(&body).unwrap();
+    assert!(created["upload_id"].is_string(), "{created}");
+    let (status, _, body) = read_response(&mut conn, false).await;
+    assert_eq!((status, body.as_slice()), (206, &big[200..300]));
+    let listed = s.get_json("/api/v1/uploads", Some(&t)).await;
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
 }
 
 #[tokio::test]
