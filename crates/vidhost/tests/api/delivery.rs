@@ -16,6 +16,18 @@ async fn original_url(s: &TestServer, token: &str, id: &str) -> String {
         .to_owned()
 }
 
+/// A server with one user who uploaded `big_avi()`: the server, the
+/// user's token and the play URL of the original.
+async fn with_big_original() -> (TestServer, String, String) {
+    let s = TestServer::start().await;
+    let t = s.user("u@example.com").await;
+    let r = s.upload_form(&t, big_avi().to_vec(), "big.avi", &[]).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    let url = original_url(&s, &t, v["id"].as_str().unwrap()).await;
+    (s, t, url)
+}
+
 #[tokio::test]
 async fn ranges_return_exact_slices() {
     let s = TestServer::start().await;
@@ -182,12 +194,8 @@ async fn read_response_now(
 #[tokio::test]
 async fn pipelined_requests_get_their_own_bytes() {
     use tokio::io::AsyncWriteExt;
-    let s = TestServer::start().await;
-    let t = s.user("u@example.com").await;
+    let (s, t, big_url) = with_big_original().await;
     let big = big_avi();
-    let r = s.upload_form(&t, big.to_vec(), "big.avi", &[]).await;
-    let v: Value = r.json().await.unwrap();
-    let big_url = original_url(&s, &t, v["id"].as_str().unwrap()).await;
     let small = sample_mp4();
     let v = s.upload_sample(&t, "small").await;
     let small_url = original_url(&s, &t, v["id"].as_str().unwrap()).await;
@@ -270,12 +278,8 @@ async fn counter(s: &TestServer, name: &str) -> f64 {
 #[tokio::test]
 async fn the_connection_and_the_router_answer_alike() {
     use tokio::io::AsyncWriteExt;
-    let s = TestServer::start().await;
-    let t = s.user("u@example.com").await;
+    let (s, _, url) = with_big_original().await;
     let big = big_avi();
-    let r = s.upload_form(&t, big.to_vec(), "big.avi", &[]).await;
-    let v: Value = r.json().await.unwrap();
-    let url = original_url(&s, &t, v["id"].as_str().unwrap()).await;
     let etag = s.get(&url, None).await.headers()["etag"]
         .to_str()
         .unwrap()
@@ -357,12 +361,8 @@ async fn the_connection_and_the_router_answer_alike() {
 #[tokio::test]
 async fn a_connection_hands_requests_over_mid_stream() {
     use tokio::io::AsyncWriteExt;
-    let s = TestServer::start().await;
-    let t = s.user("u@example.com").await;
+    let (s, t, url) = with_big_original().await;
     let big = big_avi();
-    let r = s.upload_form(&t, big.to_vec(), "big.avi", &[]).await;
-    let v: Value = r.json().await.unwrap();
-    let url = original_url(&s, &t, v["id"].as_str().unwrap()).await;
     let host = s.base.trim_start_matches("http://").to_owned();
     let get = |a: usize, z: usize| {
         format!("GET {url} HTTP/1.1\r\nHost: {host}\r\nRange: bytes={a}-{z}\r\n\r\n")
