@@ -27,6 +27,8 @@ use std::cell::RefCell;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 use tokio::io::{AsyncRead, ReadBuf};
@@ -54,32 +56,82 @@ pub(crate) fn with_date(f: impl FnOnce(&str)) {
     })
 }
 
+/// The answers connections are writing themselves, so that a graceful
+/// shutdown lets them finish: hyper-util's graceful shutdown closes a
+/// connection it has not seen a request on at once, which would cut such an
+/// answer off mid-body.
+#[derive(Default)]
+pub struct Drain {
+    draining: AtomicBool,
+    in_flight: AtomicUsize,
+}
+
+impl Drain {
+    /// Stops new answers here (connections hand every further request to
+    /// hyper, which shuts down gracefully), then waits, at most `limit`,
+    /// until the answers being written are done.
+    pub async fn finish(&self, limit: std::time::Duration) {
+        self.draining.store(true, Ordering::SeqCst);
+        let until = Instant::now() + limit;
+        while self.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Counts an answer in flight, unless shutdown has begun. The count
+    /// comes first, so `finish` either sees it or this sees `draining`.
+    fn enter(self: &Arc<Self>) -> Option<Flight> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let flight = Flight(self.clone());
+        (!self.draining.load(Ordering::SeqCst)).then_some(flight)
+    }
+}
+
+/// One answer in flight; dropping it (done, failed or abandoned) uncounts it.
+struct Flight(Arc<Drain>);
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A request answered here, being written.
 struct Sending {
     quick: Quick,
     head_sent: usize,
     sent: u64,
+    _flight: Flight,
 }
 
 /// The read side of a connection while it is in front of hyper.
 pub(crate) struct Front {
     state: SharedState,
+    drain: Arc<Drain>,
     /// Bytes read from the socket and not yet answered or handed on.
     buf: Vec<u8>,
     /// Where the unconsumed bytes of `buf` start.
     at: usize,
+    /// How many bytes from `at` are known not to hold a whole head, so a
+    /// head that trickles in is parsed again only when a line ends.
+    scanned: usize,
     /// hyper has the connection from here on.
     handed: bool,
+    /// Some request was answered here.
+    answered: bool,
     sending: Option<Sending>,
 }
 
 impl Front {
-    pub(crate) fn new(state: SharedState) -> Front {
+    pub(crate) fn new(state: SharedState, drain: Arc<Drain>) -> Front {
         Front {
             state,
+            drain,
             buf: Vec::new(),
             at: 0,
+            scanned: 0,
             handed: false,
+            answered: false,
             sending: None,
         }
     }
@@ -117,17 +169,22 @@ impl Front {
                 continue;
             }
             match self.answer() {
-                Next::Answer(quick) => {
+                Next::Answer(quick, flight) => {
+                    self.answered = true;
                     self.sending = Some(Sending {
                         quick,
                         head_sent: 0,
                         sent: 0,
+                        _flight: flight,
                     });
                     continue;
                 }
                 Next::Hand => {
                     self.handed = true;
                     continue;
+                }
+                Next::Refuse(why) => {
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why)))
                 }
                 Next::More => {}
             }
@@ -156,22 +213,48 @@ impl Front {
         if bytes.is_empty() {
             return Next::More;
         }
+        // hyper-util picks HTTP/1 or HTTP/2 from the first bytes it reads,
+        // which (until we hand over) come after our answers: the HTTP/2
+        // preface after HTTP/1 requests is refused, as hyper's HTTP/1 would.
+        const PREFACE: &[u8] = b"PRI ";
+        let k = bytes.len().min(PREFACE.len());
+        if self.answered && bytes[..k] == PREFACE[..k] {
+            return if k < PREFACE.len() {
+                Next::More
+            } else {
+                Next::Refuse("the HTTP/2 preface after HTTP/1 requests")
+            };
+        }
+        // A head ends with an empty line: nothing new to parse until a
+        // line ends in the bytes that came since the last look.
+        let fresh = &bytes[self.scanned.saturating_sub(3)..];
+        if self.scanned > 0 && !fresh.contains(&b'\n') && bytes.len() < MAX_HEAD {
+            self.scanned = bytes.len();
+            return Next::More;
+        }
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut req = httparse::Request::new(&mut headers);
         let n = match req.parse(bytes) {
             Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) if bytes.len() < MAX_HEAD => return Next::More,
+            Ok(httparse::Status::Partial) if bytes.len() < MAX_HEAD => {
+                self.scanned = bytes.len();
+                return Next::More;
+            }
             // Too long, too many headers, malformed: hyper's to answer.
             _ => return Next::Hand,
         };
         let start = Instant::now();
+        let Some(flight) = self.drain.enter() else {
+            return Next::Hand;
+        };
         match quick(&self.state, &req) {
             Some(q) => {
                 crate::metrics::record_http(q.route, q.status, start);
                 crate::metrics::delivered_bytes().increment(q.len);
                 crate::metrics::quick_answers().increment(1);
                 self.at += n;
-                Next::Answer(q)
+                self.scanned = 0;
+                Next::Answer(q, flight)
             }
             None => Next::Hand,
         }
@@ -179,8 +262,10 @@ impl Front {
 }
 
 enum Next {
-    Answer(Quick),
+    Answer(Quick, Flight),
     Hand,
+    /// Fail the connection.
+    Refuse(&'static str),
     More,
 }
 

@@ -186,9 +186,17 @@ impl App {
         let n = self.state.config.processing.workers;
         let workers = tokio::spawn(self.pipeline.clone().run(n, stop_workers.clone()));
         let app = self.router();
-        // Objects that are files here can be answered by the connection itself.
-        let quick = (self.state.store.kind() == "disk").then(|| self.state.clone());
+        // Objects that are files here can be answered by the connection
+        // itself; on shutdown, those answers finish before hyper's
+        // graceful shutdown closes the connections.
+        let drain = Arc::new(fastpath::Drain::default());
+        let quick =
+            (self.state.store.kind() == "disk").then(|| (self.state.clone(), drain.clone()));
         let listener = sendfile::Listener::new(listener, quick);
+        let shutdown = async move {
+            shutdown.await;
+            drain.finish(Duration::from_secs(30)).await;
+        };
         let result = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<sendfile::Outbox>(),

@@ -27,7 +27,7 @@
 //! into its own buffers), and only for stores that hold files on this
 //! machine ([`vidhost_store::ObjectStore::local_file`]).
 
-use crate::fastpath::Front;
+use crate::fastpath::{Drain, Front};
 use crate::state::SharedState;
 use axum::body::Body;
 use bytes::Bytes;
@@ -119,11 +119,11 @@ pub struct Listener {
     tcp: TcpListener,
     /// Set when objects are files here: connections then answer plain play
     /// requests themselves (see fastpath.rs).
-    quick: Option<SharedState>,
+    quick: Option<(SharedState, Arc<Drain>)>,
 }
 
 impl Listener {
-    pub fn new(tcp: TcpListener, quick: Option<SharedState>) -> Listener {
+    pub fn new(tcp: TcpListener, quick: Option<(SharedState, Arc<Drain>)>) -> Listener {
         Listener { tcp, quick }
     }
 }
@@ -141,7 +141,10 @@ impl axum::serve::Listener for Listener {
         let conn = Conn {
             tcp,
             outbox: Outbox::default(),
-            front: self.quick.clone().map(|s| Box::new(Front::new(s))),
+            front: self
+                .quick
+                .as_ref()
+                .map(|(s, d)| Box::new(Front::new(s.clone(), d.clone()))),
         };
         (conn, addr)
     }

@@ -442,7 +442,8 @@ pub(crate) struct Quick {
     pub status: u16,
 }
 
-/// Larger answers go through hyper, whose graceful shutdown lets them finish.
+/// Larger answers go through hyper (a shutdown waits for quick answers in
+/// flight, see fastpath.rs, so this bounds that wait too).
 const QUICK_MAX: u64 = 16 * 1024 * 1024;
 
 /// The answer to `GET {path}` (`/play/…`, no query) when it is a plain

@@ -409,6 +409,83 @@ async fn a_connection_hands_requests_over_mid_stream() {
     );
 }
 
+/// A graceful shutdown (SIGTERM) lets answers in flight finish, whichever
+/// way they are sent: slow readers of a connection-answered GET and of a
+/// router-answered GET both get every byte.
+#[tokio::test]
+async fn shutdown_lets_answers_in_flight_finish() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start().await;
+    let t = s.user("u@example.com").await;
+    // An AVI padded to 12 MB: more than the socket buffers hold, so the
+    // answers are still being written when the signal comes.
+    let mut file = big_avi().to_vec();
+    file.resize(12_000_000, 0);
+    let r = s.upload_form(&t, file.clone(), "big.avi", &[]).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    let url = original_url(&s, &t, v["id"].as_str().unwrap()).await;
+    // The router learns the original's type; from then on fresh
+    // connections answer it themselves.
+    let warm = s.http.get(s.url(&url)).header("range", "bytes=0-0");
+    assert_eq!(warm.send().await.unwrap().status(), 206);
+    let host = s.base.trim_start_matches("http://").to_owned();
+    let quick_before = counter(&s, "vidhost_delivery_quick_answers_total").await;
+    let mut readers = Vec::new();
+    for via_router in [false, true] {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(16 * 1024).unwrap();
+        let tcp = sock.connect(host.parse().unwrap()).await.unwrap();
+        let mut conn = tokio::io::BufReader::new(tcp);
+        if via_router {
+            let hz = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            conn.get_mut().write_all(hz.as_bytes()).await.unwrap();
+            assert_eq!(read_response(&mut conn, false).await.0, 200);
+        }
+        let get = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        conn.get_mut().write_all(get.as_bytes()).await.unwrap();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            conn.read_line(&mut line).await.unwrap();
+            if line.trim_end().is_empty() {
+                break;
+            }
+        }
+        let mut first = vec![0; 65_536];
+        conn.read_exact(&mut first).await.unwrap();
+        readers.push((via_router, conn, first));
+    }
+    let quick = counter(&s, "vidhost_delivery_quick_answers_total").await;
+    let expect_quick = if s.is_s3() { 0.0 } else { 1.0 };
+    assert_eq!(
+        quick - quick_before,
+        expect_quick,
+        "one answered by the connection"
+    );
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for (via_router, mut conn, mut body) in readers {
+        let rest = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            conn.read_to_end(&mut body),
+        )
+        .await
+        .expect("the answer ends within 30 s");
+        assert!(rest.is_ok(), "via router {via_router}: {rest:?}");
+        assert!(
+            body.len() == file.len() && body == file,
+            "via router {via_router}: {} of {} bytes",
+            body.len(),
+            file.len()
+        );
+    }
+}
+
 #[tokio::test]
 async fn tokens_are_checked() {
     let s = TestServer::start_with(&[("VIDHOST_DELIVERY__OWNER_GRANT_TTL_S", "2")]).await;

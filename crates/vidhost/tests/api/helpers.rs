@@ -369,6 +369,11 @@ impl TestServer {
         }
     }
 
+    /// The server's process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self._child.id().expect("running")
+    }
+
     pub fn is_s3(&self) -> bool {
         matches!(self.storage, Storage::S3 { .. })
     }
