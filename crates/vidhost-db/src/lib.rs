@@ -228,7 +228,8 @@ pub async fn connect(url: &str) -> Result<DynCatalog> {
             // SQLite has one writer. With many connections, writers wait in
             // SQLite's busy handler (sleep + retry: p99 of upload creation
             // ~230 ms at 10 clients); with two, they queue in the pool instead
-            // (p99 ~19 ms) and a read can still run beside a write.
+            // (p99 ~19 ms) and a read can still run beside a write. The
+            // upload-creation writer takes one more of its own (batch.rs).
             .max_connections(2)
             .min_connections(1)
             .connect_with(opts)
