@@ -25,7 +25,6 @@ use crate::state::SharedState;
 use axum::http::HeaderName;
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -337,18 +336,10 @@ impl Sending {
             self.head_sent += n;
         }
         while self.sent < q.len {
-            let count = ((q.len - self.sent) as usize).min(0x7fff_f000);
-            let offset = q.offset + self.sent;
-            let n = ready!(crate::sendfile::poll_op(tcp, cx, |sock| {
-                let mut off = offset as libc::off_t;
-                // SAFETY: both fds are open for the call; `off` is a local.
-                unsafe { libc::sendfile(sock, q.file.as_raw_fd(), &mut off, count) }
-            }))?;
-            if n == 0 {
-                // The file went away under an open descriptor (objects are
-                // never truncated in place): fail rather than send short.
-                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
-            }
+            let (offset, left) = (q.offset + self.sent, q.len - self.sent);
+            let n = ready!(crate::sendfile::poll_sendfile(
+                tcp, cx, &q.file, offset, left
+            ))?;
             self.sent += n as u64;
         }
         Poll::Ready(Ok(()))

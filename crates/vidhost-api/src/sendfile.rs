@@ -276,6 +276,31 @@ pub(crate) fn poll_op(
     }
 }
 
+/// Sends up to `len` bytes of `file` from `offset` to `tcp`'s socket once
+/// it is writable; how many went.
+pub(crate) fn poll_sendfile(
+    tcp: &TcpStream,
+    cx: &mut Context<'_>,
+    file: &File,
+    offset: u64,
+    len: u64,
+) -> Poll<io::Result<usize>> {
+    // Linux sends at most 0x7ffff000 bytes per call.
+    let count = len.min(0x7fff_f000) as usize;
+    let n = ready!(poll_op(tcp, cx, |sock| {
+        let mut off = offset as libc::off_t;
+        // SAFETY: both fds are open for the call; `off` is a local.
+        unsafe { libc::sendfile(sock, file.as_raw_fd(), &mut off, count) }
+    }))?;
+    if n == 0 {
+        // Objects are never truncated in place (see the store), so this is a
+        // file that went away under an open descriptor: fail the connection
+        // rather than send a short body.
+        return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+    }
+    Poll::Ready(Ok(n))
+}
+
 impl Conn {
     fn poll_op(
         &self,
@@ -301,21 +326,9 @@ impl Conn {
             if at as u64 != job.sent || buf.len() as u64 != job.len - job.sent {
                 return Poll::Ready(Err(broken("frame and job disagree")));
             }
-            // Linux sends at most 0x7ffff000 bytes per call.
-            let count = buf.len().min(0x7fff_f000);
-            (job.file.clone(), job.offset + job.sent, count)
+            (job.file.clone(), job.offset + job.sent, buf.len() as u64)
         };
-        let n = ready!(self.poll_op(cx, |sock| {
-            let mut off = offset as libc::off_t;
-            // SAFETY: both fds are open for the call; `off` is a local.
-            unsafe { libc::sendfile(sock, file.as_raw_fd(), &mut off, count) }
-        }))?;
-        if n == 0 {
-            // Objects are never truncated in place (see the store), so this
-            // is a file that went away under an open descriptor: fail the
-            // connection rather than send a short body.
-            return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
-        }
+        let n = ready!(poll_sendfile(&self.tcp, cx, &file, offset, count))?;
         let mut jobs = self.outbox.0.lock().expect("not poisoned");
         if let Some(job) = jobs.front_mut() {
             job.sent += n as u64;

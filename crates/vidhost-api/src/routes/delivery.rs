@@ -465,13 +465,16 @@ pub(crate) fn quick<'a>(
     }
     let v = g.v.as_str();
     let original_type;
-    let (route, key, content_type, cache) = match rest.split('/').collect::<Vec<_>>()[..] {
-        ["original"] if g.k == GrantKind::Owner => {
+    // Up to three segments (a fourth means more), without allocating.
+    let mut parts = rest.splitn(4, '/');
+    let segments = [parts.next(), parts.next(), parts.next(), parts.next()];
+    let (route, key, content_type, cache) = match segments {
+        [Some("original"), None, ..] if g.k == GrantKind::Owner => {
             original_type = known_original_type(state, v)?;
             let ct: &str = &original_type;
             (ORIGINAL_ROUTE, original_key(v), ct, "private, max-age=3600")
         }
-        [kind @ ("hls" | "dash"), generation, file] => {
+        [Some(kind @ ("hls" | "dash")), Some(generation), Some(file), None] => {
             let (ct, cache) = stream_type(file);
             let route = if kind == "hls" {
                 HLS_FILE_ROUTE
@@ -480,7 +483,7 @@ pub(crate) fn quick<'a>(
             };
             (route, stream_key(v, generation, file)?, ct, cache)
         }
-        ["storyboard", file] => (
+        [Some("storyboard"), Some(file), None, _] => (
             STORYBOARD_IMAGE_ROUTE,
             storyboard_key(v, file)?,
             "image/jpeg",
