@@ -37,12 +37,13 @@ cmd_stop() {
     rm -rf -- "$DIR" "$PID_FILE" "$ENV_FILE"
 }
 
-cmd_start() {
-    [[ -x "$GARAGE" ]] || die "garage not installed at $GARAGE (run scripts/install-deps.sh)"
+# Starts one server on fresh ports; sets API and NODE_ID. Fails (so the caller
+# can try again on other ports) if it exits or its RPC port never answers.
+launch() {
     cmd_stop
     mkdir -p "$DIR/meta" "$DIR/data"
-    local api rpc
-    api="$(free_port)"
+    local rpc
+    API="$(free_port)"
     rpc="$(free_port)"
     cat >"$DIR/garage.toml" <<TOML
 metadata_dir = "$DIR/meta"
@@ -57,17 +58,37 @@ rpc_secret = "$(printf 'rpc%.0s' 1 | sha256sum | cut -c1-64)"
 
 [s3_api]
 s3_region = "us-east-1"
-api_bind_addr = "127.0.0.1:$api"
+api_bind_addr = "127.0.0.1:$API"
 root_domain = ".s3.localhost"
 TOML
     setsid "$GARAGE" -c "$DIR/garage.toml" server </dev/null >>"$LOG_FILE" 2>&1 &
-    echo $! >"$PID_FILE"
-    local id=""
-    for _ in $(seq 1 100); do
-        id="$(g node id -q 2>/dev/null | cut -d@ -f1)" && [[ -n "$id" ]] && break
+    local pid=$!
+    echo "$pid" >"$PID_FILE"
+    # `node id` only reads (or makes) the key file, so it answers before the
+    # server listens; wait until the RPC port answers `status` too, or the
+    # layout commands race the server's start (CI once failed exactly so).
+    NODE_ID=""
+    for _ in $(seq 1 150); do
+        kill -0 "$pid" 2>/dev/null || break
+        if [[ -z "$NODE_ID" ]]; then
+            NODE_ID="$(g node id -q 2>/dev/null | cut -d@ -f1)" || NODE_ID=""
+        fi
+        if [[ -n "$NODE_ID" ]] && g status >/dev/null 2>&1; then return 0; fi
         sleep 0.2
     done
-    [[ -n "$id" ]] || die "garage did not start; see $LOG_FILE"
+    tail -n 20 "$LOG_FILE" >&2 || true
+    return 1
+}
+
+cmd_start() {
+    [[ -x "$GARAGE" ]] || die "garage not installed at $GARAGE (run scripts/install-deps.sh)"
+    local attempt ok=0
+    for attempt in 1 2 3; do
+        log "starting garage (attempt $attempt)"
+        if launch; then ok=1; break; fi
+    done
+    [[ "$ok" == 1 ]] || { cmd_stop; die "garage did not start; see $LOG_FILE"; }
+    local id="$NODE_ID" api="$API"
     g layout assign -z dc1 -c 1G "$id" >/dev/null
     g layout apply --version 1 >/dev/null
     g key import --yes -n vidhost-test "$KEY_ID" "$SECRET" >/dev/null
