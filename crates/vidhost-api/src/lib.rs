@@ -77,6 +77,7 @@ impl App {
             metrics,
             original_types: Default::default(),
             users: Default::default(),
+            tokens: Default::default(),
         });
         bootstrap_admin(&state).await?;
         Ok(App { state, pipeline })

@@ -19,6 +19,8 @@ pub struct AppState {
     pub original_types: std::sync::Mutex<std::collections::HashMap<String, Arc<str>>>,
     /// User rows read by authentication in the last second.
     pub users: crate::auth::UserCache,
+    /// Access tokens already verified here.
+    pub tokens: crate::auth::TokenCache,
 }
 
 pub type SharedState = Arc<AppState>;

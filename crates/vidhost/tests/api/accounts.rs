@@ -283,3 +283,79 @@ async fn tokens_from_one_node_work_on_another() {
         .await;
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+/// The signing key of `kid`, read from the server's database.
+async fn signing_secret(database_url: &str, kid: &str) -> Vec<u8> {
+    use base64::Engine;
+    use sqlx::Connection;
+    let q = "SELECT secret FROM signing_keys WHERE kid = $1";
+    let secret: String = if database_url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(database_url).await.unwrap();
+        sqlx::query_scalar(q)
+            .bind(kid)
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    } else {
+        let mut c = sqlx::PgConnection::connect(database_url).await.unwrap();
+        sqlx::query_scalar(q)
+            .bind(kid)
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(secret)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn access_tokens_are_checked_whole_every_time() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine;
+    let s = TestServer::start().await;
+    let alice = s.user("alice@example.com").await;
+    let bob = s.user("bob@example.com").await;
+    let me = |t: String| {
+        let s = &s;
+        async move { s.get("/api/v1/me", Some(&t)).await.status() }
+    };
+    // Both verified once (and so remembered by the server).
+    assert_eq!(me(alice.clone()).await, StatusCode::OK);
+    assert_eq!(me(bob.clone()).await, StatusCode::OK);
+
+    // Alice's signature on anything but Alice's own token is refused.
+    let a: Vec<&str> = alice.split('.').collect();
+    let b: Vec<&str> = bob.split('.').collect();
+    let bobs_claims_alices_signature = format!("{}.{}.{}", a[0], b[1], a[2]);
+    assert_eq!(
+        me(bobs_claims_alices_signature).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let mut claims: serde_json::Value = serde_json::from_slice(&B64.decode(a[1]).unwrap()).unwrap();
+    claims["role"] = json!("admin");
+    let promoted = format!("{}.{}.{}", a[0], B64.encode(claims.to_string()), a[2]);
+    assert_eq!(me(promoted).await, StatusCode::UNAUTHORIZED);
+    let mut cut = alice.clone();
+    cut.pop();
+    assert_eq!(me(cut).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(alice.clone()).await, StatusCode::OK);
+
+    // A token stops working when it expires (plus 5 s of allowed clock
+    // skew), even one the server has already checked.
+    let header = jsonwebtoken::decode_header(&alice).unwrap();
+    let key = signing_secret(&s.database_url, header.kid.as_deref().unwrap()).await;
+    let sign = |exp: i64| {
+        let mut c = claims.clone();
+        c["role"] = json!("uploader");
+        c["exp"] = json!(exp);
+        jsonwebtoken::encode(&header, &c, &jsonwebtoken::EncodingKey::from_secret(&key)).unwrap()
+    };
+    let now = chrono::Utc::now().timestamp();
+    assert_eq!(me(sign(now - 60)).await, StatusCode::UNAUTHORIZED);
+    let short = sign(now + 1);
+    assert_eq!(me(short.clone()).await, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    assert_eq!(me(short).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(alice).await, StatusCode::OK);
+}
