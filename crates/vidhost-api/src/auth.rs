@@ -271,8 +271,11 @@ struct Verified {
 /// key stops its tokens here as it does when verifying.
 #[derive(Default)]
 pub struct TokenCache {
-    rows: std::sync::Mutex<std::collections::HashMap<Box<str>, (Box<str>, Verified)>>,
+    /// signature → (whole token, what it says)
+    rows: std::sync::Mutex<std::collections::HashMap<Box<str>, Remembered>>,
 }
+
+type Remembered = (Box<str>, Verified);
 
 const TOKEN_CACHE_MAX: usize = 10_000;
 
