@@ -5,36 +5,6 @@
 //! generated from one body of SQL (see `sql.rs`) so both behave identically;
 //! where the dialects differ, the difference is spelled out per backend.
 
-/// Binds a new video ($1–$11) and its upload ($12–$23), in the order of
-/// the INSERTs that create them (`sql::CREATE_UPLOAD_POSTGRES`, `batch::text`).
-macro_rules! bind_new_upload {
-    ($q:expr, $v:expr, $u:expr) => {
-        $q.bind(&$v.id)
-            .bind(&$v.owner_id)
-            .bind(&$v.title)
-            .bind(&$v.description)
-            .bind(serde_json::to_string(&$v.tags).expect("strings serialize"))
-            .bind($v.visibility.as_str())
-            .bind($v.status.as_str())
-            .bind($v.created_at)
-            .bind(&$v.original_filename)
-            .bind(&$v.content_type)
-            .bind($v.size_bytes)
-            .bind(&$u.video_id)
-            .bind(&$u.upload_id)
-            .bind(&$u.owner_id)
-            .bind($u.method.as_str())
-            .bind(&$u.store_upload_id)
-            .bind($u.size)
-            .bind($u.part_size)
-            .bind($u.part_count)
-            .bind($u.created_at)
-            .bind($u.expires_at)
-            .bind($u.received)
-            .bind(&$u.metadata)
-    };
-}
-
 mod batch;
 mod error;
 mod models;

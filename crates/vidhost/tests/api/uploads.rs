@@ -615,3 +615,74 @@ async fn multipart_validation() {
         problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     }
 }
+
+/// Lists the upload ids of the caller's incomplete uploads.
+async fn incomplete_upload_ids(s: &TestServer, t: &str) -> std::collections::BTreeSet<String> {
+    let listed = s.get_json("/api/v1/uploads", Some(t)).await;
+    listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["upload_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_acknowledged_creation_is_kept_across_a_crash() {
+    let mut s = TestServer::start().await;
+    let t = s.user("many@example.com").await;
+    let body = json!({"filename": "a.mp4", "content_type": "video/mp4", "size": 100_000_000});
+    let create = |s: &TestServer| {
+        let req = s
+            .http
+            .post(s.url("/api/v1/uploads/multipart"))
+            .bearer_auth(&t)
+            .json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::CREATED);
+            let v: Value = r.json().await.unwrap();
+            v["upload_id"].as_str().unwrap().to_owned()
+        }
+    };
+    // Concurrent creations share transactions (batch.rs); each is answered
+    // only once its own rows are committed.
+    let mut ids: std::collections::BTreeSet<String> = join_all((0..48).map(|_| create(&s)))
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(ids.len(), 48);
+
+    if let Some(path) = s.database_url.strip_prefix("sqlite://") {
+        use sqlx::Connection;
+        let path = path.split('?').next().unwrap().to_owned();
+        // Another connection holds SQLite's write lock: a creation waits
+        // for it instead of failing.
+        let mut other = sqlx::SqliteConnection::connect(&s.database_url)
+            .await
+            .unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let waiting = tokio::spawn(create(&s));
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        assert!(
+            !waiting.is_finished(),
+            "answered while the database was locked"
+        );
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        ids.insert(waiting.await.unwrap());
+
+        // The writer checkpoints its WAL: one creation after another (a
+        // commit each) does not grow it without bound (~40 KiB a commit).
+        for _ in 0..600 {
+            ids.insert(create(&s).await);
+        }
+        let wal = std::fs::metadata(format!("{path}-wal")).unwrap().len();
+        assert!(wal < 12 << 20, "the WAL grew to {wal} bytes");
+    }
+
+    s.crash_and_restart().await;
+    assert_eq!(incomplete_upload_ids(&s, &t).await, ids);
+}
