@@ -19,11 +19,12 @@
 //!   connection thread and back (sqlx's design: every call is a message to
 //!   the connection's thread) cost ~20 µs of wake-ups and copies per
 //!   creation and left the runtime's threads parking and waking. The two
-//!   things that can take milliseconds go to a blocking thread instead:
+//!   things that can take milliseconds go to blocking threads instead:
 //!   waiting for another connection's write lock (the writer's busy timeout
-//!   is zero, so it finds out at once) and WAL checkpoints (automatic ones
-//!   are off on this connection; it checkpoints every `CHECKPOINT_EVERY`
-//!   commits).
+//!   is zero, so it finds out at once) and WAL checkpoints. Automatic ones
+//!   are off on this connection; every `CHECKPOINT_EVERY` commits a PASSIVE
+//!   checkpoint starts on a connection of its own while the writer goes on,
+//!   and the writer waits for one only if the WAL outgrew `WAL_FRAMES_MAX`.
 //! - PostgreSQL takes concurrent writers, but each creation as its own
 //!   transaction cost its backend about 195 µs of CPU (bench/, ten clients).
 //!   A batch is one statement over `unnest`ed arrays: about five creations
@@ -101,6 +102,8 @@ pub(crate) async fn create_upload_sqlite(
         path: pool.connect_options().get_filename().to_owned(),
         conn: None,
         commits: 0,
+        checkpoint: Checkpoint::Idle(None),
+        wal: None,
     };
     submit(queue, writer, video, upload).await
 }
@@ -162,17 +165,32 @@ struct SqliteWriter {
     /// Opened on first use (after migrations), dropped after an error that
     /// was not the rows' fault, and opened again by the next batch.
     conn: Option<rusqlite::Connection>,
-    /// Commits since the last checkpoint.
+    /// Commits since the last checkpoint started.
     commits: u32,
+    /// The checkpoints' own connection, or the checkpoint running on it.
+    checkpoint: Checkpoint,
+    /// The WAL file, for write-back (see `write_back_wal`).
+    wal: Option<std::sync::Arc<std::fs::File>>,
 }
 
-/// A PASSIVE checkpoint after this many commits (~2,500-4,000 pages, a WAL
-/// of ~10-16 MiB). A checkpoint costs the writer ~7 ms, mostly two fsyncs,
-/// whatever it copies, and pages the batches keep touching (the right edge
-/// of each index) are copied once per checkpoint: every 64 commits (about
-/// SQLite's automatic 1,000 pages) the writer spent ~18 % of its time in
-/// checkpoints at ten clients and p99 suffered.
-const CHECKPOINT_EVERY: u32 = 256;
+enum Checkpoint {
+    Idle(Option<rusqlite::Connection>),
+    /// Hands back the connection and the WAL's size in frames.
+    Running(tokio::task::JoinHandle<(Option<rusqlite::Connection>, rusqlite::Result<i64>)>),
+}
+
+/// A checkpoint starts after this many commits (batches touch ~10-17
+/// pages each: about SQLite's automatic 1,000 pages).
+const CHECKPOINT_EVERY: u32 = 64;
+
+/// A WAL this long (frames; 4 KiB pages) means the checkpoints running
+/// beside the writer never caught up with it (SQLite starts the WAL over
+/// only when a checkpoint has copied all of it), so the writer waits for
+/// one of its own.
+const WAL_FRAMES_MAX: i64 = 4096;
+
+/// Write-back of the WAL after this many commits.
+const WRITE_BACK_EVERY: u32 = 16;
 
 const INSERT_VIDEO_SQLITE: &str = "INSERT INTO videos (id, owner_id, title, description, tags, \
     visibility, status, error, progress, created_at, uploaded_at, ready_at, original_filename, \
@@ -270,6 +288,72 @@ impl SqliteWriter {
         self.conn = Some(conn);
         r.map_err(sqlite_error)
     }
+
+    /// With `synchronous=NORMAL` a commit does not sync the WAL, so its pages
+    /// stay dirty until a checkpoint's fsync writes them all at once (~4 MiB
+    /// between checkpoints here). Queueing them for the disk as they come
+    /// (without waiting: `SYNC_FILE_RANGE_WRITE`) halved a checkpoint's
+    /// typical time (~6.3 → ~3 ms).
+    fn write_back_wal(&mut self) {
+        use std::os::fd::AsRawFd;
+        if self.wal.is_none() {
+            let mut p = self.path.clone().into_os_string();
+            p.push("-wal");
+            self.wal = std::fs::File::open(p).ok().map(std::sync::Arc::new);
+        }
+        if let Some(f) = self.wal.clone() {
+            // SAFETY: a plain syscall on a descriptor `f` keeps open.
+            tokio::task::spawn_blocking(move || unsafe {
+                libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE)
+            });
+        }
+    }
+
+    /// Starts a PASSIVE checkpoint beside the writer unless one is running;
+    /// makes the writer wait for a checkpoint of its own if the last one
+    /// found the WAL grown past `WAL_FRAMES_MAX`.
+    ///
+    /// A checkpoint costs two fsyncs: ~3 ms, and on this shared disk now and
+    /// then hundreds. While the writer waited for every one of them, each
+    /// slow fsync stalled all creations (p99 157-554 ms in bench/ runs).
+    async fn checkpoint(&mut self) -> Result<()> {
+        let frames = match &mut self.checkpoint {
+            Checkpoint::Running(h) if !h.is_finished() => return Ok(()),
+            Checkpoint::Running(h) => {
+                let (conn, r) = h
+                    .await
+                    .map_err(|e| DbError::Unavailable(format!("a WAL checkpoint: {e}")))?;
+                self.checkpoint = Checkpoint::Idle(conn);
+                r.map_err(sqlite_error)?
+            }
+            Checkpoint::Idle(_) => 0,
+        };
+        if frames > WAL_FRAMES_MAX {
+            // No commit can come in while the writer itself checkpoints, so
+            // this one copies the rest and the next write starts the WAL over.
+            self.off_runtime(|c| c.execute_batch("PRAGMA wal_checkpoint(PASSIVE)"))
+                .await?;
+        }
+        let conn = match &mut self.checkpoint {
+            Checkpoint::Idle(c) => c.take(),
+            Checkpoint::Running(_) => None,
+        };
+        let path = self.path.clone();
+        self.commits = 0;
+        self.checkpoint = Checkpoint::Running(tokio::task::spawn_blocking(move || {
+            let conn = match conn {
+                Some(c) => c,
+                None => match open_writer(&path) {
+                    Ok(c) => c,
+                    Err(e) => return (None, Err(e)),
+                },
+            };
+            // (busy, frames in the WAL, frames copied)
+            let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1));
+            (Some(conn), r)
+        }));
+        Ok(())
+    }
 }
 
 impl Writer for SqliteWriter {
@@ -305,21 +389,21 @@ impl Writer for SqliteWriter {
             r => r.map_err(sqlite_error),
         };
         match &r {
-            Ok(()) => self.commits += 1,
+            Ok(()) => {
+                self.commits += 1;
+                if self.commits.is_multiple_of(WRITE_BACK_EVERY) {
+                    self.write_back_wal();
+                }
+            }
             // The rows' own fault: the connection is fine.
             Err(DbError::Conflict(_)) => {}
             Err(_) => self.conn = None,
         }
         if self.commits >= CHECKPOINT_EVERY && self.conn.is_some() {
-            self.commits = 0;
-            // PASSIVE never waits for readers or writers; what it could not
-            // copy now is copied by the next one.
-            let done = self
-                .off_runtime(|c| c.execute_batch("PRAGMA wal_checkpoint(PASSIVE)"))
-                .await;
-            if let Err(e) = done {
+            if let Err(e) = self.checkpoint().await {
+                // The rows are committed; the next checkpoint tries again.
                 tracing::warn!(error = %e, "WAL checkpoint failed");
-                self.conn = None;
+                self.checkpoint = Checkpoint::Idle(None);
             }
         }
         r
