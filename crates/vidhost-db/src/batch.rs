@@ -317,16 +317,18 @@ impl SqliteWriter {
     /// then hundreds. While the writer waited for every one of them, each
     /// slow fsync stalled all creations (p99 157-554 ms in bench/ runs).
     async fn checkpoint(&mut self) -> Result<()> {
-        let frames = match &mut self.checkpoint {
-            Checkpoint::Running(h) if !h.is_finished() => return Ok(()),
+        let (conn, frames) = match std::mem::replace(&mut self.checkpoint, Checkpoint::Idle(None)) {
+            Checkpoint::Running(h) if !h.is_finished() => {
+                self.checkpoint = Checkpoint::Running(h);
+                return Ok(());
+            }
             Checkpoint::Running(h) => {
                 let (conn, r) = h
                     .await
                     .map_err(|e| DbError::Unavailable(format!("a WAL checkpoint: {e}")))?;
-                self.checkpoint = Checkpoint::Idle(conn);
-                r.map_err(sqlite_error)?
+                (conn, r.map_err(sqlite_error)?)
             }
-            Checkpoint::Idle(_) => 0,
+            Checkpoint::Idle(conn) => (conn, 0),
         };
         if frames > WAL_FRAMES_MAX {
             // No commit can come in while the writer itself checkpoints, so
@@ -334,10 +336,6 @@ impl SqliteWriter {
             self.off_runtime(|c| c.execute_batch("PRAGMA wal_checkpoint(PASSIVE)"))
                 .await?;
         }
-        let conn = match &mut self.checkpoint {
-            Checkpoint::Idle(c) => c.take(),
-            Checkpoint::Running(_) => None,
-        };
         let path = self.path.clone();
         self.commits = 0;
         self.checkpoint = Checkpoint::Running(tokio::task::spawn_blocking(move || {
@@ -401,9 +399,9 @@ impl Writer for SqliteWriter {
         }
         if self.commits >= CHECKPOINT_EVERY && self.conn.is_some() {
             if let Err(e) = self.checkpoint().await {
-                // The rows are committed; the next checkpoint tries again.
+                // The rows are committed; the next checkpoint tries again,
+                // on a connection opened afresh.
                 tracing::warn!(error = %e, "WAL checkpoint failed");
-                self.checkpoint = Checkpoint::Idle(None);
             }
         }
         r
