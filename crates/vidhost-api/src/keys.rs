@@ -10,7 +10,8 @@ use rand::RngCore;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::Sha256;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 use vidhost_db::{DynCatalog, SigningKey};
 
 pub const JWT: &str = "jwt";
@@ -26,7 +27,13 @@ pub struct KeyRing {
     purpose: &'static str,
     /// Shared, not cloned, per verification (a hot path: every request).
     keys: RwLock<Vec<Arc<Key>>>,
+    /// When the set was last reloaded for an unknown kid.
+    reloaded: Mutex<Option<Instant>>,
 }
+
+/// At most one reload per this interval: a stream of tokens with made-up
+/// kids must not become a stream of database queries.
+const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
 fn decode(keys: Vec<SigningKey>) -> Result<Vec<Arc<Key>>, ApiError> {
     keys.into_iter()
@@ -55,6 +62,7 @@ impl KeyRing {
         Ok(KeyRing {
             purpose,
             keys: RwLock::new(keys),
+            reloaded: Mutex::new(None),
         })
     }
 
@@ -84,6 +92,14 @@ impl KeyRing {
         // Only kids of our own naming scheme are worth a database round trip.
         if !kid.starts_with(self.purpose) || kid.len() > 64 {
             return None;
+        }
+        {
+            let mut last = self.reloaded.lock().expect("not poisoned");
+            let now = Instant::now();
+            if last.is_some_and(|t| now.duration_since(t) < RELOAD_EVERY) {
+                return None;
+            }
+            *last = Some(now);
         }
         let fresh = decode(db.signing_keys(self.purpose).await.ok()?).ok()?;
         *self.keys.write().expect("not poisoned") = fresh;

@@ -2,7 +2,7 @@
 //!
 //! Layout: `{root}/{key}` for objects, `{root}/.tmp/` for objects being
 //! written (renamed into place when whole), `{root}/.multipart/{id}/` for a
-//! multipart upload: one preallocated `data` file that every part is written
+//! multipart upload: one sparse `data` file that every part is written
 //! into at its own offset (created with the first bytes; the layout comes
 //! from the catalog with every call), and `parts/{n}` records written only
 //! after the part's bytes are synced. `complete` therefore verifies and
@@ -65,9 +65,13 @@ impl DiskStore {
         Ok(self.root.join(".multipart").join(upload))
     }
 
-    /// Opens the staging file of `upload` for writing, creating and
-    /// preallocating it on first use (so creating an upload costs no I/O, and
-    /// a full disk fails at the first part rather than half way).
+    /// Opens the staging file of `upload` for writing, creating it on first
+    /// use (so creating an upload costs no I/O) with the declared length.
+    ///
+    /// The file is sparse: disk blocks are taken as bytes arrive. It was
+    /// once preallocated whole (`fallocate`), which let anyone allowed to
+    /// upload reserve the whole disk for a day by declaring a huge size and
+    /// sending one byte.
     async fn open_staging(&self, upload: &str, layout: MultipartLayout) -> Result<File> {
         let dir = self.staging(upload)?;
         fs::create_dir_all(dir.join("parts")).await?;
@@ -77,13 +81,8 @@ impl DiskStore {
             .truncate(false)
             .open(dir.join("data"))
             .await?;
-        let total = layout.total_size;
-        if f.metadata().await?.len() != total {
-            let std = f.into_std().await;
-            let std = tokio::task::spawn_blocking(move || preallocate(&std, total).map(|_| std))
-                .await
-                .map_err(std::io::Error::other)??;
-            return Ok(File::from_std(std));
+        if f.metadata().await?.len() != layout.total_size {
+            f.set_len(layout.total_size).await?;
         }
         Ok(f)
     }
@@ -389,6 +388,15 @@ impl ObjectStore for DiskStore {
         })?;
         let dir = self.staging(upload)?;
         let mut f = self.open_staging(upload, layout).await?;
+        // A part PUT again: its record goes (durably) before its bytes are
+        // overwritten, so a second PUT that breaks off leaves the part
+        // missing, never the old ETag over a mix of old and new bytes.
+        let record = dir.join("parts").join(part_number.to_string());
+        match fs::remove_file(&record).await {
+            Ok(()) => sync_dir(&dir.join("parts")).await?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
         f.set_max_buf_size(WRITE_BUF);
         f.seek(SeekFrom::Start(offset)).await?;
         let (got, md5) = match copy_body(&mut f, offset, body, expected).await {
@@ -410,13 +418,12 @@ impl ObjectStore for DiskStore {
         }
         f.sync_data().await?;
         let etag = hex::encode(md5.finalize());
-        let record = serde_json::to_vec(&PartRecord {
+        let rec = serde_json::to_vec(&PartRecord {
             size: got,
             etag: etag.clone(),
         })
         .expect("serializable");
-        self.write_atomic(&dir.join("parts").join(part_number.to_string()), &record)
-            .await?;
+        self.write_atomic(&record, &rec).await?;
         Ok(PartInfo {
             part_number,
             size: got,
@@ -550,24 +557,6 @@ impl ObjectStore for DiskStore {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }
-    }
-}
-
-fn preallocate(f: &std::fs::File, len: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    if len == 0 {
-        return Ok(());
-    }
-    // SAFETY: fallocate on a valid, owned descriptor; no memory is shared.
-    let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len as libc::off_t) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    match err.raw_os_error() {
-        // Filesystems without fallocate: a sparse file of the right length.
-        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => f.set_len(len),
-        _ => Err(err),
     }
 }
 

@@ -298,16 +298,73 @@ fn plan<'a>(h: impl Fn(header::HeaderName) -> Option<&'a str>, meta: &ObjectMeta
             return Plan::Full;
         }
     }
-    match http_range_header::parse_range_header(range) {
-        // A Range we cannot parse is ignored (RFC 9110 §14.2).
-        Err(_) => Plan::Full,
-        Ok(parsed) => match parsed.validate(meta.size) {
-            Ok(ranges) if ranges.len() == 1 => Plan::Partial(*ranges[0].start(), *ranges[0].end()),
-            // Several ranges: a server may answer with the whole representation.
-            Ok(_) => Plan::Full,
-            Err(_) => Plan::Unsatisfiable,
-        },
+    // A Range we cannot parse is ignored (RFC 9110 §14.2).
+    let Some(specs) = parse_range(range) else {
+        return Plan::Full;
+    };
+    let size = meta.size;
+    let mut satisfiable = specs.into_iter().filter_map(|spec| match spec {
+        RangeSpec::From(first, last) if first < size => {
+            Some((first, last.map_or(size - 1, |l| l.min(size - 1))))
+        }
+        // A suffix longer than the file means all of it (§14.1.3).
+        RangeSpec::Suffix(n) if n > 0 && size > 0 => Some((size - n.min(size), size - 1)),
+        _ => None,
+    });
+    match (satisfiable.next(), satisfiable.next()) {
+        (Some((a, z)), None) => Plan::Partial(a, z),
+        (None, _) => Plan::Unsatisfiable,
+        // Several ranges: a server may answer with the whole representation.
+        (Some(_), Some(_)) => Plan::Full,
     }
+}
+
+/// One `range-spec` of a byte `Range` (RFC 9110 §14.1.1).
+#[derive(Debug, PartialEq)]
+enum RangeSpec {
+    /// `first-pos "-" [ last-pos ]`
+    From(u64, Option<u64>),
+    /// `"-" suffix-length`
+    Suffix(u64),
+}
+
+/// The range set of a `Range: bytes=…` value, or None if it is not one
+/// (another unit, bad syntax, a last-pos before its first-pos). Positions
+/// past `u64::MAX` saturate: they are past the end of any file.
+fn parse_range(v: &str) -> Option<Vec<RangeSpec>> {
+    let (unit, set) = v.split_once('=')?;
+    if !unit.trim_end().eq_ignore_ascii_case("bytes") {
+        return None;
+    }
+    let pos = |s: &str| -> Option<u64> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(s.parse().unwrap_or(u64::MAX))
+    };
+    let mut specs = Vec::new();
+    // `1#range-spec`: a comma-separated list, empty elements allowed.
+    for spec in set.split(',').map(|e| e.trim_matches([' ', '\t'])) {
+        if spec.is_empty() {
+            continue;
+        }
+        let (first, last) = spec.split_once('-')?;
+        specs.push(if first.is_empty() {
+            RangeSpec::Suffix(pos(last)?)
+        } else {
+            let first = pos(first)?;
+            let last = if last.is_empty() {
+                None
+            } else {
+                Some(pos(last)?)
+            };
+            if last.is_some_and(|l| l < first) {
+                return None;
+            }
+            RangeSpec::From(first, last)
+        });
+    }
+    (!specs.is_empty()).then_some(specs)
 }
 
 /// What a 200 or 206 sends of a stored file.
@@ -598,6 +655,35 @@ mod tests {
             Plan::Unsatisfiable
         );
         assert_eq!(plan_of(&with(&[("range", "items=0-1")]), &m), Plan::Full);
+        // RFC 9110 §14.1.1-3, the edges: a suffix longer than the file is
+        // all of it; a zero suffix, or nothing satisfiable, is a 416; one
+        // satisfiable range among others is answered alone; a reversed or
+        // malformed spec makes the header one to ignore.
+        let cases = [
+            ("bytes=-99999999", Plan::Partial(0, 999)),
+            ("bytes=-1000", Plan::Partial(0, 999)),
+            ("bytes=-0", Plan::Unsatisfiable),
+            ("bytes=1000-2000,-0", Plan::Unsatisfiable),
+            ("bytes=0-0,5000-", Plan::Partial(0, 0)),
+            ("bytes=0-0, 10-20", Plan::Full),
+            ("bytes=0-0,,", Plan::Partial(0, 0)),
+            ("Bytes=5-6", Plan::Partial(5, 6)),
+            ("bytes=99999999999999999999999-", Plan::Unsatisfiable),
+            ("bytes=10-99999999999999999999999", Plan::Partial(10, 999)),
+            ("bytes=9-5", Plan::Full),
+            ("bytes=a-5", Plan::Full),
+            ("bytes=5", Plan::Full),
+            ("bytes=", Plan::Full),
+            ("bytes=-", Plan::Full),
+        ];
+        for (range, want) in cases {
+            assert_eq!(plan_of(&with(&[("range", range)]), &m), want, "{range}");
+        }
+        let empty = ObjectMeta { size: 0, ..meta() };
+        assert_eq!(
+            plan_of(&with(&[("range", "bytes=-5")]), &empty),
+            Plan::Unsatisfiable
+        );
     }
 
     #[test]

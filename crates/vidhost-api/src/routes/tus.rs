@@ -11,8 +11,8 @@
 //! not yet a part is kept as a small `tus-tail` object, so any node can go on.
 
 use super::uploads::{
-    accept_original, check_content_type, check_not_expired, check_size, clean_filename, layout_for,
-    new_upload, new_video, origin,
+    accept_original, already_in_place, check_content_type, check_not_expired, check_size,
+    clean_filename, layout_for, new_upload, new_video, origin,
 };
 use super::videos::{original_key, purge_video, video_prefix, MetaInput};
 use crate::auth::Caller;
@@ -304,7 +304,19 @@ pub async fn create(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with(OFFSET_OCTET_STREAM));
     let offset = if with_body {
-        append(&state, &up, 0, &headers, body).await?
+        match append(&state, &up, 0, &headers, body).await {
+            Ok(n) => n,
+            // The upload exists either way: while it does, the client gets
+            // its Location and durable offset to resume from (tus
+            // creation-with-upload), not just the error of the body.
+            Err(e) => match state.db.upload_by_video(&video.id).await {
+                Ok(Some(now)) => {
+                    tracing::info!(video = %video.id, error = %e.code, "the body of a tus creation was not all kept");
+                    now.received as u64
+                }
+                _ => return Err(e),
+            },
+        }
     } else {
         0
     };
@@ -325,6 +337,10 @@ pub async fn head(
     hs.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     match load(&state, &caller, &id).await? {
         Some(up) => {
+            if up.received == up.size {
+                finish_stalled(&state, &up).await?;
+            }
+            let hs = r.headers_mut();
             hs.insert(h("upload-offset"), HeaderValue::from(up.received));
             hs.insert(h("upload-length"), HeaderValue::from(up.size));
             if let Some(v) = up
@@ -508,6 +524,12 @@ async fn append(
         return Err(ApiError::file_too_large(size, false));
     }
     let lease = Lease::acquire(state, &up.video_id).await?;
+    if limit == 0 {
+        // Every byte is in, but completing failed before (see `finish_stalled`).
+        let r = finish(state, up).await;
+        lease.release().await;
+        return r.map(|()| size);
+    }
     let result = async {
         // The offset may have moved while we waited for the lease.
         let current = state
@@ -556,19 +578,36 @@ async fn append(
                 ),
             ));
         }
-        match written.1 {
-            WriteEnd::Overflow => Err(ApiError::file_too_large(size, false)),
-            WriteEnd::Interrupted(e) => Err(StoreError::Io(e).into()),
-            WriteEnd::Complete => Ok(written.0),
-        }
+        Ok(written)
     }
     .await;
     lease.release().await;
-    let new_offset = result?;
+    let (new_offset, end) = result?;
     if new_offset == size {
         finish(state, up).await?;
     }
-    Ok(new_offset)
+    match end {
+        // The upload is whole (and complete); the bytes past it are refused.
+        WriteEnd::Overflow => Err(ApiError::file_too_large(size, false)),
+        WriteEnd::Interrupted(e) => Err(StoreError::Io(e).into()),
+        WriteEnd::Complete => Ok(new_offset),
+    }
+}
+
+/// HEAD of an upload that has every byte but is not complete: an earlier
+/// `finish` failed after the last byte was stored (the database was
+/// unavailable, the process died). Stock clients stop once the offset is
+/// the length, so the server completes it now, under the upload's lease.
+async fn finish_stalled(state: &SharedState, up: &Upload) -> ApiResult<()> {
+    let lease = Lease::acquire(state, &up.video_id).await?;
+    let r = match state.db.upload_by_video(&up.video_id).await {
+        Ok(Some(up)) if up.received == up.size => finish(state, &up).await,
+        // Another request completed it meanwhile.
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.into()),
+    };
+    lease.release().await;
+    r
 }
 
 /// One request's append, under its lease.
@@ -755,17 +794,27 @@ async fn finish(state: &SharedState, up: &Upload) -> ApiResult<()> {
         .store_upload_id
         .as_deref()
         .ok_or_else(ApiError::upload_not_found)?;
-    let size = if state.store.random_access() {
-        state.store.commit_staged(&key, store_id).await?
+    let joined = if state.store.random_access() {
+        state.store.commit_staged(&key, store_id).await
     } else {
-        let parts = state.store.list_parts(&key, store_id).await?;
-        let size = state
-            .store
-            .complete_multipart(&key, store_id, layout_of(up), &parts)
-            .await?;
-        state.store.delete(&tail_key(&up.video_id)).await?;
-        size
+        match state.store.list_parts(&key, store_id).await {
+            Ok(parts) => {
+                state
+                    .store
+                    .complete_multipart(&key, store_id, layout_of(up), &parts)
+                    .await
+            }
+            Err(e) => Err(e),
+        }
     };
+    let size = match joined {
+        Ok(n) => n,
+        Err(_) if already_in_place(state, &key, up.size).await? => up.size as u64,
+        Err(e) => return Err(e.into()),
+    };
+    if !state.store.random_access() {
+        state.store.delete(&tail_key(&up.video_id)).await?;
+    }
     let video = state
         .db
         .get_video(&up.video_id)

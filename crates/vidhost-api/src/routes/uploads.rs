@@ -661,10 +661,15 @@ pub async fn complete_multipart(
         })
         .collect();
     let key = original_key(&up.video_id);
-    let size = state
+    let size = match state
         .store
         .complete_multipart(&key, &store_id, layout_of(&up), &claimed)
-        .await?;
+        .await
+    {
+        Ok(n) => n,
+        Err(_) if already_in_place(&state, &key, up.size).await? => up.size as u64,
+        Err(e) => return Err(e.into()),
+    };
     let video = state
         .db
         .get_video(&up.video_id)
@@ -679,6 +684,19 @@ pub async fn complete_multipart(
     };
     record_upload_outcome(UploadMethod::Multipart, outcome, up.created_at, Some(size));
     Ok(axum::Json(super::videos::view(&state, &result?)))
+}
+
+/// Whether an earlier `complete` of this upload already put its bytes in
+/// place and then failed (the database was unavailable, the process died):
+/// its staging is gone, and the original at the declared size is the
+/// upload's, so completing again goes on from there instead of failing
+/// for good. Only the upload itself writes this key.
+pub(crate) async fn already_in_place(state: &SharedState, key: &str, size: i64) -> ApiResult<bool> {
+    Ok(state
+        .store
+        .head(key)
+        .await?
+        .is_some_and(|m| m.size == size as u64))
 }
 
 pub async fn abort_multipart(
@@ -772,11 +790,23 @@ pub async fn direct_put(
             .store_upload_id
             .as_deref()
             .ok_or_else(ApiError::upload_not_found)?;
-        state
+        let written = state
             .store
             .write_part(&key, store_id, layout, t.n, stream)
+            .await;
+        // An abort, a delete or a complete that ran while this part was
+        // arriving removed the upload's staging; this write may have made it
+        // again. Then it goes again, and so does the part.
+        let gone = state
+            .db
+            .upload_by_video(&up.video_id)
             .await?
-            .etag
+            .is_none_or(|u| u.upload_id != up.upload_id);
+        if gone {
+            state.store.abort_multipart(&key, store_id).await?;
+            return Err(ApiError::upload_not_found());
+        }
+        written?.etag
     };
     Ok((StatusCode::OK, [(header::ETAG, format!("\"{etag}\""))]).into_response())
 }

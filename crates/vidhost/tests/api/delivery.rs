@@ -54,6 +54,9 @@ async fn ranges_return_exact_slices() {
         ("bytes=0-99".into(), 0, 99),
         ("bytes=1000000-2000000".into(), 1_000_000, 2_000_000),
         ("bytes=-500".into(), len - 500, len - 1),
+        // A suffix longer than the file is all of it (RFC 9110 §14.1.3).
+        (format!("bytes=-{}", len + 5000), 0, len - 1),
+        (format!("bytes=0-0,{}-", len + 10), 0, 0),
         (format!("bytes={}-", len - 1234), len - 1234, len - 1),
         (
             format!("bytes={}-{}", len - 10, len + 100),

@@ -265,6 +265,28 @@ async fn creation_with_upload_limits_and_bad_media() {
     let v: Value = s.get_json(&format!("/api/v1/videos/{id}"), Some(&t)).await;
     assert_eq!(v["status"], "uploaded");
 
+    // A body that is not kept (its checksum does not match): the upload is
+    // created all the same, so the client gets where to resume from.
+    let wrong = base64::engine::general_purpose::STANDARD.encode(sha1_of(b"something else"));
+    let r = tus(s.http.post(s.url("/api/v1/tus")), &t)
+        .header("Upload-Length", file.len())
+        .header("Content-Type", OCTETS)
+        .header("Upload-Checksum", format!("sha1 {wrong}"))
+        .body(file.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.headers()["upload-offset"], "0");
+    let again = r.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(offset(&s, &t, &again).await, 0);
+    let r = patch(&s, &t, &again, 0, file.clone()).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let v: Value = s
+        .get_json(&format!("/api/v1/videos/{}", id_of(&again)), Some(&t))
+        .await;
+    assert_eq!(v["status"], "uploaded");
+
     let r = tus(s.http.post(s.url("/api/v1/tus")), &t)
         .header("Upload-Length", 1_000_001)
         .send()
@@ -300,7 +322,14 @@ async fn creation_with_upload_limits_and_bad_media() {
         tus(s.http.head(&url), &t).send().await.unwrap().status(),
         StatusCode::NOT_FOUND
     );
-    assert_eq!(s.object_keys().await, vec![format!("videos/{id}/original")]);
+    let mut want = vec![
+        format!("videos/{id}/original"),
+        format!("videos/{}/original", id_of(&again)),
+    ];
+    want.sort();
+    let mut got = s.object_keys().await;
+    got.sort();
+    assert_eq!(got, want);
 }
 
 #[tokio::test]

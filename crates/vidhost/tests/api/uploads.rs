@@ -692,3 +692,189 @@ async fn every_acknowledged_creation_is_kept_across_a_crash() {
     s.crash_and_restart().await;
     assert_eq!(incomplete_upload_ids(&s, &t).await, ids);
 }
+
+/// PUTs `url` with a `Content-Length` of `declared` but only `sent` bytes,
+/// then hangs up and waits until the server has dealt with it.
+async fn broken_put(url: &str, declared: usize, sent: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let u = reqwest::Url::parse(url).unwrap();
+    let host = format!(
+        "{}:{}",
+        u.host_str().unwrap(),
+        u.port_or_known_default().unwrap()
+    );
+    let path = match u.query() {
+        Some(q) => format!("{}?{q}", u.path()),
+        None => u.path().to_owned(),
+    };
+    let mut c = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let head = format!("PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {declared}\r\n\r\n");
+    c.write_all(head.as_bytes()).await.unwrap();
+    c.write_all(sent).await.unwrap();
+    c.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), c.read_to_end(&mut rest))
+        .await
+        .expect("the server answers or closes a broken PUT");
+}
+
+async fn listed_parts(s: &TestServer, t: &str, upload_id: &str) -> Vec<(u64, String)> {
+    let got: Value = s
+        .get_json(&format!("/api/v1/uploads/multipart/{upload_id}"), Some(t))
+        .await;
+    got["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let etag = p["etag"].as_str().unwrap().trim_matches('"').to_owned();
+            (p["part_number"].as_u64().unwrap(), etag)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_broken_re_put_or_a_repeated_complete_keeps_the_bytes_right() {
+    let s = TestServer::start().await;
+    let t = s.user("u@example.com").await;
+    let file = big_avi();
+    let m = start_multipart(&s, &t, file.len()).await;
+    let upload_id = m["upload_id"].as_str().unwrap();
+    let part_size = m["part_size"].as_u64().unwrap() as usize;
+    let count = m["part_count"].as_u64().unwrap() as u32;
+    let numbers: Vec<u32> = (1..=count).collect();
+    let urls = part_urls(&s, &t, upload_id, &numbers).await;
+    for (&n, url) in numbers.iter().zip(&urls) {
+        let start = (n as usize - 1) * part_size;
+        let chunk = file[start..(start + part_size).min(file.len())].to_vec();
+        let r = s.http.put(url).body(chunk).send().await.unwrap();
+        assert!(r.status().is_success(), "part {n}: {}", r.status());
+    }
+    let before = listed_parts(&s, &t, upload_id).await;
+    assert_eq!(before.len(), count as usize);
+
+    // Part 1 again, other bytes, cut off after 1 MiB of its 5.
+    broken_put(&urls[0], part_size, &vec![0xEE; 1 << 20]).await;
+
+    // What is listed is what completes: a part listed under its old ETag
+    // still holds its old bytes (S3), or the part is gone (local disk).
+    let after = listed_parts(&s, &t, upload_id).await;
+    let part1 = after.iter().find(|(n, _)| *n == 1).cloned();
+    if s.is_s3() {
+        assert_eq!(after, before);
+    } else {
+        assert_eq!(
+            part1, None,
+            "a part that was being overwritten is not listed"
+        );
+        let complete = json!({"parts": before.iter().map(|(n, e)| json!({"part_number": n, "etag": e})).collect::<Vec<_>>()});
+        let r = s
+            .post_json(
+                &format!("/api/v1/uploads/multipart/{upload_id}/complete"),
+                Some(&t),
+                complete,
+            )
+            .await;
+        problem(r, StatusCode::BAD_REQUEST, "invalid_part").await;
+        let r = s
+            .http
+            .put(&urls[0])
+            .body(file[..part_size].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    let parts = listed_parts(&s, &t, upload_id).await;
+    let complete = json!({"parts": parts.iter().map(|(n, e)| json!({"part_number": n, "etag": e})).collect::<Vec<_>>()});
+    if let Storage::Disk(root) = &s.storage {
+        // As if a `complete` had died right after moving the bytes into
+        // place (the database unavailable, the process killed): the staging
+        // is gone and the upload still listed. Sending it again must work.
+        let staging: Vec<_> = std::fs::read_dir(root.join(".multipart"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(staging.len(), 1);
+        let video_id = m["video_id"].as_str().unwrap();
+        let dest = root.join("videos").join(video_id).join("original");
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::rename(staging[0].join("data"), &dest).unwrap();
+        std::fs::remove_dir_all(&staging[0]).unwrap();
+    }
+    let r = s
+        .post_json(
+            &format!("/api/v1/uploads/multipart/{upload_id}/complete"),
+            Some(&t),
+            complete,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    let pb: Value = s
+        .get_json(
+            &format!("/api/v1/videos/{}/playback", v["id"].as_str().unwrap()),
+            Some(&t),
+        )
+        .await;
+    let body = s
+        .get(pb["original"].as_str().unwrap(), None)
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(sha256(&body), sha256(file));
+}
+
+#[tokio::test]
+async fn a_declared_size_takes_no_disk_until_bytes_arrive() {
+    let s = TestServer::start().await;
+    let t = s.user("u@example.com").await;
+    // 8 GiB declared; only the last part (2 MiB) is sent.
+    let size: u64 = 8 << 30;
+    let m = start_multipart(&s, &t, size as usize).await;
+    let upload_id = m["upload_id"].as_str().unwrap();
+    let part_size = m["part_size"].as_u64().unwrap();
+    let count = m["part_count"].as_u64().unwrap() as u32;
+    let last = size - (count as u64 - 1) * part_size;
+    let url = part_urls(&s, &t, upload_id, &[count]).await.remove(0);
+    let r = s
+        .http
+        .put(&url)
+        .body(vec![7u8; last as usize])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let used = match &s.storage {
+        Storage::Disk(root) => {
+            use std::os::unix::fs::MetadataExt;
+            let mut used = 0;
+            for e in std::fs::read_dir(root.join(".multipart")).unwrap() {
+                let data = e.unwrap().path().join("data");
+                used += std::fs::metadata(data).unwrap().blocks() * 512;
+            }
+            used
+        }
+        // On S3 the store holds the part (this server's disk nothing), and
+        // counts exactly what was sent.
+        Storage::S3 { .. } => {
+            let ups: Value = s.get_json("/api/v1/uploads", Some(&t)).await;
+            assert_eq!(ups["items"][0]["received_bytes"].as_u64(), Some(last));
+            0
+        }
+    };
+    assert!(
+        used < last + (1 << 20),
+        "{used} bytes of disk taken for {last} bytes received"
+    );
+    let r = s
+        .http
+        .delete(s.url(&format!("/api/v1/uploads/multipart/{upload_id}")))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(s.pending_multipart_count().await, 0);
+}
