@@ -12,7 +12,7 @@ use crate::{
 };
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use futures::{StreamExt, TryStreamExt};
+use futures::{SinkExt, StreamExt, TryStreamExt};
 use reqwest::{Method, StatusCode};
 use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2, ListParts};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
@@ -450,22 +450,49 @@ impl ObjectStore for S3Store {
         &self,
         key: &str,
         upload: &str,
-        _layout: MultipartLayout,
+        layout: MultipartLayout,
         part_number: u32,
         body: ByteStream<'_>,
     ) -> Result<PartInfo> {
-        // Not on the request path (clients PUT parts to S3 directly), but
-        // supported so server-side writers can use the same call.
+        // Not on the multipart request path (clients PUT parts to S3
+        // directly); tus uses it. The body streams through with the part's
+        // length (S3 wants a Content-Length), never gathered in memory here.
         let key = self.full_key(key)?;
-        let bytes: Vec<Bytes> = body.try_collect().await?;
-        let bytes = Bytes::from(bytes.concat());
         let n = u16::try_from(part_number).map_err(|_| StoreError::PartMismatch(part_number))?;
-        let size = bytes.len() as u64;
-        let etag = self.upload_part(&key, upload, n, bytes).await?;
+        let (_, size) = layout.part_span(part_number).ok_or(StoreError::PartSize {
+            part_number,
+            expected: 0,
+            got: 0,
+        })?;
+        let url = self
+            .bucket
+            .upload_part(Some(&self.creds), &key, n, upload)
+            .sign(SIGN_TTL);
+        // The request outlives this call's borrow of `body` only in type:
+        // it is sent and answered before this returns.
+        let (tx, rx) = futures::channel::mpsc::channel::<std::io::Result<Bytes>>(2);
+        let request = self
+            .http
+            .put(url)
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .body(reqwest::Body::wrap_stream(rx))
+            .send();
+        let feed = async move {
+            let mut tx = tx;
+            let mut body = body;
+            while let Some(chunk) = body.next().await {
+                let failed = chunk.is_err();
+                if tx.send(chunk).await.is_err() || failed {
+                    break;
+                }
+            }
+        };
+        let (resp, ()) = futures::join!(request, feed);
+        let resp = Self::expect_ok(resp.map_err(unavailable)?).await?;
         Ok(PartInfo {
             part_number,
             size,
-            etag,
+            etag: etag_of(&resp),
         })
     }
 

@@ -26,7 +26,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures::{StreamExt, TryStreamExt};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
@@ -685,7 +685,9 @@ impl Append<'_> {
     }
 
     /// S3: bytes become parts of `part_size`; what is left over is stored as
-    /// the tail object and read back by whichever request goes on.
+    /// the tail object and read back by whichever request goes on. The part
+    /// being gathered is a [`Spool`], so memory stays bounded whatever the
+    /// part size (a 5 TiB upload has parts of 525 MiB).
     async fn as_parts(
         &self,
         mut stream: vidhost_store::ByteStream<'_>,
@@ -701,19 +703,22 @@ impl Append<'_> {
         let size = up.size as u64;
         let with_checksum = self.has_checksum();
         let mut parts_done = self.offset / part;
-        let mut buf = BytesMut::with_capacity(part as usize);
+        let mut spool = Spool::new(&state.config.data_dir, part);
         let tail_len = self.offset % part;
         if tail_len > 0 {
-            let body = state.store.get(&tail, Some((0, tail_len - 1))).await?;
-            let chunks: Vec<Bytes> = body.stream.try_collect().await.map_err(StoreError::Io)?;
-            for c in chunks {
-                buf.extend_from_slice(&c);
+            let mut body = state
+                .store
+                .get(&tail, Some((0, tail_len - 1)))
+                .await?
+                .stream;
+            while let Some(c) = body.next().await {
+                spool.push(&c.map_err(StoreError::Io)?).await?;
             }
-            if buf.len() as u64 != tail_len {
+            if spool.len() != tail_len {
                 return Err(ApiError::internal(format!(
                     "tus tail of {} holds {} bytes, expected {tail_len}",
                     up.video_id,
-                    buf.len()
+                    spool.len()
                 )));
             }
         }
@@ -729,16 +734,22 @@ impl Append<'_> {
                 }
             };
             let take = chunk.len().min((self.limit - received) as usize);
-            buf.extend_from_slice(&chunk[..take]);
             received += take as u64;
-            while buf.len() as u64 >= part {
-                let bytes = buf.split_to(part as usize).freeze();
-                put_part(state, &key, &store_id, layout_of(up), parts_done + 1, bytes).await?;
-                parts_done += 1;
-                // Without a checksum every stored part counts at once.
-                if !with_checksum {
-                    self.advance(durable, parts_done * part).await?;
-                    durable = parts_done * part;
+            let mut rest = &chunk[..take];
+            while !rest.is_empty() {
+                let room = (part - spool.len()).min(rest.len() as u64) as usize;
+                let (now, later) = rest.split_at(room);
+                spool.push(now).await?;
+                rest = later;
+                if spool.len() == part {
+                    let bytes = spool.take().await?;
+                    put_part(state, &key, &store_id, layout_of(up), parts_done + 1, bytes).await?;
+                    parts_done += 1;
+                    // Without a checksum every stored part counts at once.
+                    if !with_checksum {
+                        self.advance(durable, parts_done * part).await?;
+                        durable = parts_done * part;
+                    }
                 }
             }
             if take < chunk.len() {
@@ -749,26 +760,97 @@ impl Append<'_> {
         if !self.checksum_verdict(&end)? {
             return Ok((self.offset, end));
         }
-        let reached = parts_done * part + buf.len() as u64;
-        if !buf.is_empty() {
+        let reached = parts_done * part + spool.len();
+        if spool.len() > 0 {
+            let len = spool.len();
+            let bytes = spool.take().await?;
             if reached == size {
-                put_part(
-                    state,
-                    &key,
-                    &store_id,
-                    layout_of(up),
-                    parts_done + 1,
-                    buf.freeze(),
-                )
-                .await?;
+                put_part(state, &key, &store_id, layout_of(up), parts_done + 1, bytes).await?;
             } else {
-                let len = buf.len() as u64;
-                let once = futures::stream::once(async move { Ok(buf.freeze()) }).boxed();
-                state.store.put_stream(&tail, once, len).await?;
+                state.store.put_stream(&tail, bytes, len).await?;
             }
         }
         self.advance(durable, reached).await?;
         Ok((reached, end))
+    }
+}
+
+/// The bytes of one S3 part being gathered by a tus request: in memory when
+/// parts are at most `IN_MEMORY` (the default 8 MiB), else in a file of the
+/// data dir, unlinked as soon as it is made (nothing to clean up after a
+/// crash; the durable copy is the part or the tail object). Bigger parts
+/// go to the file from their first byte: a memory buffer that filled up
+/// first and then moved to the file stayed in the allocator's arenas
+/// (a 31 MiB peak for 48 MiB parts, measured by the test).
+struct Spool {
+    dir: std::path::PathBuf,
+    in_memory: bool,
+    mem: BytesMut,
+    file: Option<tokio::fs::File>,
+    len: u64,
+}
+
+impl Spool {
+    const IN_MEMORY: u64 = 8 << 20;
+
+    fn new(data_dir: &std::path::Path, part_size: u64) -> Spool {
+        Spool {
+            dir: data_dir.join(".tus-spool"),
+            in_memory: part_size <= Self::IN_MEMORY,
+            mem: BytesMut::new(),
+            file: None,
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    async fn push(&mut self, b: &[u8]) -> ApiResult<()> {
+        use tokio::io::AsyncWriteExt;
+        if self.file.is_none() && !self.in_memory {
+            tokio::fs::create_dir_all(&self.dir)
+                .await
+                .map_err(StoreError::from)?;
+            let path = self.dir.join(new_id());
+            let f = tokio::fs::File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .await
+                .map_err(StoreError::from)?;
+            tokio::fs::remove_file(&path)
+                .await
+                .map_err(StoreError::from)?;
+            self.file = Some(f);
+        }
+        match &mut self.file {
+            Some(f) => f.write_all(b).await.map_err(StoreError::from)?,
+            None => self.mem.extend_from_slice(b),
+        }
+        self.len += b.len() as u64;
+        Ok(())
+    }
+
+    /// What was gathered, as a body, and the spool empty again.
+    async fn take(&mut self) -> ApiResult<vidhost_store::ByteStream<'static>> {
+        use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+        self.len = 0;
+        match self.file.take() {
+            None => {
+                let bytes = self.mem.split().freeze();
+                Ok(futures::stream::once(async move { Ok(bytes) }).boxed())
+            }
+            Some(mut f) => {
+                f.flush().await.map_err(StoreError::from)?;
+                f.seek(std::io::SeekFrom::Start(0))
+                    .await
+                    .map_err(StoreError::from)?;
+                Ok(tokio_util::io::ReaderStream::with_capacity(f, 256 << 10).boxed())
+            }
+        }
     }
 }
 
@@ -778,12 +860,11 @@ async fn put_part(
     store_id: &str,
     layout: MultipartLayout,
     n: u64,
-    bytes: Bytes,
+    bytes: vidhost_store::ByteStream<'static>,
 ) -> ApiResult<PartInfo> {
-    let once = futures::stream::once(async move { Ok(bytes) }).boxed();
     Ok(state
         .store
-        .write_part(key, store_id, layout, n as u32, once)
+        .write_part(key, store_id, layout, n as u32, bytes)
         .await?)
 }
 

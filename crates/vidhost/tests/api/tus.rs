@@ -645,3 +645,59 @@ async fn tus_js_client_interrupted_and_resumed_by_a_fresh_client() {
         sha256(&file)
     );
 }
+
+fn vm_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_patch_of_big_parts_keeps_server_memory_small() {
+    // Parts of 48 MiB (on S3 a 5 TiB upload has parts of 525 MiB).
+    let part: usize = 48 << 20;
+    let s = TestServer::start_with(&[("VIDHOST_UPLOADS__MIN_PART_SIZE_BYTES", &part.to_string())])
+        .await;
+    let t = s.user("u@example.com").await;
+    let mut file = sample_mp4().to_vec();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    while file.len() < part + (9 << 20) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        file.extend_from_slice(&x.to_le_bytes());
+    }
+    let url = create(&s, &t, file.len(), "").await;
+    // The whole file, then (on a second upload) all but 3 MiB: on S3 a
+    // whole part, then a tail of 8+ MiB to spool, then the last part.
+    let pid = s.pid();
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let rss = vm_kib(pid, "VmRSS:");
+    let r = patch(&s, &t, &url, 0, file.clone()).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let second = create(&s, &t, file.len(), "").await;
+    let cut = file.len() - (3 << 20);
+    let r = patch(&s, &t, &second, 0, file[..cut].to_vec()).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = patch(&s, &t, &second, cut, file[cut..].to_vec()).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let grown = vm_kib(pid, "VmHWM:").saturating_sub(rss) >> 10;
+    assert!(
+        grown < 24,
+        "the server's peak RSS grew by {grown} MiB for parts of {} MiB",
+        part >> 20
+    );
+    for u in [&url, &second] {
+        let id = id_of(u);
+        let pb: Value = s
+            .get_json(&format!("/api/v1/videos/{id}/playback"), Some(&t))
+            .await;
+        let body = s
+            .get(pb["original"].as_str().unwrap(), None)
+            .await
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(sha256(&body), sha256(&file), "{id}");
+    }
+}
