@@ -258,6 +258,22 @@ impl TestServer {
         self.get(path, token).await.json().await.unwrap()
     }
 
+    pub async fn delete(&self, path: &str, token: &str) -> Response {
+        let r = self.http.delete(self.url(path)).bearer_auth(token);
+        r.send().await.unwrap()
+    }
+
+    /// The stored original of a video, fetched as its owner would: through
+    /// the `original` URL of a playback grant.
+    pub async fn original_of(&self, token: &str, video_id: &str) -> Vec<u8> {
+        let pb = self
+            .get_json(&format!("/api/v1/videos/{video_id}/playback"), Some(token))
+            .await;
+        let r = self.get(pb["original"].as_str().unwrap(), None).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        r.bytes().await.unwrap().to_vec()
+    }
+
     /// One-request upload of `bytes` as `filename`.
     pub async fn upload_form(
         &self,

@@ -689,15 +689,7 @@ async fn a_patch_of_big_parts_keeps_server_memory_small() {
     );
     for u in [&url, &second] {
         let id = id_of(u);
-        let pb: Value = s
-            .get_json(&format!("/api/v1/videos/{id}/playback"), Some(&t))
-            .await;
-        let body = s
-            .get(pb["original"].as_str().unwrap(), None)
-            .await
-            .bytes()
-            .await
-            .unwrap();
+        let body = s.original_of(&t, id).await;
         assert_eq!(sha256(&body), sha256(&file), "{id}");
     }
 }

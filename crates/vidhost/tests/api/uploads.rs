@@ -460,18 +460,7 @@ async fn multipart_parallel_parts_in_any_order() {
     assert_eq!(v["content_type"], "video/x-msvideo");
 
     // The stored original is byte-identical.
-    let pb: Value = s
-        .get_json(
-            &format!("/api/v1/videos/{}/playback", v["id"].as_str().unwrap()),
-            Some(&t),
-        )
-        .await;
-    let body = s
-        .get(pb["original"].as_str().unwrap(), None)
-        .await
-        .bytes()
-        .await
-        .unwrap();
+    let body = s.original_of(&t, v["id"].as_str().unwrap()).await;
     assert_eq!(sha256(&body), sha256(file));
     assert_eq!(s.pending_multipart_count().await, 0);
     let ups: Value = s.get_json("/api/v1/uploads", Some(&t)).await;
@@ -816,18 +805,7 @@ async fn a_broken_re_put_or_a_repeated_complete_keeps_the_bytes_right() {
     };
     assert_eq!(r.status(), StatusCode::OK);
     let v: Value = r.json().await.unwrap();
-    let pb: Value = s
-        .get_json(
-            &format!("/api/v1/videos/{}/playback", v["id"].as_str().unwrap()),
-            Some(&t),
-        )
-        .await;
-    let body = s
-        .get(pb["original"].as_str().unwrap(), None)
-        .await
-        .bytes()
-        .await
-        .unwrap();
+    let body = s.original_of(&t, v["id"].as_str().unwrap()).await;
     assert_eq!(sha256(&body), sha256(file));
 }
 
@@ -874,12 +852,8 @@ async fn a_declared_size_takes_no_disk_until_bytes_arrive() {
         "{used} bytes of disk taken for {last} bytes received"
     );
     let r = s
-        .http
-        .delete(s.url(&format!("/api/v1/uploads/multipart/{upload_id}")))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
+        .delete(&format!("/api/v1/uploads/multipart/{upload_id}"), &t)
+        .await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(s.pending_multipart_count().await, 0);
 }

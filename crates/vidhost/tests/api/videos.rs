@@ -147,13 +147,7 @@ async fn delete_removes_every_object() {
     let pb: Value = s
         .get_json(&format!("/api/v1/videos/{gone_id}/playback"), Some(&t))
         .await;
-    let r = s
-        .http
-        .delete(s.url(&format!("/api/v1/videos/{gone_id}")))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete(&format!("/api/v1/videos/{gone_id}"), &t).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     problem(
         s.get(&format!("/api/v1/videos/{gone_id}"), Some(&t)).await,
