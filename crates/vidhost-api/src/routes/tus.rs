@@ -581,11 +581,14 @@ async fn append(
         Ok(written)
     }
     .await;
+    // Completed under the lease, so that a HEAD (`finish_stalled`) cannot
+    // see every byte in and complete the upload a second time meanwhile.
+    let result = match result {
+        Ok((n, end)) if n == size => finish(state, up).await.map(|()| (n, end)),
+        r => r,
+    };
     lease.release().await;
     let (new_offset, end) = result?;
-    if new_offset == size {
-        finish(state, up).await?;
-    }
     match end {
         // The upload is whole (and complete); the bytes past it are refused.
         WriteEnd::Overflow => Err(ApiError::file_too_large(size, false)),
@@ -599,7 +602,12 @@ async fn append(
 /// unavailable, the process died). Stock clients stop once the offset is
 /// the length, so the server completes it now, under the upload's lease.
 async fn finish_stalled(state: &SharedState, up: &Upload) -> ApiResult<()> {
-    let lease = Lease::acquire(state, &up.video_id).await?;
+    let lease = match Lease::acquire(state, &up.video_id).await {
+        Ok(l) => l,
+        // The request that held the lease completed it meanwhile.
+        Err(e) if e.code == "upload_not_found" => return Ok(()),
+        Err(e) => return Err(e),
+    };
     let r = match state.db.upload_by_video(&up.video_id).await {
         Ok(Some(up)) if up.received == up.size => finish(state, &up).await,
         // Another request completed it meanwhile.
