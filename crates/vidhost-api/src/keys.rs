@@ -10,7 +10,7 @@ use rand::RngCore;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::Sha256;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use vidhost_db::{DynCatalog, SigningKey};
 
@@ -28,7 +28,7 @@ pub struct KeyRing {
     /// Shared, not cloned, per verification (a hot path: every request).
     keys: RwLock<Vec<Arc<Key>>>,
     /// When the set was last reloaded for an unknown kid.
-    reloaded: Mutex<Option<Instant>>,
+    reloaded: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// At most one reload per this interval: a stream of tokens with made-up
@@ -62,7 +62,7 @@ impl KeyRing {
         Ok(KeyRing {
             purpose,
             keys: RwLock::new(keys),
-            reloaded: Mutex::new(None),
+            reloaded: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -93,15 +93,17 @@ impl KeyRing {
         if !kid.starts_with(self.purpose) || kid.len() > 64 {
             return None;
         }
-        {
-            let mut last = self.reloaded.lock().expect("not poisoned");
-            let now = Instant::now();
-            if last.is_some_and(|t| now.duration_since(t) < RELOAD_EVERY) {
-                return None;
-            }
-            *last = Some(now);
+        // One reload at a time; those who waited look again first (the
+        // reload they waited for may have brought their kid).
+        let mut last = self.reloaded.lock().await;
+        if let Some(k) = self.find(kid) {
+            return Some(k);
+        }
+        if last.is_some_and(|t| t.elapsed() < RELOAD_EVERY) {
+            return None;
         }
         let fresh = decode(db.signing_keys(self.purpose).await.ok()?).ok()?;
+        *last = Some(Instant::now());
         *self.keys.write().expect("not poisoned") = fresh;
         self.find(kid)
     }

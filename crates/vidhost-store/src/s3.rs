@@ -487,7 +487,14 @@ impl ObjectStore for S3Store {
                 }
             }
         };
-        let (resp, ()) = futures::join!(request, feed);
+        // Once S3 has answered (maybe early, with an error, on a connection
+        // it keeps open), the feed is dropped rather than left waiting on a
+        // channel nobody reads.
+        let mut request = std::pin::pin!(request);
+        let resp = tokio::select! {
+            r = &mut request => r,
+            () = feed => request.await,
+        };
         let resp = Self::expect_ok(resp.map_err(unavailable)?).await?;
         Ok(PartInfo {
             part_number,

@@ -185,6 +185,13 @@ impl Checksum {
     }
 }
 
+/// The errors of a creation-with-upload body that leave the upload to resume.
+const BODY_NOT_KEPT: &[&str] = &[
+    "checksum_mismatch",
+    "upload_interrupted",
+    "upload_taken_over",
+];
+
 fn checksum_mismatch() -> ApiError {
     ApiError::new(
         StatusCode::from_u16(460).expect("valid status"),
@@ -309,8 +316,12 @@ pub async fn create(
             // The upload exists either way: while it does, the client gets
             // its Location and durable offset to resume from (tus
             // creation-with-upload), not just the error of the body.
+            // Only a body that was not (all) kept: a request refused as a
+            // whole (too long, a bad header) keeps its error, and so does
+            // one that stored every byte but could not complete.
+            Err(e) if !BODY_NOT_KEPT.contains(&e.code) => return Err(e),
             Err(e) => match state.db.upload_by_video(&video.id).await {
-                Ok(Some(now)) => {
+                Ok(Some(now)) if now.received < now.size => {
                     tracing::info!(video = %video.id, error = %e.code, "the body of a tus creation was not all kept");
                     now.received as u64
                 }
@@ -338,7 +349,21 @@ pub async fn head(
     match load(&state, &caller, &id).await? {
         Some(up) => {
             if up.received == up.size {
-                finish_stalled(&state, &up).await?;
+                if let Err(e) = finish_stalled(&state, &up).await {
+                    // A client told anything but 2xx or 423 starts over
+                    // (tus-js-client); a completion that may work later is
+                    // "try again", with every byte kept.
+                    if e.status.is_server_error() || e.status == StatusCode::LOCKED {
+                        tracing::warn!(video = %up.video_id, error = %e.code, "completing a tus upload on HEAD");
+                        return Err(ApiError::new(
+                            StatusCode::LOCKED,
+                            "upload_locked",
+                            "every byte is in; completing the upload failed for now, retry shortly",
+                        )
+                        .with_header(header::RETRY_AFTER, "2"));
+                    }
+                    return Err(e);
+                }
             }
             let hs = r.headers_mut();
             hs.insert(h("upload-offset"), HeaderValue::from(up.received));
@@ -898,7 +923,11 @@ async fn finish(state: &SharedState, up: &Upload) -> ApiResult<()> {
     };
     let size = match joined {
         Ok(n) => n,
-        Err(_) if already_in_place(state, &key, up.size).await? => up.size as u64,
+        Err(_) if already_in_place(state, &key, up.size).await? => {
+            // What a PATCH may have staged again since (disk); nothing on S3.
+            let _ = state.store.abort_multipart(&key, store_id).await;
+            up.size as u64
+        }
         Err(e) => return Err(e.into()),
     };
     if !state.store.random_access() {

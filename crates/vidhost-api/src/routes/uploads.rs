@@ -667,7 +667,11 @@ pub async fn complete_multipart(
         .await
     {
         Ok(n) => n,
-        Err(_) if already_in_place(&state, &key, up.size).await? => up.size as u64,
+        Err(_) if already_in_place(&state, &key, up.size).await? => {
+            // What a PUT may have staged again since (disk); nothing on S3.
+            let _ = state.store.abort_multipart(&key, &store_id).await;
+            up.size as u64
+        }
         Err(e) => return Err(e.into()),
     };
     let video = state

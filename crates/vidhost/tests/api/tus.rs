@@ -279,6 +279,15 @@ async fn creation_with_upload_limits_and_bad_media() {
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(r.headers()["upload-offset"], "0");
     let again = r.headers()["location"].to_str().unwrap().to_owned();
+    // A body longer than the upload is refused as a whole, as before.
+    let r = tus(s.http.post(s.url("/api/v1/tus")), &t)
+        .header("Upload-Length", 10)
+        .header("Content-Type", OCTETS)
+        .body(vec![0u8; 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(offset(&s, &t, &again).await, 0);
     let r = patch(&s, &t, &again, 0, file.clone()).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
