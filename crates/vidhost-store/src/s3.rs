@@ -168,12 +168,25 @@ impl S3Store {
         Ok(parsed.upload_id().to_owned())
     }
 
-    async fn upload_part(&self, key: &str, upload: &str, n: u16, body: Bytes) -> Result<String> {
+    /// UploadPart of `len` bytes (S3 wants the Content-Length even when the
+    /// body is a stream).
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload: &str,
+        n: u16,
+        body: reqwest::Body,
+        len: u64,
+    ) -> Result<String> {
         let url = self
             .bucket
             .upload_part(Some(&self.creds), key, n, upload)
             .sign(SIGN_TTL);
-        let resp = Self::expect_ok(self.send(Method::PUT, url, Some(body.into())).await?).await?;
+        let req = self
+            .http
+            .put(url)
+            .header(reqwest::header::CONTENT_LENGTH, len);
+        let resp = Self::expect_ok(req.body(body).send().await.map_err(unavailable)?).await?;
         Ok(etag_of(&resp))
     }
 
@@ -296,19 +309,18 @@ impl ObjectStore for S3Store {
                         upload = Some(self.create_upload(&key).await?);
                     }
                     let part = buf.split_to(PUT_PART).freeze();
-                    let n = etags.len() as u16 + 1;
-                    etags.push(
-                        self.upload_part(&key, upload.as_deref().expect("set"), n, part)
-                            .await?,
-                    );
+                    let (n, len) = (etags.len() as u16 + 1, part.len() as u64);
+                    let id = upload.as_deref().expect("set");
+                    etags.push(self.upload_part(&key, id, n, part.into(), len).await?);
                 }
             }
             match &upload {
                 None => self.put_object(&key, buf.split().freeze()).await,
                 Some(id) => {
                     if !buf.is_empty() {
-                        let n = etags.len() as u16 + 1;
-                        etags.push(self.upload_part(&key, id, n, buf.split().freeze()).await?);
+                        let part = buf.split().freeze();
+                        let (n, len) = (etags.len() as u16 + 1, part.len() as u64);
+                        etags.push(self.upload_part(&key, id, n, part.into(), len).await?);
                     }
                     self.complete(&key, id, &etags).await
                 }
@@ -464,19 +476,10 @@ impl ObjectStore for S3Store {
             expected: 0,
             got: 0,
         })?;
-        let url = self
-            .bucket
-            .upload_part(Some(&self.creds), &key, n, upload)
-            .sign(SIGN_TTL);
         // The request outlives this call's borrow of `body` only in type:
         // it is sent and answered before this returns.
         let (tx, rx) = futures::channel::mpsc::channel::<std::io::Result<Bytes>>(2);
-        let request = self
-            .http
-            .put(url)
-            .header(reqwest::header::CONTENT_LENGTH, size)
-            .body(reqwest::Body::wrap_stream(rx))
-            .send();
+        let request = self.upload_part(&key, upload, n, reqwest::Body::wrap_stream(rx), size);
         let feed = async move {
             let mut tx = tx;
             let mut body = body;
@@ -491,15 +494,14 @@ impl ObjectStore for S3Store {
         // it keeps open), the feed is dropped rather than left waiting on a
         // channel nobody reads.
         let mut request = std::pin::pin!(request);
-        let resp = tokio::select! {
+        let etag = tokio::select! {
             r = &mut request => r,
             () = feed => request.await,
-        };
-        let resp = Self::expect_ok(resp.map_err(unavailable)?).await?;
+        }?;
         Ok(PartInfo {
             part_number,
             size,
-            etag: etag_of(&resp),
+            etag,
         })
     }
 

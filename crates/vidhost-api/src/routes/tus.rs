@@ -11,8 +11,8 @@
 //! not yet a part is kept as a small `tus-tail` object, so any node can go on.
 
 use super::uploads::{
-    accept_original, already_in_place, check_content_type, check_not_expired, check_size,
-    clean_filename, layout_for, new_upload, new_video, origin,
+    accept_original, check_content_type, check_not_expired, check_size, clean_filename,
+    joined_or_in_place, layout_for, new_upload, new_video, origin,
 };
 use super::videos::{original_key, purge_video, video_prefix, MetaInput};
 use crate::auth::Caller;
@@ -911,25 +911,16 @@ async fn finish(state: &SharedState, up: &Upload) -> ApiResult<()> {
     let joined = if state.store.random_access() {
         state.store.commit_staged(&key, store_id).await
     } else {
-        match state.store.list_parts(&key, store_id).await {
-            Ok(parts) => {
-                state
-                    .store
-                    .complete_multipart(&key, store_id, layout_of(up), &parts)
-                    .await
-            }
-            Err(e) => Err(e),
+        async {
+            let parts = state.store.list_parts(&key, store_id).await?;
+            state
+                .store
+                .complete_multipart(&key, store_id, layout_of(up), &parts)
+                .await
         }
+        .await
     };
-    let size = match joined {
-        Ok(n) => n,
-        Err(_) if already_in_place(state, &key, up.size).await? => {
-            // What a PATCH may have staged again since (disk); nothing on S3.
-            let _ = state.store.abort_multipart(&key, store_id).await;
-            up.size as u64
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let size = joined_or_in_place(state, up, &key, store_id, joined).await?;
     if !state.store.random_access() {
         state.store.delete(&tail_key(&up.video_id)).await?;
     }

@@ -661,19 +661,11 @@ pub async fn complete_multipart(
         })
         .collect();
     let key = original_key(&up.video_id);
-    let size = match state
+    let joined = state
         .store
         .complete_multipart(&key, &store_id, layout_of(&up), &claimed)
-        .await
-    {
-        Ok(n) => n,
-        Err(_) if already_in_place(&state, &key, up.size).await? => {
-            // What a PUT may have staged again since (disk); nothing on S3.
-            let _ = state.store.abort_multipart(&key, &store_id).await;
-            up.size as u64
-        }
-        Err(e) => return Err(e.into()),
-    };
+        .await;
+    let size = joined_or_in_place(&state, &up, &key, &store_id, joined).await?;
     let video = state
         .db
         .get_video(&up.video_id)
@@ -690,17 +682,31 @@ pub async fn complete_multipart(
     Ok(axum::Json(super::videos::view(&state, &result?)))
 }
 
-/// Whether an earlier `complete` of this upload already put its bytes in
-/// place and then failed (the database was unavailable, the process died):
-/// its staging is gone, and the original at the declared size is the
-/// upload's, so completing again goes on from there instead of failing
-/// for good. Only the upload itself writes this key.
-pub(crate) async fn already_in_place(state: &SharedState, key: &str, size: i64) -> ApiResult<bool> {
-    Ok(state
-        .store
-        .head(key)
-        .await?
-        .is_some_and(|m| m.size == size as u64))
+/// The size of an upload's joined original, given how joining its parts
+/// (`joined`) went. When that failed because an earlier completion already
+/// put the bytes in place and then died (the database was unavailable, the
+/// process was killed), the staging is gone and the original at the
+/// declared size is the upload's: completing again goes on from there
+/// instead of failing for good. Only the upload itself writes this key.
+pub(crate) async fn joined_or_in_place(
+    state: &SharedState,
+    up: &Upload,
+    key: &str,
+    store_id: &str,
+    joined: Result<u64, StoreError>,
+) -> ApiResult<u64> {
+    let size = up.size as u64;
+    match joined {
+        Ok(n) => Ok(n),
+        Err(e) => match state.store.head(key).await? {
+            Some(m) if m.size == size => {
+                // What a request may have staged again since (disk).
+                let _ = state.store.abort_multipart(key, store_id).await;
+                Ok(size)
+            }
+            _ => Err(e.into()),
+        },
+    }
 }
 
 pub async fn abort_multipart(
