@@ -170,6 +170,12 @@ impl From<StoreError> for ApiError {
                 "bad range",
             ),
             StoreError::Unavailable(m) => ApiError::unavailable("object store", m),
+            StoreError::Busy => ApiError::new(
+                StatusCode::LOCKED,
+                "upload_locked",
+                "another request is writing this upload's bytes; try again when it is answered",
+            )
+            .with_header(header::RETRY_AFTER, "1"),
             StoreError::Full => ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "insufficient_storage",

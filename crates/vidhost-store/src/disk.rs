@@ -99,6 +99,68 @@ impl DiskStore {
     }
 }
 
+/// How long a part write waits for another write of the same part before
+/// answering `StoreError::Busy`. A client that gave up on a PUT and sends
+/// it again usually closed the first connection, which ends the first
+/// write at once. A completion does not wait: a part still being written
+/// is not one the client was told it has.
+const PART_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Takes a write lock on bytes `start..start + len` (`len` 0: to the end
+/// of the file and beyond) of an open staging file, waiting at most
+/// `wait`. An open-file-description lock (Linux `F_OFD_SETLK`): it
+/// belongs to this descriptor, so two requests of one process exclude each
+/// other (POSIX record locks would not), and it goes when the descriptor
+/// is closed, a killed process included.
+///
+/// Part writes lock their own span, so two PUTs of one part never write
+/// at once (their bytes would interleave under the second one's ETag),
+/// while different parts go on in parallel. A completion locks the whole
+/// file, so no part is written while it checks the parts and renames the
+/// file into the original: a write that opened the staging file before
+/// the rename would otherwise land in the original through its descriptor.
+async fn lock_span(f: &File, start: u64, len: u64, wait: Duration) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    let until = std::time::Instant::now() + wait;
+    loop {
+        // SAFETY: `flock` is plain data, zeroed then filled in; `fd` is open
+        // for as long as `f` is borrowed.
+        let r = unsafe {
+            let mut l: libc::flock = std::mem::zeroed();
+            l.l_type = libc::F_WRLCK as libc::c_short;
+            l.l_whence = libc::SEEK_SET as libc::c_short;
+            l.l_start = start as libc::off_t;
+            l.l_len = len as libc::off_t;
+            libc::fcntl(fd, libc::F_OFD_SETLK, &l)
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EAGAIN | libc::EACCES) if std::time::Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Some(libc::EAGAIN | libc::EACCES) => return Err(StoreError::Busy),
+            _ => return Err(e.into()),
+        }
+    }
+}
+
+/// Whether `f` is still the file at `path`: a completion may have renamed
+/// it into the original, or an abort removed it, between our `open` and
+/// our lock.
+async fn still_at(f: &File, path: &Path) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let ours = f.metadata().await?;
+    match fs::metadata(path).await {
+        Ok(m) => Ok(m.ino() == ours.ino() && m.dev() == ours.dev()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).await?.sync_all().await?;
     Ok(())
@@ -388,6 +450,11 @@ impl ObjectStore for DiskStore {
         })?;
         let dir = self.staging(upload)?;
         let mut f = self.open_staging(upload, layout).await?;
+        lock_span(&f, offset, expected, PART_LOCK_WAIT).await?;
+        if !still_at(&f, &dir.join("data")).await? {
+            // Completed or aborted meanwhile.
+            return Err(StoreError::NotFound);
+        }
         // A part PUT again: its record goes (durably) before its bytes are
         // overwritten, so a second PUT that breaks off leaves the part
         // missing, never the old ETag over a mix of old and new bytes.
@@ -467,6 +534,17 @@ impl ObjectStore for DiskStore {
         layout: MultipartLayout,
         parts: &[PartInfo],
     ) -> Result<u64> {
+        let dir = self.staging(upload)?;
+        // Held until the data file is renamed: no part is written meanwhile.
+        let _lock = match OpenOptions::new().write(true).open(dir.join("data")).await {
+            Ok(f) => {
+                lock_span(&f, 0, 0, Duration::ZERO).await?;
+                Some(f)
+            }
+            // Nothing staged: no parts either (the check below says which).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
         let stored = self.list_parts(key, upload).await?;
         for n in 1..=layout.part_count() {
             let have = stored.iter().find(|p| p.part_number == n);
@@ -482,7 +560,6 @@ impl ObjectStore for DiskStore {
         {
             return Err(StoreError::PartMismatch(extra.part_number));
         }
-        let dir = self.staging(upload)?;
         let dest = self.object_path(key)?;
         let parent = dest.parent().expect("keys have a parent");
         fs::create_dir_all(parent).await?;

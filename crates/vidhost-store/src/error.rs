@@ -15,6 +15,9 @@ pub enum StoreError {
     PartMismatch(u32),
     #[error("the requested range is not satisfiable")]
     Range,
+    /// Another request is writing the same bytes right now.
+    #[error("another request is writing this upload's bytes")]
+    Busy,
     #[error("the object store is full")]
     Full,
     #[error("object store unavailable: {0}")]

@@ -809,6 +809,117 @@ async fn a_broken_re_put_or_a_repeated_complete_keeps_the_bytes_right() {
     assert_eq!(sha256(&body), sha256(file));
 }
 
+/// Starts a PUT of `body` that sends its first `split` bytes at once and
+/// the rest when `go` fires; answers the status code.
+fn put_in_two(
+    url: &str,
+    body: Vec<u8>,
+    split: usize,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<u16>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let u = reqwest::Url::parse(url).unwrap();
+    let host = format!(
+        "{}:{}",
+        u.host_str().unwrap(),
+        u.port_or_known_default().unwrap()
+    );
+    let path = match u.query() {
+        Some(q) => format!("{}?{q}", u.path()),
+        None => u.path().to_owned(),
+    };
+    let (go, wait) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut c = tokio::net::TcpStream::connect(&host).await.unwrap();
+        let head = format!(
+            "PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        c.write_all(head.as_bytes()).await.unwrap();
+        c.write_all(&body[..split]).await.unwrap();
+        let _ = wait.await;
+        c.write_all(&body[split..]).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            c.read_to_end(&mut answer),
+        )
+        .await
+        .expect("answered")
+        .unwrap();
+        let line = String::from_utf8_lossy(&answer);
+        line.split(' ').nth(1).unwrap().parse().unwrap()
+    });
+    (go, task)
+}
+
+#[tokio::test]
+async fn puts_of_one_part_at_once_never_mix_and_complete_waits_for_none() {
+    let s = TestServer::start().await;
+    let t = s.user("u@example.com").await;
+    let file = big_avi();
+    let m = start_multipart(&s, &t, file.len()).await;
+    let upload_id = m["upload_id"].as_str().unwrap();
+    let video_id = m["video_id"].as_str().unwrap();
+    let part_size = m["part_size"].as_u64().unwrap() as usize;
+    let count = m["part_count"].as_u64().unwrap() as u32;
+    assert!(count >= 2, "the file has a second part");
+    let numbers: Vec<u32> = (1..=count).collect();
+    let urls = part_urls(&s, &t, upload_id, &numbers).await;
+    for (&n, url) in numbers.iter().zip(&urls) {
+        let start = (n as usize - 1) * part_size;
+        let chunk = file[start..(start + part_size).min(file.len())].to_vec();
+        let r = s.http.put(url).body(chunk).send().await.unwrap();
+        assert!(r.status().is_success(), "part {n}: {}", r.status());
+    }
+    let old = listed_parts(&s, &t, upload_id).await;
+    let part2 = part_size..(2 * part_size).min(file.len());
+    let a = vec![0x11u8; part2.len()];
+    let b = vec![0x22u8; part2.len()];
+
+    // Part 2 again (a client retrying, say): A sends half and stalls.
+    let (go_a, put_a) = put_in_two(&urls[1], a.clone(), a.len() / 2);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let complete_url = format!("/api/v1/uploads/multipart/{upload_id}/complete");
+    let body_of = |parts: &[(u64, String)]| json!({"parts": parts.iter().map(|(n, e)| json!({"part_number": n, "etag": e})).collect::<Vec<_>>()});
+    if !s.is_s3() {
+        // A completion while a part is being written would rename the file
+        // under that write: it is refused at once, and changes nothing.
+        let r = s.post_json(&complete_url, Some(&t), body_of(&old)).await;
+        let retry = r.headers().get("retry-after").cloned();
+        problem(r, StatusCode::LOCKED, "upload_locked").await;
+        assert!(retry.is_some());
+        assert_eq!(incomplete_upload_ids(&s, &t).await.len(), 1);
+    }
+    // B, the same part with other bytes, whole, while A is in flight.
+    let http = s.http.clone();
+    let url_b = urls[1].clone();
+    let put_b =
+        tokio::spawn(async move { http.put(&url_b).body(b).send().await.unwrap().status() });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    go_a.send(()).unwrap();
+    assert_eq!(put_a.await.unwrap(), 200);
+    assert!(put_b.await.unwrap().is_success());
+
+    // Whatever the part list says is what completing gives: all of A or
+    // all of B (disk: B, which waited for A), never a mix.
+    let now = listed_parts(&s, &t, upload_id).await;
+    let r = s.post_json(&complete_url, Some(&t), body_of(&now)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = s.original_of(&t, video_id).await;
+    assert_eq!(body.len(), file.len());
+    assert_eq!(sha256(&body[..part2.start]), sha256(&file[..part2.start]));
+    assert_eq!(sha256(&body[part2.end..]), sha256(&file[part2.end..]));
+    let got = &body[part2.clone()];
+    if s.is_s3() {
+        assert!(got.iter().all(|&x| x == 0x11) || got.iter().all(|&x| x == 0x22));
+    } else {
+        assert!(got.iter().all(|&x| x == 0x22), "B's bytes, whole");
+    }
+}
+
 #[tokio::test]
 async fn a_declared_size_takes_no_disk_until_bytes_arrive() {
     let s = TestServer::start().await;
