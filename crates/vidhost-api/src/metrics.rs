@@ -114,6 +114,30 @@ pub fn quick_answers() -> &'static metrics::Counter {
     QUICK.get_or_init(|| metrics::counter!("vidhost_delivery_quick_answers_total"))
 }
 
+/// Sets `vidhost_uploads_in_progress` for the ways whose uploads are rows in
+/// the catalog (presigned, multipart, tus) from the catalog, when scraped:
+/// such an upload may start on one node and end on another (or expire
+/// while no node is up), so counting up and down in each process drifted,
+/// and went negative on the node that saw only its end. Every node reports
+/// the cluster's number (aggregate with `max`, not `sum`). Form uploads
+/// live within one request: those are this node's requests in flight
+/// (`UploadTracker`). If the catalog cannot answer, the last numbers stay.
+pub async fn count_uploads_in_progress(state: &crate::state::SharedState) {
+    let Ok(rows) = state.db.count_uploads_by_method().await else {
+        return;
+    };
+    for m in UploadMethod::ALL {
+        if *m == UploadMethod::Form {
+            continue;
+        }
+        let n = rows
+            .iter()
+            .find(|(name, _)| name == m.as_str())
+            .map_or(0, |(_, n)| *n);
+        metrics::gauge!("vidhost_uploads_in_progress", "method" => m.as_str()).set(n as f64);
+    }
+}
+
 /// Counts an upload from start to its outcome; dropping it unfinished counts
 /// as `failed` (the request died or errored).
 pub struct UploadTracker {

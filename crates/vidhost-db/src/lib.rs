@@ -84,6 +84,8 @@ pub trait Catalog: Send + Sync + 'static {
     /// Returns false when the upload was no longer there (completed twice).
     async fn finish_upload(&self, video_id: &str, done: &UploadDone) -> Result<bool>;
     async fn expired_uploads(&self, now: Millis, limit: i64) -> Result<Vec<Upload>>;
+    /// Incomplete uploads (rows) per method, across every node.
+    async fn count_uploads_by_method(&self) -> Result<Vec<(String, i64)>>;
 
     // leases on an upload (tus): one writer at a time across all nodes
     /// Takes the lease when it is free or its holder stopped renewing.

@@ -765,6 +765,14 @@ macro_rules! catalog_impl {
                 let rows = sqlx::query(&sql).bind(now).bind(limit).fetch_all(&self.0).await?;
                 rows.iter().map(Self::upload).collect()
             }
+
+            async fn count_uploads_by_method(&self) -> Result<Vec<(String, i64)>> {
+                let rows: Vec<(String, i64)> =
+                    sqlx::query_as("SELECT method, COUNT(*) FROM uploads GROUP BY method")
+                        .fetch_all(&self.0)
+                        .await?;
+                Ok(rows)
+            }
         }
     };
 }

@@ -304,7 +304,6 @@ pub async fn create(
         let _ = state.store.abort_multipart(&key, &store_id).await;
         return Err(e.into());
     }
-    metrics::gauge!("vidhost_uploads_in_progress", "method" => "tus").increment(1.0);
     let location = format!("{}/api/v1/tus/{}", origin(&state, &headers), video.id);
     let with_body = headers
         .get(header::CONTENT_TYPE)
@@ -439,7 +438,6 @@ pub async fn terminate(
         return Err(ApiError::upload_not_found());
     };
     purge_video(&state, &up.video_id).await?;
-    metrics::gauge!("vidhost_uploads_in_progress", "method" => "tus").decrement(1.0);
     record_upload_outcome(UploadMethod::Tus, "aborted", up.created_at, None);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -930,7 +928,6 @@ async fn finish(state: &SharedState, up: &Upload) -> ApiResult<()> {
         .await?
         .ok_or_else(ApiError::upload_not_found)?;
     let result = accept_original(state, &video, size).await;
-    metrics::gauge!("vidhost_uploads_in_progress", "method" => "tus").decrement(1.0);
     let outcome = if result.is_ok() {
         "completed"
     } else {

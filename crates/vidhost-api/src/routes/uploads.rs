@@ -415,7 +415,6 @@ pub async fn create_presigned(
     let Prepared { video, size } = prepare(&state, &caller, b, true)?;
     let upload = new_upload(&state, &video, UploadMethod::Presigned, size, None);
     state.db.create_upload(&video, &upload).await?;
-    metrics::gauge!("vidhost_uploads_in_progress", "method" => "presigned").increment(1.0);
     let ttl = state.config.uploads.presign_expiry_s;
     let e = now_ms() / 1000 + ttl as i64;
     let key = original_key(&video.id);
@@ -481,7 +480,6 @@ pub async fn complete_presigned(
         .await?
         .ok_or_else(ApiError::upload_not_found)?;
     let result = accept_original(&state, &video, got).await;
-    metrics::gauge!("vidhost_uploads_in_progress", "method" => "presigned").decrement(1.0);
     let outcome = if result.is_ok() {
         "completed"
     } else {
@@ -516,7 +514,6 @@ pub async fn create_multipart(
         let _ = state.store.abort_multipart(&key, &store_id).await;
         return Err(e.into());
     }
-    metrics::gauge!("vidhost_uploads_in_progress", "method" => "multipart").increment(1.0);
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({
@@ -672,7 +669,6 @@ pub async fn complete_multipart(
         .await?
         .ok_or_else(ApiError::upload_not_found)?;
     let result = accept_original(&state, &video, size).await;
-    metrics::gauge!("vidhost_uploads_in_progress", "method" => "multipart").decrement(1.0);
     let outcome = if result.is_ok() {
         "completed"
     } else {
@@ -726,7 +722,6 @@ pub async fn abort_multipart(
         return Err(ApiError::upload_not_found());
     }
     purge_video(&state, &up.video_id).await?;
-    metrics::gauge!("vidhost_uploads_in_progress", "method" => "multipart").decrement(1.0);
     record_upload_outcome(UploadMethod::Multipart, "aborted", up.created_at, None);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -867,10 +862,6 @@ pub async fn sweep_expired(state: &SharedState) -> ApiResult<usize> {
     let expired = state.db.expired_uploads(now_ms(), 100).await?;
     for up in &expired {
         purge_video(state, &up.video_id).await?;
-        if up.method != UploadMethod::Form {
-            metrics::gauge!("vidhost_uploads_in_progress", "method" => up.method.as_str())
-                .decrement(1.0);
-        }
         record_upload_outcome(up.method, "expired", up.created_at, None);
         tracing::info!(video = %up.video_id, method = %up.method, "expired upload removed");
     }

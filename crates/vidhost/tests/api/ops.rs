@@ -1,6 +1,6 @@
 use crate::helpers::*;
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 #[tokio::test]
 async fn health_readiness_and_openapi() {
@@ -96,4 +96,52 @@ async fn bad_configuration_is_explained() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("database_url"));
+}
+
+fn in_progress(metrics: &str, method: &str) -> f64 {
+    let prefix = format!("vidhost_uploads_in_progress{{method=\"{method}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn uploads_in_progress_is_what_the_catalog_holds_across_restarts() {
+    let mut s = TestServer::start().await;
+    let t = s.user("u@example.com").await;
+    let create =
+        |size: u64| json!({"filename": "a.mp4", "content_type": "video/mp4", "size": size});
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let r = s
+            .post_json("/api/v1/uploads/multipart", Some(&t), create(10 << 20))
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let v: serde_json::Value = r.json().await.unwrap();
+        ids.push(v["upload_id"].as_str().unwrap().to_owned());
+    }
+    let r = s
+        .post_json("/api/v1/uploads/presigned", Some(&t), create(1 << 20))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let text = s.get("/metrics", None).await.text().await.unwrap();
+    assert_eq!(in_progress(&text, "multipart"), 3.0);
+    assert_eq!(in_progress(&text, "presigned"), 1.0);
+    assert_eq!(in_progress(&text, "tus"), 0.0);
+
+    // A process that starts anew (or another node) sees the same uploads,
+    // and ending one twice does not count it twice.
+    s.crash_and_restart().await;
+    let text = s.get("/metrics", None).await.text().await.unwrap();
+    assert_eq!(in_progress(&text, "multipart"), 3.0);
+    let abort = format!("/api/v1/uploads/multipart/{}", ids[0]);
+    assert_eq!(s.delete(&abort, &t).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(s.delete(&abort, &t).await.status(), StatusCode::NOT_FOUND);
+    let text = s.get("/metrics", None).await.text().await.unwrap();
+    assert_eq!(in_progress(&text, "multipart"), 2.0);
+    assert_eq!(in_progress(&text, "presigned"), 1.0);
 }
