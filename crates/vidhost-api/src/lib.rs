@@ -293,5 +293,12 @@ async fn sweep_loop(state: SharedState) {
         if let Err(e) = routes::uploads::sweep_expired(&state).await {
             tracing::warn!(error = %e.detail, "sweeping expired uploads");
         }
+        // An hour past the expiry: every upload that old has been swept.
+        let idle = Duration::from_secs(state.config.uploads.expiry_s + 3600);
+        match state.store.sweep_leftovers(idle).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "leftovers of interrupted writes removed"),
+            Err(e) => tracing::warn!(error = %e, "sweeping leftovers of interrupted writes"),
+        }
     }
 }

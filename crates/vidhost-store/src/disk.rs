@@ -629,6 +629,55 @@ impl ObjectStore for DiskStore {
         Ok(size)
     }
 
+    async fn sweep_leftovers(&self, idle: Duration) -> Result<usize> {
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(idle)
+            .unwrap_or(UNIX_EPOCH);
+        // The newest modification among `paths` (those that exist).
+        async fn newest(paths: &[PathBuf]) -> Option<std::time::SystemTime> {
+            let mut t = None;
+            for p in paths {
+                if let Ok(m) = fs::symlink_metadata(p).await.and_then(|m| m.modified()) {
+                    t = t.max(Some(m));
+                }
+            }
+            t
+        }
+        let mut removed = 0;
+        let mut staging = fs::read_dir(self.root.join(".multipart")).await?;
+        while let Some(e) = staging.next_entry().await? {
+            let dir = e.path();
+            let touched = newest(&[dir.clone(), dir.join("data"), dir.join("parts")]).await;
+            if touched.is_some_and(|t| t < cutoff) {
+                match fs::remove_dir_all(&dir).await {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let mut tmp = fs::read_dir(self.root.join(".tmp")).await?;
+        while let Some(e) = tmp.next_entry().await? {
+            let path = e.path();
+            if newest(std::slice::from_ref(&path))
+                .await
+                .is_some_and(|t| t < cutoff)
+            {
+                let r = if e.file_type().await?.is_dir() {
+                    fs::remove_dir_all(&path).await
+                } else {
+                    fs::remove_file(&path).await
+                };
+                match r {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     async fn abort_multipart(&self, _key: &str, upload: &str) -> Result<()> {
         match fs::remove_dir_all(self.staging(upload)?).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),

@@ -164,6 +164,17 @@ pub trait ObjectStore: Send + Sync + 'static {
     ) -> Result<u64>;
     async fn abort_multipart(&self, key: &str, upload: &str) -> Result<()>;
 
+    /// Removes what writes left behind and nothing refers to any more,
+    /// untouched for longer than `idle` (a process killed mid-write, a
+    /// completion killed between moving the bytes and tidying up, a part
+    /// that arrived just as its upload was aborted). Uploads expire, and
+    /// their sweep removes their staging, so staging idle for longer than
+    /// the expiry belongs to no live upload. Returns how many it removed.
+    async fn sweep_leftovers(&self, idle: Duration) -> Result<usize> {
+        let _ = idle;
+        Ok(0)
+    }
+
     /// A path to read the object from directly, where it is a local file
     /// (ffmpeg then reads it in place instead of a downloaded copy).
     fn local_path(&self, _key: &str) -> Option<std::path::PathBuf> {
