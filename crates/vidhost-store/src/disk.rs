@@ -160,6 +160,20 @@ async fn still_at(f: &File, path: &Path) -> Result<bool> {
     }
 }
 
+/// Removes a file or a whole directory; false if it was already gone.
+async fn remove_entry(path: &Path, dir: bool) -> Result<bool> {
+    let r = if dir {
+        fs::remove_dir_all(path).await
+    } else {
+        fs::remove_file(path).await
+    };
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).await?.sync_all().await?;
     Ok(())
@@ -662,12 +676,8 @@ impl ObjectStore for DiskStore {
         while let Some(e) = staging.next_entry().await? {
             let dir = e.path();
             let touched = newest(&[dir.clone(), dir.join("data"), dir.join("parts")]).await;
-            if touched.is_some_and(|t| t < cutoff) {
-                match fs::remove_dir_all(&dir).await {
-                    Ok(()) => removed += 1,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e.into()),
-                }
+            if touched.is_some_and(|t| t < cutoff) && remove_entry(&dir, true).await? {
+                removed += 1;
             }
         }
         let mut tmp = fs::read_dir(self.root.join(".tmp")).await?;
@@ -676,17 +686,9 @@ impl ObjectStore for DiskStore {
             if newest(std::slice::from_ref(&path))
                 .await
                 .is_some_and(|t| t < cutoff)
+                && remove_entry(&path, e.file_type().await?.is_dir()).await?
             {
-                let r = if e.file_type().await?.is_dir() {
-                    fs::remove_dir_all(&path).await
-                } else {
-                    fs::remove_file(&path).await
-                };
-                match r {
-                    Ok(()) => removed += 1,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e.into()),
-                }
+                removed += 1;
             }
         }
         Ok(removed)

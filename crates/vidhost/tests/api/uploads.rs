@@ -684,8 +684,8 @@ async fn every_acknowledged_creation_is_kept_across_a_crash() {
 
 /// PUTs `url` with a `Content-Length` of `declared` but only `sent` bytes,
 /// then hangs up and waits until the server has dealt with it.
-async fn broken_put(url: &str, declared: usize, sent: &[u8]) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// `host:port` and the path with its query, for a request written by hand.
+fn host_and_path(url: &str) -> (String, String) {
     let u = reqwest::Url::parse(url).unwrap();
     let host = format!(
         "{}:{}",
@@ -696,6 +696,12 @@ async fn broken_put(url: &str, declared: usize, sent: &[u8]) {
         Some(q) => format!("{}?{q}", u.path()),
         None => u.path().to_owned(),
     };
+    (host, path)
+}
+
+async fn broken_put(url: &str, declared: usize, sent: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (host, path) = host_and_path(url);
     let mut c = tokio::net::TcpStream::connect(&host).await.unwrap();
     let head = format!("PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {declared}\r\n\r\n");
     c.write_all(head.as_bytes()).await.unwrap();
@@ -820,16 +826,7 @@ fn put_in_two(
     tokio::task::JoinHandle<u16>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let u = reqwest::Url::parse(url).unwrap();
-    let host = format!(
-        "{}:{}",
-        u.host_str().unwrap(),
-        u.port_or_known_default().unwrap()
-    );
-    let path = match u.query() {
-        Some(q) => format!("{}?{q}", u.path()),
-        None => u.path().to_owned(),
-    };
+    let (host, path) = host_and_path(url);
     let (go, wait) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let mut c = tokio::net::TcpStream::connect(&host).await.unwrap();
