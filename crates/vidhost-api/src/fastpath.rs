@@ -119,6 +119,7 @@ pub(crate) struct Front {
     /// Some request was answered here.
     answered: bool,
     sending: Option<Sending>,
+    memo: delivery::QuickMemo,
 }
 
 impl Front {
@@ -132,6 +133,7 @@ impl Front {
             handed: false,
             answered: false,
             sending: None,
+            memo: delivery::QuickMemo::default(),
         }
     }
 
@@ -246,7 +248,7 @@ impl Front {
         let Some(flight) = self.drain.enter() else {
             return Next::Hand;
         };
-        match quick(&self.state, &req) {
+        match quick(&self.state, &req, &mut self.memo) {
             Some(q) => {
                 crate::metrics::record_http(q.route, q.status, start);
                 crate::metrics::delivered_bytes().increment(q.len);
@@ -285,7 +287,11 @@ fn text(value: &[u8]) -> Option<&str> {
         .flatten()
 }
 
-fn quick(state: &SharedState, req: &httparse::Request<'_, '_>) -> Option<Quick> {
+fn quick(
+    state: &SharedState,
+    req: &httparse::Request<'_, '_>,
+    memo: &mut delivery::QuickMemo,
+) -> Option<Quick> {
     if req.method != Some("GET") || req.version != Some(1) {
         return None;
     }
@@ -312,7 +318,7 @@ fn quick(state: &SharedState, req: &httparse::Request<'_, '_>) -> Option<Quick> 
             .find(|h| h.name.eq_ignore_ascii_case(name.as_str()))
             .and_then(|h| text(h.value))
     };
-    delivery::quick(state, path, header)
+    delivery::quick(state, path, header, memo)
 }
 
 impl Sending {

@@ -13,7 +13,7 @@ use crate::{
     check_key, ByteStream, MultipartLayout, ObjectBody, ObjectMeta, ObjectStore, PartInfo,
     Presigned, Result, StoreError,
 };
-use crate::{WriteEnd, Written};
+use crate::{LocalStamp, WriteEnd, Written};
 use async_trait::async_trait;
 use futures::StreamExt;
 use std::io::SeekFrom;
@@ -419,6 +419,11 @@ impl ObjectStore for DiskStore {
         let path = self.object_path(key).ok()?;
         self.maps
             .file_of_version(&path, &meta.etag, |m| meta_of(m).etag)
+    }
+
+    fn local_stamp(&self, key: &str) -> Option<LocalStamp> {
+        let m = std::fs::metadata(self.object_path(key).ok()?).ok()?;
+        m.is_file().then(|| LocalStamp::of(&m))
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

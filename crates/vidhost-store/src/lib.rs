@@ -31,6 +31,30 @@ pub struct ObjectMeta {
     pub etag: String,
 }
 
+/// One version of an object kept as a file on this machine: objects are
+/// never modified in place (a new version is a new file renamed over the
+/// key), so device, inode, size and mtime tell versions apart. Cheap to
+/// take (one stat) and to compare, for checks made on every request.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct LocalStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i64,
+}
+
+impl LocalStamp {
+    pub fn of(m: &std::fs::Metadata) -> LocalStamp {
+        use std::os::unix::fs::MetadataExt;
+        LocalStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        }
+    }
+}
+
 pub struct ObjectBody {
     pub meta: ObjectMeta,
     pub stream: ByteStream<'static>,
@@ -119,6 +143,12 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// The open file that holds the version `meta` of `key`, when the store
     /// keeps objects as files on this machine (so they can be `sendfile`d).
     fn local_file(&self, _key: &str, _meta: &ObjectMeta) -> Option<std::sync::Arc<std::fs::File>> {
+        None
+    }
+    /// The version `key` holds now, when the store keeps objects as files on
+    /// this machine: one stat, to check on each request that a file opened
+    /// earlier (see [`ObjectStore::local_file`]) is still the one at `key`.
+    fn local_stamp(&self, _key: &str) -> Option<LocalStamp> {
         None
     }
     async fn delete(&self, key: &str) -> Result<()>;

@@ -16,10 +16,10 @@
 //! dropped on the next request for the key, on a local delete, and when they
 //! go unused (so they do not pin disk space).
 
+use crate::LocalStamp;
 use bytes::Bytes;
 use memmap2::Mmap;
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,30 +28,11 @@ use std::time::{Duration, Instant};
 const CAPACITY: usize = 512;
 const IDLE: Duration = Duration::from_secs(30);
 
-#[derive(PartialEq, Eq, Clone, Copy)]
-struct Identity {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i64,
-}
-
-impl Identity {
-    fn of(m: &std::fs::Metadata) -> Identity {
-        Identity {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.len(),
-            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-        }
-    }
-}
-
 struct Entry {
     map: Arc<Mmap>,
     /// The mapped file, open, for `sendfile`.
     file: Arc<std::fs::File>,
-    id: Identity,
+    id: LocalStamp,
     /// The ETag the store gives this version of the file.
     etag: String,
     used: Instant,
@@ -128,7 +109,7 @@ impl MapCache {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        let id = Identity::of(m);
+        let id = LocalStamp::of(m);
         let now = Instant::now();
         self.trim_now_and_then(now);
         let cached = {
@@ -150,7 +131,7 @@ impl MapCache {
             None => {
                 let f = std::fs::File::open(path)?;
                 // The file may have been replaced between the stat and the open.
-                if Identity::of(&f.metadata()?) != id {
+                if LocalStamp::of(&f.metadata()?) != id {
                     return Err(std::io::ErrorKind::NotFound.into());
                 }
                 self.load(path, f, id, etag, now)?.0
@@ -186,7 +167,7 @@ impl MapCache {
         if etag_of(&m) != etag || m.len() == 0 {
             return None;
         }
-        self.load(path, f, Identity::of(&m), etag, now)
+        self.load(path, f, LocalStamp::of(&m), etag, now)
             .ok()
             .map(|x| x.1)
     }
@@ -196,7 +177,7 @@ impl MapCache {
         &self,
         path: &Path,
         f: std::fs::File,
-        id: Identity,
+        id: LocalStamp,
         etag: &str,
         now: Instant,
     ) -> std::io::Result<(Arc<Mmap>, Arc<std::fs::File>)> {
@@ -214,7 +195,7 @@ impl MapCache {
         path: &Path,
         map: Arc<Mmap>,
         file: Arc<std::fs::File>,
-        id: Identity,
+        id: LocalStamp,
         etag: &str,
         now: Instant,
     ) {

@@ -503,6 +503,33 @@ pub(crate) struct Quick {
 /// flight, see fastpath.rs, so this bounds that wait too).
 const QUICK_MAX: u64 = 16 * 1024 * 1024;
 
+/// What a connection remembers of the path it last answered itself, so
+/// that the next request for the same path (players and CDNs fetch run
+/// after run of ranges of one file under one token on a keep-alive
+/// connection) skips the work that depends only on the path and the file's
+/// version: the grant check (MAC and decoding), the key, the content type
+/// and the header lines made from the file's metadata, the file lookup.
+/// A request still stats the file, as nginx does; the memo is used only
+/// while the grant is unexpired, the stat finds the version that was opened
+/// and the store still has that file open.
+#[derive(Default)]
+pub(crate) struct QuickMemo(Option<Memo>);
+
+struct Memo {
+    path: Box<str>,
+    /// The grant's expiry.
+    expires: i64,
+    key: String,
+    route: &'static str,
+    meta: ObjectMeta,
+    stamp: vidhost_store::LocalStamp,
+    /// Weak, so that a file the store lets go (deleted, replaced, idle) is
+    /// not held open by an idle connection.
+    file: std::sync::Weak<std::fs::File>,
+    /// The header lines that depend only on the version of the file.
+    lines: Vec<u8>,
+}
+
 /// The answer to `GET {path}` (`/play/…`, no query) when it is a plain
 /// success from a file on this machine that needs no wait: a grant signed
 /// by a loaded key, an object on local disk, no conditional that applies.
@@ -513,7 +540,74 @@ pub(crate) fn quick<'a>(
     state: &SharedState,
     path: &str,
     header: impl Fn(header::HeaderName) -> Option<&'a str>,
+    memo: &mut QuickMemo,
 ) -> Option<Quick> {
+    let remembered = memo
+        .0
+        .as_ref()
+        .filter(|m| *m.path == *path && !expired(m.expires))
+        .and_then(|m| {
+            let file = m.file.upgrade()?;
+            (state.store.local_stamp(&m.key)? == m.stamp).then_some(file)
+        });
+    let file = match remembered {
+        Some(file) => file,
+        None => {
+            memo.0 = None;
+            let (m, file) = resolve(state, path)?;
+            memo.0 = Some(m);
+            file
+        }
+    };
+    let m = memo.0.as_ref()?;
+    let (status, range) = match plan(header, &m.meta) {
+        Plan::Full => (StatusCode::OK, None),
+        Plan::Partial(a, z) => (StatusCode::PARTIAL_CONTENT, Some((a, z))),
+        Plan::NotModified | Plan::Unsatisfiable => return None,
+    };
+    let (offset, len) = match range {
+        Some((a, z)) => (a, z - a + 1),
+        None => (0, m.meta.size),
+    };
+    if len == 0 || len > QUICK_MAX {
+        return None;
+    }
+    let mut head = Vec::with_capacity(m.lines.len() + 192);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    head.extend_from_slice(&m.lines);
+    let mut n = itoa::Buffer::new();
+    head.extend_from_slice(b"content-length: ");
+    head.extend_from_slice(n.format(len).as_bytes());
+    if let Some((a, z)) = range {
+        head.extend_from_slice(b"\r\ncontent-range: bytes ");
+        head.extend_from_slice(n.format(a).as_bytes());
+        head.push(b'-');
+        head.extend_from_slice(n.format(z).as_bytes());
+        head.push(b'/');
+        head.extend_from_slice(n.format(m.meta.size).as_bytes());
+    }
+    head.extend_from_slice(b"\r\nvary: ");
+    head.extend_from_slice(crate::CORS_VARY.as_bytes());
+    head.extend_from_slice(b"\r\ndate: ");
+    crate::fastpath::with_date(|date| head.extend_from_slice(date.as_bytes()));
+    head.extend_from_slice(b"\r\n\r\n");
+    Some(Quick {
+        head,
+        file,
+        offset,
+        len,
+        route: m.route,
+        status: status.as_u16(),
+    })
+}
+
+/// The first request for a path on a connection: checks the grant, finds
+/// the object and its open file, and makes the header lines of its version.
+fn resolve(state: &SharedState, path: &str) -> Option<(Memo, std::sync::Arc<std::fs::File>)> {
     use futures::FutureExt;
     let (token, rest) = path.strip_prefix("/play/")?.split_once('/')?;
     let g: PlayGrant = state.grants.verify_loaded(token)?;
@@ -555,55 +649,34 @@ pub(crate) fn quick<'a>(
     };
     // A store on this machine answers at once; any other would wait.
     let meta = state.store.head(&key).now_or_never()?.ok()??;
-    let (status, range) = match plan(header, &meta) {
-        Plan::Full => (StatusCode::OK, None),
-        Plan::Partial(a, z) => (StatusCode::PARTIAL_CONTENT, Some((a, z))),
-        Plan::NotModified | Plan::Unsatisfiable => return None,
-    };
-    let (offset, len) = match range {
-        Some((a, z)) => (a, z - a + 1),
-        None => (0, meta.size),
-    };
-    if len == 0 || len > QUICK_MAX {
-        return None;
-    }
     let file = state.store.local_file(&key, &meta)?;
-    let mut head = Vec::with_capacity(512);
-    head.extend_from_slice(b"HTTP/1.1 ");
-    head.extend_from_slice(status.as_str().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    head.extend_from_slice(b"\r\n");
+    // The stamp of the open file: the version `local_file` checked is `meta`.
+    let stamp = vidhost_store::LocalStamp::of(&file.metadata().ok()?);
+    let mut lines = Vec::with_capacity(320);
     let mut sendable = true;
-    let mut line = |name: &str, value: &str| {
+    let mut line = |name: header::HeaderName, value: &str| {
         sendable &= HeaderValue::from_str(value).is_ok();
-        head.extend_from_slice(name.as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
+        lines.extend_from_slice(name.as_str().as_bytes());
+        lines.extend_from_slice(b": ");
+        lines.extend_from_slice(value.as_bytes());
+        lines.extend_from_slice(b"\r\n");
     };
-    let payload = Payload {
-        content_type,
-        len,
-        range,
-    };
-    file_headers(&meta, cache, Some(payload), |name, value| {
-        line(name.as_str(), value)
-    });
-    line(header::VARY.as_str(), crate::CORS_VARY);
-    crate::fastpath::with_date(|date| line(header::DATE.as_str(), date));
+    file_headers(&meta, cache, None, &mut line);
+    line(header::CONTENT_TYPE, content_type);
     if !sendable {
         return None;
     }
-    head.extend_from_slice(b"\r\n");
-    Some(Quick {
-        head,
-        file,
-        offset,
-        len,
+    let memo = Memo {
+        path: path.into(),
+        expires: g.e,
+        key,
         route,
-        status: status.as_u16(),
-    })
+        meta,
+        stamp,
+        file: std::sync::Arc::downgrade(&file),
+        lines,
+    };
+    Some((memo, file))
 }
 
 #[cfg(test)]

@@ -277,7 +277,9 @@ async fn counter(s: &TestServer, name: &str) -> f64 {
 /// itself (fastpath.rs) when objects are on local disk; once a connection
 /// has carried any other request, its play requests go through the router.
 /// Both ways must give the same status, headers (but `Date`) and bytes, and
-/// the metrics must show which way each went.
+/// the metrics must show which way each went. A connection answering one
+/// request after another for the same path (from what it remembers of the
+/// first, `QuickMemo`) must give the same answers too.
 #[tokio::test]
 async fn the_connection_and_the_router_answer_alike() {
     use tokio::io::AsyncWriteExt;
@@ -312,16 +314,25 @@ async fn the_connection_and_the_router_answer_alike() {
     ];
     // Only a store on this machine's disk has files to send (S3: none).
     let expect_quick = if s.is_s3() { 0.0 } else { cases.len() as f64 };
-    let quick_before = counter(&s, "vidhost_delivery_quick_answers_total").await;
-    let mut answers: [Vec<Answer>; 2] = Default::default();
+    let mut quick_before = counter(&s, "vidhost_delivery_quick_answers_total").await;
+    // 0: one fresh connection per request; 1: after a /healthz on the
+    // connection (the router answers); 2: every request on one connection.
+    let mut answers: [Vec<Answer>; 3] = Default::default();
     for (general, answers) in answers.iter_mut().enumerate() {
+        let mut shared = None;
         for (headers, _, _) in &cases {
-            let tcp = tokio::net::TcpStream::connect(&host).await.unwrap();
-            let mut conn = tokio::io::BufReader::new(tcp);
+            let conn = match general {
+                2 => shared.get_or_insert(tokio::io::BufReader::new(
+                    tokio::net::TcpStream::connect(&host).await.unwrap(),
+                )),
+                _ => shared.insert(tokio::io::BufReader::new(
+                    tokio::net::TcpStream::connect(&host).await.unwrap(),
+                )),
+            };
             if general == 1 {
                 let hz = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n");
                 conn.get_mut().write_all(hz.as_bytes()).await.unwrap();
-                assert_eq!(read_response(&mut conn, false).await.0, 200);
+                assert_eq!(read_response(conn, false).await.0, 200);
             }
             let mut req = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\n");
             for h in headers {
@@ -329,32 +340,81 @@ async fn the_connection_and_the_router_answer_alike() {
             }
             req.push_str("\r\n");
             conn.get_mut().write_all(req.as_bytes()).await.unwrap();
-            let (status, mut h, body) = read_response(&mut conn, false).await;
+            let (status, mut h, body) = read_response(conn, false).await;
             h.retain(|(k, _)| k != "date");
             h.sort();
             answers.push((status, h, body));
         }
-        if general == 0 {
-            let quick = counter(&s, "vidhost_delivery_quick_answers_total").await;
-            assert_eq!(
-                quick - quick_before,
-                expect_quick,
-                "answered by the connection"
-            );
-        }
+        let quick = counter(&s, "vidhost_delivery_quick_answers_total").await;
+        let expected = if general == 1 { 0.0 } else { expect_quick };
+        assert_eq!(quick - quick_before, expected, "way {general}");
+        quick_before = quick;
     }
-    let quick_after = counter(&s, "vidhost_delivery_quick_answers_total").await;
-    assert_eq!(
-        quick_after - quick_before,
-        expect_quick,
-        "the router answered these"
-    );
     for (i, (headers, status, body)) in cases.iter().enumerate() {
-        let (quick, general) = (&answers[0][i], &answers[1][i]);
+        let (quick, general, remembered) = (&answers[0][i], &answers[1][i], &answers[2][i]);
         assert_eq!(quick.0, *status, "{headers:?}");
         assert!(quick.2 == *body, "{headers:?}: not the file's bytes");
         assert_eq!(quick, general, "{headers:?}: the two ways differ");
+        assert_eq!(quick, remembered, "{headers:?}: on one connection");
     }
+}
+
+/// A connection that keeps fetching one path never serves a version of the
+/// file it no longer holds: when the object is replaced (a new file renamed
+/// over the key, as the store does) the next request on the same
+/// connection gets the new bytes and validators, and when the video is
+/// deleted, a 404.
+#[tokio::test]
+async fn one_connection_follows_the_object_through_replace_and_delete() {
+    use tokio::io::AsyncWriteExt;
+    let s = TestServer::start().await;
+    let t = s.user("u@example.com").await;
+    let big = big_avi();
+    let r = s.upload_form(&t, big.to_vec(), "big.avi", &[]).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    let id = v["id"].as_str().unwrap();
+    let url = original_url(&s, &t, id).await;
+    // The router's answer teaches the node the original's type, which the
+    // connection needs to answer by itself.
+    assert_eq!(s.get(&url, None).await.status(), StatusCode::OK);
+    let quick_before = counter(&s, "vidhost_delivery_quick_answers_total").await;
+    let host = s.base.trim_start_matches("http://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let mut conn = tokio::io::BufReader::new(tcp);
+    let get = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\nRange: bytes=0-999\r\n\r\n");
+    let etag = |h: &[(String, String)]| h.iter().find(|(k, _)| k == "etag").unwrap().1.clone();
+    let mut first_etag = String::new();
+    for _ in 0..3 {
+        conn.get_mut().write_all(get.as_bytes()).await.unwrap();
+        let (status, h, body) = read_response(&mut conn, false).await;
+        assert_eq!((status, body.as_slice()), (206, &big[..1000]));
+        first_etag = etag(&h);
+    }
+    // The same length and type, other bytes.
+    let mut other = big.to_vec();
+    for b in &mut other[..1000] {
+        *b = !*b;
+    }
+    other[..4].copy_from_slice(&big[..4]);
+    s.replace_object(&format!("videos/{id}/original"), &other)
+        .await;
+    conn.get_mut().write_all(get.as_bytes()).await.unwrap();
+    let (status, h, body) = read_response(&mut conn, false).await;
+    assert_eq!(status, 206);
+    assert!(body == other[..1000], "the replaced file's bytes");
+    assert_ne!(etag(&h), first_etag, "a new version has a new ETag");
+    // On disk the connection answered all four itself (S3: the router).
+    let quick = counter(&s, "vidhost_delivery_quick_answers_total").await - quick_before;
+    assert_eq!(quick, if s.is_s3() { 0.0 } else { 4.0 });
+
+    assert_eq!(
+        s.delete(&format!("/api/v1/videos/{id}"), &t).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    conn.get_mut().write_all(get.as_bytes()).await.unwrap();
+    let (status, _, _) = read_response(&mut conn, false).await;
+    assert_eq!(status, 404, "a deleted video's original is gone");
 }
 
 /// The connection reads request heads itself before hyper does: a head

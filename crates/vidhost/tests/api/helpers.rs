@@ -354,6 +354,38 @@ impl TestServer {
         }
     }
 
+    /// Puts `bytes` at `key` behind the server's back, the way the store
+    /// writes a new version: on disk a new file renamed over the old one.
+    pub async fn replace_object(&self, key: &str, bytes: &[u8]) {
+        match &self.storage {
+            Storage::Disk(root) => {
+                let path = root.join(key);
+                let tmp = path.with_extension("replacing");
+                std::fs::write(&tmp, bytes).unwrap();
+                std::fs::rename(&tmp, &path).unwrap();
+            }
+            Storage::S3 { endpoint, bucket } => {
+                let b = rusty_s3::Bucket::new(
+                    endpoint.parse().unwrap(),
+                    rusty_s3::UrlStyle::Path,
+                    bucket.clone(),
+                    region(),
+                )
+                .unwrap();
+                let c = creds();
+                let url =
+                    rusty_s3::S3Action::sign(&b.put_object(Some(&c), key), Duration::from_secs(60));
+                let r = Client::new()
+                    .put(url)
+                    .body(bytes.to_vec())
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success(), "replace {key}: {}", r.status());
+            }
+        }
+    }
+
     /// Bytes held in incomplete uploads (multipart staging or S3 multipart uploads).
     pub async fn pending_multipart_count(&self) -> usize {
         match &self.storage {
