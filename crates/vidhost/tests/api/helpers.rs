@@ -422,6 +422,14 @@ impl TestServer {
         self._child.id().expect("running")
     }
 
+    /// Where a disk store keeps its objects (None on S3).
+    pub fn disk_root(&self) -> Option<&Path> {
+        match &self.storage {
+            Storage::Disk(root) => Some(root),
+            Storage::S3 { .. } => None,
+        }
+    }
+
     pub fn is_s3(&self) -> bool {
         matches!(self.storage, Storage::S3 { .. })
     }

@@ -239,6 +239,60 @@ async fn protocol_core_creation_checksum_and_termination() {
     );
 }
 
+/// A last PATCH whose completion fails after every byte is stored loses
+/// nothing: the client gets an error, the HEAD it sends to resume finds
+/// every byte in, and the server completes the upload then, with the same
+/// bytes. The failure is made on the disk store (a file where the video's
+/// directory must go, so the staged bytes cannot be renamed into place);
+/// S3 has no such way to fail, so there the upload simply completes.
+#[tokio::test]
+async fn a_failed_completion_is_finished_by_the_next_head() {
+    let s = TestServer::start().await;
+    let t = s.user("u@example.com").await;
+    let file = sample_mp4().to_vec();
+    let url = create(&s, &t, file.len(), &format!("filename {}", b64("a.mp4"))).await;
+    let video_id = id_of(&url).to_owned();
+    let blocker = s
+        .disk_root()
+        .map(|root| root.join("videos").join(&video_id));
+    if let Some(b) = &blocker {
+        std::fs::create_dir_all(b.parent().unwrap()).unwrap();
+        std::fs::write(b, b"in the way").unwrap();
+    }
+    let r = patch(&s, &t, &url, 0, file.clone()).await;
+    if blocker.is_some() {
+        assert!(r.status().is_server_error(), "{}", r.status());
+        // Still an upload with every byte in, not a video.
+        let v = s
+            .get_json(&format!("/api/v1/videos/{video_id}"), Some(&t))
+            .await;
+        assert_eq!(v["status"], "awaiting_upload", "{v}");
+        // While completing still fails, HEAD says "retry", keeping the bytes.
+        let r = tus(s.http.head(&url), &t).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::LOCKED);
+        assert!(r.headers().contains_key("retry-after"));
+        std::fs::remove_file(blocker.as_ref().unwrap()).unwrap();
+    } else {
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    }
+    assert_eq!(offset(&s, &t, &url).await, file.len());
+    let v = s
+        .get_json(&format!("/api/v1/videos/{video_id}"), Some(&t))
+        .await;
+    assert_ne!(v["status"], "awaiting_upload", "{v}");
+    assert_eq!(v["size_bytes"], file.len(), "{v}");
+    assert!(
+        original_of(&s, &t, &video_id).await == file,
+        "the same bytes"
+    );
+    let listed = s.get_json("/api/v1/uploads", Some(&t)).await;
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(0),
+        "{listed}"
+    );
+}
+
 fn sha1_of(b: &[u8]) -> Vec<u8> {
     use sha1::Digest;
     sha1::Sha1::digest(b).to_vec()
