@@ -260,7 +260,7 @@ async fn a_failed_completion_is_finished_by_the_next_head() {
         std::fs::write(b, b"in the way").unwrap();
     }
     let r = patch(&s, &t, &url, 0, file.clone()).await;
-    if blocker.is_some() {
+    if let Some(b) = &blocker {
         assert!(r.status().is_server_error(), "{}", r.status());
         // Still an upload with every byte in, not a video.
         let v = s
@@ -271,7 +271,7 @@ async fn a_failed_completion_is_finished_by_the_next_head() {
         let r = tus(s.http.head(&url), &t).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::LOCKED);
         assert!(r.headers().contains_key("retry-after"));
-        std::fs::remove_file(blocker.as_ref().unwrap()).unwrap();
+        std::fs::remove_file(b).unwrap();
     } else {
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
     }
