@@ -449,7 +449,7 @@ impl ObjectStore for DiskStore {
         }
     }
 
-    fn presign_put(&self, _key: &str, _ct: Option<&str>, _expires: Duration) -> Option<Presigned> {
+    fn presign_put(&self, _key: &str, _len: u64, _expires: Duration) -> Option<Presigned> {
         None
     }
 

@@ -155,13 +155,10 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn delete_prefix(&self, prefix: &str) -> Result<()>;
 
     /// A URL for the client to PUT the whole object to, when the store takes
-    /// bytes directly.
-    fn presign_put(
-        &self,
-        key: &str,
-        content_type: Option<&str>,
-        expires: Duration,
-    ) -> Option<Presigned>;
+    /// bytes directly: exactly `len` bytes (the length is part of what is
+    /// signed, so the store refuses a PUT of any other size, even one made
+    /// after the upload completed, while the URL is still valid).
+    fn presign_put(&self, key: &str, len: u64, expires: Duration) -> Option<Presigned>;
     /// Starts a multipart upload; returns the store's handle for it. (On disk
     /// this does no I/O: the staging file appears with the first bytes.)
     async fn create_multipart(&self, key: &str, layout: MultipartLayout) -> Result<String>;

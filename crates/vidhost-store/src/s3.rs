@@ -427,14 +427,15 @@ impl ObjectStore for S3Store {
         }
     }
 
-    fn presign_put(&self, key: &str, _ct: Option<&str>, expires: Duration) -> Option<Presigned> {
+    fn presign_put(&self, key: &str, len: u64, expires: Duration) -> Option<Presigned> {
         let key = self.full_key(key).ok()?;
-        Some(Self::presigned(
-            self.public_bucket
-                .put_object(Some(&self.creds), &key)
-                .sign(expires),
-            "PUT",
-        ))
+        let len = len.to_string();
+        let mut put = self.public_bucket.put_object(Some(&self.creds), &key);
+        put.headers_mut().insert("content-length", len.as_str());
+        // Not listed in the answer's `headers`: every HTTP client sends it
+        // by itself for a body of that size (browsers refuse to let scripts
+        // set it), and a second, hand-set copy could only get in the way.
+        Some(Self::presigned(put.sign(expires), "PUT"))
     }
 
     async fn create_multipart(&self, key: &str, _layout: MultipartLayout) -> Result<String> {

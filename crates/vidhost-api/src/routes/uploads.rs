@@ -418,11 +418,10 @@ pub async fn create_presigned(
     let ttl = state.config.uploads.presign_expiry_s;
     let e = now_ms() / 1000 + ttl as i64;
     let key = original_key(&video.id);
-    let (url, hdrs) = match state.store.presign_put(
-        &key,
-        video.content_type.as_deref(),
-        Duration::from_secs(ttl),
-    ) {
+    let (url, hdrs) = match state
+        .store
+        .presign_put(&key, size, Duration::from_secs(ttl))
+    {
         Some(p) => (p.url, p.headers),
         None => {
             let t = UploadTarget {
