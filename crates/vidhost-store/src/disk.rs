@@ -437,6 +437,23 @@ impl ObjectStore for DiskStore {
         }
     }
 
+    async fn move_object(&self, from: &str, to: &str) -> Result<()> {
+        let (src, dest) = (self.object_path(from)?, self.object_path(to)?);
+        let parent = dest.parent().expect("keys have a parent");
+        fs::create_dir_all(parent).await?;
+        match fs::rename(&src, &dest).await {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound),
+            other => other?,
+        }
+        self.maps.forget(&src);
+        self.maps.forget(&dest);
+        sync_dir(parent).await?;
+        if let Some(p) = src.parent().filter(|p| *p != parent) {
+            sync_dir(p).await?;
+        }
+        Ok(())
+    }
+
     async fn delete_prefix(&self, prefix: &str) -> Result<()> {
         let dir = self.object_path(prefix.trim_end_matches('/'))?;
         self.maps.forget(&dir);

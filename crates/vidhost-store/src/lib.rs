@@ -153,6 +153,10 @@ pub trait ObjectStore: Send + Sync + 'static {
     }
     async fn delete(&self, key: &str) -> Result<()>;
     async fn delete_prefix(&self, prefix: &str) -> Result<()>;
+    /// Moves the object at `from` to `to`, replacing what `to` held: on disk
+    /// a rename (no copy of the bytes), on S3 a server-side CopyObject, then
+    /// DeleteObject of `from`. NotFound when `from` holds nothing.
+    async fn move_object(&self, from: &str, to: &str) -> Result<()>;
 
     /// A URL for the client to PUT the whole object to, when the store takes
     /// bytes directly: exactly `len` bytes (the length is part of what is

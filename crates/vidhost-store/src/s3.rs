@@ -387,6 +387,45 @@ impl ObjectStore for S3Store {
         }
     }
 
+    async fn move_object(&self, from: &str, to: &str) -> Result<()> {
+        use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+        // What may stay as it is in the copy source (a URL path).
+        const KEEP: &AsciiSet = &NON_ALPHANUMERIC
+            .remove(b'/')
+            .remove(b'-')
+            .remove(b'_')
+            .remove(b'.')
+            .remove(b'~');
+        let (src, dest) = (self.full_key(from)?, self.full_key(to)?);
+        let source = format!(
+            "/{}/{}",
+            self.bucket.name(),
+            utf8_percent_encode(&src, KEEP)
+        );
+        // CopyObject is a PUT of the destination with the source as a
+        // (signed) header and no body.
+        let mut copy = self.bucket.put_object(Some(&self.creds), &dest);
+        copy.headers_mut()
+            .insert("x-amz-copy-source", source.as_str());
+        let url = copy.sign(SIGN_TTL);
+        let req = self
+            .http
+            .put(url)
+            .header("x-amz-copy-source", source.as_str())
+            .header(reqwest::header::CONTENT_LENGTH, "0");
+        let resp = Self::expect_ok(req.send().await.map_err(unavailable)?).await?;
+        // S3 may answer 200 and still report an error in the body.
+        let text = resp.text().await.map_err(unavailable)?;
+        if text.contains("<Error>") {
+            return Err(if text.contains("NoSuchKey") {
+                StoreError::NotFound
+            } else {
+                unavailable(format!("CopyObject failed: {text}"))
+            });
+        }
+        self.delete(from).await
+    }
+
     async fn delete_prefix(&self, prefix: &str) -> Result<()> {
         let full = self.full_key(prefix)?;
         let mut token: Option<String> = None;

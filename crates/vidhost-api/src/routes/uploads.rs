@@ -406,6 +406,15 @@ fn direct_url(state: &SharedState, headers: &HeaderMap, t: &UploadTarget) -> Str
     )
 }
 
+/// Where the presigned single PUT puts the bytes: beside the original, never
+/// over it. Completion checks them there and then moves them into place, so
+/// nothing can replace an original once its completion checked it, even
+/// with a URL that is still valid (a PUT that comes later, or was still
+/// running, only leaves an object here, removed with the video).
+fn presigned_key(video_id: &str) -> String {
+    format!("videos/{video_id}/upload")
+}
+
 pub async fn create_presigned(
     State(state): State<SharedState>,
     caller: Caller,
@@ -417,7 +426,7 @@ pub async fn create_presigned(
     state.db.create_upload(&video, &upload).await?;
     let ttl = state.config.uploads.presign_expiry_s;
     let e = now_ms() / 1000 + ttl as i64;
-    let key = original_key(&video.id);
+    let key = presigned_key(&video.id);
     let (url, hdrs) = match state
         .store
         .presign_put(&key, size, Duration::from_secs(ttl))
@@ -457,21 +466,37 @@ pub async fn complete_presigned(
     if up.method != UploadMethod::Presigned {
         return Err(ApiError::upload_not_found());
     }
-    let key = original_key(&video_id);
-    let stored = state.store.head(&key).await?;
-    let got = stored.as_ref().map(|m| m.size).unwrap_or(0);
-    if got != up.size as u64 {
-        if stored.is_some() {
-            state.store.delete(&key).await?;
-        }
-        return Err(ApiError::new(
+    let (staged, key) = (presigned_key(&video_id), original_key(&video_id));
+    let declared = up.size as u64;
+    let mismatch = |got: u64| {
+        ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "size_mismatch",
-            format!(
-                "declared {} bytes but {} were stored; PUT the file again",
-                up.size, got
-            ),
-        ));
+            format!("declared {declared} bytes but {got} were stored; PUT the file again"),
+        )
+    };
+    let moved = match state.store.head(&staged).await? {
+        Some(m) if m.size == declared => match state.store.move_object(&staged, &key).await {
+            // Another completion moved it meanwhile.
+            Err(StoreError::NotFound) => false,
+            other => other.map(|_| true)?,
+        },
+        Some(m) => {
+            state.store.delete(&staged).await?;
+            return Err(mismatch(m.size));
+        }
+        None => false,
+    };
+    // Not moved now: a completion that died after moving the bytes (or one
+    // running beside this one) left them in place; nothing there, no PUT.
+    let got = if moved {
+        declared
+    } else {
+        let m = state.store.head(&key).await?;
+        m.map(|m| m.size).unwrap_or(0)
+    };
+    if got != declared {
+        return Err(mismatch(got));
     }
     let video = state
         .db
@@ -765,17 +790,24 @@ pub async fn direct_put(
         if declared.is_some_and(|d| d != size) {
             return Err(mismatch(&declared.unwrap_or(0).to_string()));
         }
-        let n = match state.store.put_stream(&key, stream, size).await {
+        let staged = presigned_key(&up.video_id);
+        let n = match state.store.put_stream(&staged, stream, size).await {
             Err(StoreError::TooLarge(_)) => return Err(mismatch("more")),
             other => other?,
         };
         if n != size {
-            state.store.delete(&key).await?;
+            state.store.delete(&staged).await?;
             return Err(mismatch(&n.to_string()));
+        }
+        // Completed, aborted or deleted while the bytes arrived: they have
+        // nothing to become (the original, if any, is not touched).
+        if state.db.upload_by_video(&up.video_id).await?.is_none() {
+            state.store.delete(&staged).await?;
+            return Err(ApiError::upload_not_found());
         }
         state
             .store
-            .head(&key)
+            .head(&staged)
             .await?
             .map(|m| m.etag)
             .unwrap_or_default()
@@ -836,7 +868,7 @@ pub async fn list(
                 .unwrap_or(0),
             (UploadMethod::Presigned, _) => state
                 .store
-                .head(&key)
+                .head(&presigned_key(&up.video_id))
                 .await
                 .ok()
                 .flatten()

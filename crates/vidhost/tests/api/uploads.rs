@@ -196,6 +196,25 @@ async fn presigned_put_then_complete() {
         )
         .await;
     problem(r, StatusCode::NOT_FOUND, "upload_not_found").await;
+    assert_eq!(
+        s.object_keys().await,
+        vec![format!("videos/{vid}/original")]
+    );
+
+    // The URL is still valid, but nothing replaces the checked original:
+    // our endpoint finds no upload any more; S3 takes the bytes, beside it.
+    let mut other = bytes.clone();
+    other[..8].copy_from_slice(b"notvideo");
+    let r = s.http.put(url).body(other).send().await.unwrap();
+    if s.is_s3() {
+        assert!(r.status().is_success(), "PUT {}", r.status());
+    } else {
+        problem(r, StatusCode::NOT_FOUND, "upload_not_found").await;
+    }
+    assert!(s.original_of(&t, vid).await == bytes, "the checked bytes");
+    let r = s.delete(&format!("/api/v1/videos/{vid}"), &t).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(s.object_keys().await.is_empty(), "nothing remains");
 }
 
 #[tokio::test]
