@@ -21,11 +21,18 @@ async fn original_url(s: &TestServer, token: &str, id: &str) -> String {
 async fn with_big_original() -> (TestServer, String, String) {
     let s = TestServer::start().await;
     let t = s.user("u@example.com").await;
-    let r = s.upload_form(&t, big_avi().to_vec(), "big.avi", &[]).await;
+    let (_, url) = upload_big(&s, &t).await;
+    (s, t, url)
+}
+
+/// Uploads `big_avi()` as the user `t`: the video's id and original's URL.
+async fn upload_big(s: &TestServer, t: &str) -> (String, String) {
+    let r = s.upload_form(t, big_avi().to_vec(), "big.avi", &[]).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let v: Value = r.json().await.unwrap();
-    let url = original_url(&s, &t, v["id"].as_str().unwrap()).await;
-    (s, t, url)
+    let id = v["id"].as_str().unwrap().to_owned();
+    let url = original_url(s, t, &id).await;
+    (id, url)
 }
 
 #[tokio::test]
@@ -370,11 +377,7 @@ async fn one_connection_follows_the_object_through_replace_and_delete() {
     let s = TestServer::start().await;
     let t = s.user("u@example.com").await;
     let big = big_avi();
-    let r = s.upload_form(&t, big.to_vec(), "big.avi", &[]).await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let v: Value = r.json().await.unwrap();
-    let id = v["id"].as_str().unwrap();
-    let url = original_url(&s, &t, id).await;
+    let (id, url) = upload_big(&s, &t).await;
     // The router's answer teaches the node the original's type, which the
     // connection needs to answer by itself.
     assert_eq!(s.get(&url, None).await.status(), StatusCode::OK);

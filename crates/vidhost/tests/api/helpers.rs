@@ -52,15 +52,20 @@ async fn fresh_pg_database(base: &str) -> String {
     url.to_string()
 }
 
-async fn fresh_bucket(endpoint: &str) -> String {
-    let name = format!("t-{}", rand_suffix());
-    let bucket = rusty_s3::Bucket::new(
+/// The test server's bucket `name`, path-style.
+fn test_bucket(endpoint: &str, name: &str) -> rusty_s3::Bucket {
+    rusty_s3::Bucket::new(
         endpoint.parse().unwrap(),
         rusty_s3::UrlStyle::Path,
-        name.clone(),
+        name.to_owned(),
         region(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+async fn fresh_bucket(endpoint: &str) -> String {
+    let name = format!("t-{}", rand_suffix());
+    let bucket = test_bucket(endpoint, &name);
     let creds = creds();
     let url = rusty_s3::S3Action::sign(&bucket.create_bucket(&creds), Duration::from_secs(60));
     let r = Client::new()
@@ -322,13 +327,7 @@ impl TestServer {
                 out
             }
             Storage::S3 { endpoint, bucket } => {
-                let b = rusty_s3::Bucket::new(
-                    endpoint.parse().unwrap(),
-                    rusty_s3::UrlStyle::Path,
-                    bucket.clone(),
-                    region(),
-                )
-                .unwrap();
+                let b = test_bucket(endpoint, bucket);
                 let c = creds();
                 let url =
                     rusty_s3::S3Action::sign(&b.list_objects_v2(Some(&c)), Duration::from_secs(60));
@@ -365,13 +364,7 @@ impl TestServer {
                 std::fs::rename(&tmp, &path).unwrap();
             }
             Storage::S3 { endpoint, bucket } => {
-                let b = rusty_s3::Bucket::new(
-                    endpoint.parse().unwrap(),
-                    rusty_s3::UrlStyle::Path,
-                    bucket.clone(),
-                    region(),
-                )
-                .unwrap();
+                let b = test_bucket(endpoint, bucket);
                 let c = creds();
                 let url =
                     rusty_s3::S3Action::sign(&b.put_object(Some(&c), key), Duration::from_secs(60));
@@ -393,13 +386,7 @@ impl TestServer {
                 .map(|d| d.count())
                 .unwrap_or(0),
             Storage::S3 { endpoint, bucket } => {
-                let b = rusty_s3::Bucket::new(
-                    endpoint.parse().unwrap(),
-                    rusty_s3::UrlStyle::Path,
-                    bucket.clone(),
-                    region(),
-                )
-                .unwrap();
+                let b = test_bucket(endpoint, bucket);
                 let c = creds();
                 let mut action = b.list_objects_v2(Some(&c));
                 rusty_s3::S3Action::query_mut(&mut action).insert("uploads", "");

@@ -700,9 +700,18 @@ async fn every_acknowledged_creation_is_kept_across_a_crash() {
         for _ in 0..1200 {
             ids.insert(create(&s).await);
         }
-        // Without checkpoints: ~43 KiB a commit, 50 and then 100 MiB.
-        assert!(after_many < 24 << 20, "the WAL grew to {after_many} bytes");
-        assert!(wal() < after_many + after_many / 4, "the WAL keeps growing");
+        // Without checkpoints: ~43 KiB a commit, 50 and then 100 MiB. With
+        // them the size it levels off at depends on how fast checkpoints
+        // run beside the writer (a slow fsync lets it grow for a while), but
+        // never past the writer's bound (batch.rs `WAL_FRAMES_MAX`: 16 MiB,
+        // then the writer waits for a checkpoint) and a batch or two.
+        let after_more = wal();
+        for (n, size) in [(1200, after_many), (2400, after_more)] {
+            assert!(
+                size < 24 << 20,
+                "the WAL grew to {size} bytes after {n} creations"
+            );
+        }
     }
 
     s.crash_and_restart().await;
