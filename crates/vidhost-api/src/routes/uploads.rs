@@ -21,7 +21,7 @@ use vidhost_core::domain::{
     is_id, new_id, parse_content_type, sniff_video, split_tags, UploadMethod, VideoStatus,
 };
 use vidhost_core::time::{now_ms, rfc3339};
-use vidhost_db::{Upload, UploadDone, Video, VideoPatch};
+use vidhost_db::{Lease, Upload, UploadDone, Video, VideoPatch};
 use vidhost_store::{MultipartLayout, PartInfo, StoreError};
 
 const MAX_PARTS: u64 = 10_000;
@@ -466,7 +466,42 @@ pub async fn complete_presigned(
     if up.method != UploadMethod::Presigned {
         return Err(ApiError::upload_not_found());
     }
-    let (staged, key) = (presigned_key(&video_id), original_key(&video_id));
+    // One completion at a time, under the upload's lease (as tus appends
+    // take it): a second one running beside this one could otherwise move
+    // bytes that a late PUT left at the staged key over the original this
+    // one checked.
+    let owner = new_id();
+    match state
+        .db
+        .acquire_lease(&video_id, &owner, now_ms(), COMPLETE_LEASE_MS)
+        .await?
+    {
+        Lease::Acquired => {}
+        Lease::Missing => return Err(ApiError::upload_not_found()),
+        Lease::Held => {
+            return Err(ApiError::new(
+                StatusCode::LOCKED,
+                "upload_locked",
+                "another completion of this upload is running; retry shortly",
+            )
+            .with_header(header::RETRY_AFTER, "2"))
+        }
+    }
+    let result = complete_presigned_leased(&state, &up).await;
+    // Gone with the row once the upload completed; otherwise let go.
+    if let Err(e) = state.db.release_lease(&video_id, &owner).await {
+        tracing::warn!(video = %video_id, error = %e, "releasing a lease (it will expire)");
+    }
+    Ok(axum::Json(super::videos::view(&state, &result?)))
+}
+
+/// How long a presigned completion holds the upload's lease at most (a
+/// completion that died lets the next one in after this).
+const COMPLETE_LEASE_MS: i64 = 120_000;
+
+async fn complete_presigned_leased(state: &SharedState, up: &Upload) -> ApiResult<Video> {
+    let video_id = up.video_id.as_str();
+    let (staged, key) = (presigned_key(video_id), original_key(video_id));
     let declared = up.size as u64;
     let mismatch = |got: u64| {
         ApiError::new(
@@ -477,7 +512,7 @@ pub async fn complete_presigned(
     };
     let moved = match state.store.head(&staged).await? {
         Some(m) if m.size == declared => match state.store.move_object(&staged, &key).await {
-            // Another completion moved it meanwhile.
+            // Gone between the two calls: nothing to move after all.
             Err(StoreError::NotFound) => false,
             other => other.map(|_| true)?,
         },
@@ -487,8 +522,8 @@ pub async fn complete_presigned(
         }
         None => false,
     };
-    // Not moved now: a completion that died after moving the bytes (or one
-    // running beside this one) left them in place; nothing there, no PUT.
+    // Not moved now: a completion that died after moving the bytes left
+    // them in place; nothing there means no PUT.
     let got = if moved {
         declared
     } else {
@@ -500,17 +535,17 @@ pub async fn complete_presigned(
     }
     let video = state
         .db
-        .get_video(&video_id)
+        .get_video(video_id)
         .await?
         .ok_or_else(ApiError::upload_not_found)?;
-    let result = accept_original(&state, &video, got).await;
+    let result = accept_original(state, &video, got).await;
     let outcome = if result.is_ok() {
         "completed"
     } else {
         "failed"
     };
     record_upload_outcome(UploadMethod::Presigned, outcome, up.created_at, Some(got));
-    Ok(axum::Json(super::videos::view(&state, &result?)))
+    result
 }
 
 /// Part size for a declared size: at least the configured minimum, and big

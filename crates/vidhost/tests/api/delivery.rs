@@ -328,14 +328,12 @@ async fn the_connection_and_the_router_answer_alike() {
     for (general, answers) in answers.iter_mut().enumerate() {
         let mut shared = None;
         for (headers, _, _) in &cases {
-            let conn = match general {
-                2 => shared.get_or_insert(tokio::io::BufReader::new(
+            if general != 2 || shared.is_none() {
+                shared = Some(tokio::io::BufReader::new(
                     tokio::net::TcpStream::connect(&host).await.unwrap(),
-                )),
-                _ => shared.insert(tokio::io::BufReader::new(
-                    tokio::net::TcpStream::connect(&host).await.unwrap(),
-                )),
-            };
+                ));
+            }
+            let conn = shared.as_mut().unwrap();
             if general == 1 {
                 let hz = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n");
                 conn.get_mut().write_all(hz.as_bytes()).await.unwrap();

@@ -217,6 +217,70 @@ async fn presigned_put_then_complete() {
     assert!(s.object_keys().await.is_empty(), "nothing remains");
 }
 
+/// Runs one statement on the server's database, SQLite or PostgreSQL.
+async fn sql(s: &TestServer, statement: &str) {
+    use sqlx::Connection;
+    if s.database_url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(&s.database_url)
+            .await
+            .unwrap();
+        sqlx::query(statement).execute(&mut c).await.unwrap();
+    } else {
+        let mut c = sqlx::PgConnection::connect(&s.database_url).await.unwrap();
+        sqlx::query(statement).execute(&mut c).await.unwrap();
+    }
+}
+
+/// One presigned completion at a time: while another holds the upload's
+/// lease, a completion answers 423 with Retry-After and moves nothing (two
+/// at once could move bytes a late PUT left over a checked original).
+#[tokio::test]
+async fn a_presigned_completion_waits_for_one_running_beside_it() {
+    let s = TestServer::start().await;
+    let t = s.user("u@example.com").await;
+    let bytes = sample_mp4().to_vec();
+    let r = s
+        .post_json(
+            "/api/v1/uploads/presigned",
+            Some(&t),
+            json!({"filename": "p.mp4", "size": bytes.len()}),
+        )
+        .await;
+    let p: Value = r.json().await.unwrap();
+    let vid = p["video_id"].as_str().unwrap().to_owned();
+    let r = s
+        .http
+        .put(p["upload_url"].as_str().unwrap())
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "PUT {}", r.status());
+    let far = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64)
+        + 600_000;
+    sql(&s, &format!("UPDATE uploads SET lease_owner = 'another', lease_expires = {far} WHERE video_id = '{vid}'")).await;
+    let complete = format!("/api/v1/uploads/presigned/{vid}/complete");
+    let r = s.post_json(&complete, Some(&t), json!({})).await;
+    assert!(r.headers().contains_key("retry-after"));
+    problem(r, StatusCode::LOCKED, "upload_locked").await;
+    assert_eq!(
+        s.object_keys().await,
+        vec![format!("videos/{vid}/upload")],
+        "nothing moved"
+    );
+    sql(
+        &s,
+        &format!("UPDATE uploads SET lease_owner = NULL WHERE video_id = '{vid}'"),
+    )
+    .await;
+    let r = s.post_json(&complete, Some(&t), json!({})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(s.original_of(&t, &vid).await == bytes);
+}
+
 #[tokio::test]
 async fn presigned_validation_and_refused_urls() {
     let s = TestServer::start_with(&[("VIDHOST_UPLOADS__PRESIGN_EXPIRY_S", "2")]).await;
