@@ -511,7 +511,9 @@ const QUICK_MAX: u64 = 16 * 1024 * 1024;
 /// and the header lines made from the file's metadata, the file lookup.
 /// A request still stats the file, as nginx does; the memo is used only
 /// while the grant is unexpired, the stat finds the version that was opened
-/// and the store still has that file open.
+/// and the store still has that file open. (Signing keys are never taken
+/// out of the ring while grants they signed are alive; if that ever
+/// changes, the memo must check the key too.)
 #[derive(Default)]
 pub(crate) struct QuickMemo(Option<Memo>);
 
