@@ -554,8 +554,9 @@ pub(crate) fn quick<'a>(
         });
     let file = match remembered {
         Some(file) => file,
+        // (When this fails too the connection goes to hyper for good, so
+        // the memo is not used again.)
         None => {
-            memo.0 = None;
             let (m, file) = resolve(state, path)?;
             memo.0 = Some(m);
             file

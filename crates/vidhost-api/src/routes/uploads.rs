@@ -511,24 +511,19 @@ async fn complete_presigned_leased(state: &SharedState, up: &Upload) -> ApiResul
         )
     };
     let moved = match state.store.head(&staged).await? {
-        Some(m) if m.size == declared => match state.store.move_object(&staged, &key).await {
-            // Gone between the two calls: nothing to move after all.
-            Err(StoreError::NotFound) => false,
-            other => other.map(|_| true)?,
-        },
+        Some(m) if m.size == declared => state.store.move_object(&staged, &key).await,
         Some(m) => {
             state.store.delete(&staged).await?;
             return Err(mismatch(m.size));
         }
-        None => false,
+        None => Err(StoreError::NotFound),
     };
-    // Not moved now: a completion that died after moving the bytes left
-    // them in place; nothing there means no PUT.
-    let got = if moved {
-        declared
-    } else {
-        let m = state.store.head(&key).await?;
-        m.map(|m| m.size).unwrap_or(0)
+    // Nothing staged: a completion that died after moving the bytes left
+    // them in place; nothing there either means no PUT.
+    let got = match moved {
+        Ok(()) => declared,
+        Err(StoreError::NotFound) => state.store.head(&key).await?.map_or(0, |m| m.size),
+        Err(e) => return Err(e.into()),
     };
     if got != declared {
         return Err(mismatch(got));
