@@ -45,8 +45,8 @@ struct NewUpload {
     done: oneshot::Sender<Result<()>>,
 }
 
-/// The queue to the writer task, started with the first creation (and
-/// again if it ever stopped, e.g. with the runtime that ran it).
+/// The queue to the writer, started with the first creation (and again if
+/// it ever stopped: a panic, or the runtime that ran the PostgreSQL task).
 #[derive(Default)]
 pub struct Queue(Mutex<Option<mpsc::Sender<NewUpload>>>);
 
@@ -100,8 +100,8 @@ pub(crate) async fn create_upload_sqlite(
             checkpoint: Checkpoint::Idle(None),
             wal: None,
         };
-        // A failure to start leaves `rx` dropped: this creation and the
-        // next get `Unavailable`, and the one after tries again.
+        // A failure to start drops `rx`: this creation gets `Unavailable`
+        // and the next one tries again.
         let _ = std::thread::Builder::new()
             .name("vidhost-sqlite-writer".into())
             .spawn(move || sqlite_write_loop(writer, rx));
