@@ -3,6 +3,7 @@
 //! [`App::build`] connects the catalog and the object store and loads the
 //! signing keys; [`App::run`] serves until the shutdown future resolves.
 
+pub mod audit;
 pub mod auth;
 mod conn;
 pub mod error;
@@ -10,6 +11,7 @@ mod fastpath;
 pub mod grants;
 pub mod keys;
 pub mod metrics;
+pub mod mfa;
 pub mod openapi;
 pub mod routes;
 pub mod sendfile;

@@ -67,6 +67,55 @@ pub trait Catalog: Send + Sync + 'static {
     ) -> Result<()>;
     async fn list_sessions(&self, user_id: &str, now: Millis) -> Result<Vec<Session>>;
 
+    // second factor (TOTP) and recovery codes
+    async fn totp_state(&self, user_id: &str) -> Result<Option<TotpState>>;
+    /// Keeps `secret` as the one being set up (replacing any earlier one).
+    async fn set_totp_pending(&self, user_id: &str, secret: &str) -> Result<()>;
+    /// Turns MFA on with the pending secret, if it still is `secret`, with
+    /// `step` as its first used step and these recovery codes (replacing
+    /// any). False when the pending secret changed or MFA is already on.
+    async fn enable_totp(
+        &self,
+        user_id: &str,
+        secret: &str,
+        step: i64,
+        recovery_hashes: &[String],
+    ) -> Result<bool>;
+    /// Turns MFA off and forgets the secret and the recovery codes.
+    async fn disable_totp(&self, user_id: &str) -> Result<()>;
+    /// Marks `step` used if it is later than the last used one (and resets
+    /// the failures). False: that code (or a later one) was already used.
+    async fn use_totp_step(&self, user_id: &str, step: i64) -> Result<bool>;
+    /// Uses an unused recovery code (and resets the failures). False: none such.
+    async fn use_recovery_code(&self, user_id: &str, code_hash: &str, now: Millis) -> Result<bool>;
+    /// Counts a wrong code; every `every`-th in a row locks further tries
+    /// until `now + lock_ms` × 2^(lockouts so far − 1), at most a day.
+    async fn record_totp_failure(
+        &self,
+        user_id: &str,
+        now: Millis,
+        every: i64,
+        lock_ms: i64,
+    ) -> Result<()>;
+
+    // invites
+    async fn create_invite(&self, invite: &Invite) -> Result<()>;
+    /// Creates `user` with the role of the unused, unexpired invite whose
+    /// code hashes to `code_hash`, and uses the invite up, atomically.
+    /// `None`: no such invite (nothing changed). A taken e-mail is
+    /// `Conflict`, and the invite stays unused.
+    async fn create_user_with_invite(
+        &self,
+        user: &User,
+        code_hash: &str,
+        now: Millis,
+    ) -> Result<Option<User>>;
+
+    // audit log
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<()>;
+    /// Newest first.
+    async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>>;
+
     // videos
     async fn get_video(&self, id: &str) -> Result<Option<Video>>;
     async fn update_video_meta(&self, id: &str, patch: &VideoPatch) -> Result<()>;

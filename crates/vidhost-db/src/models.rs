@@ -192,3 +192,53 @@ pub struct VideoQuery {
     pub after: Option<(Millis, String)>,
     pub limit: i64,
 }
+
+/// A user's TOTP second factor, as stored.
+#[derive(Debug, Clone, Default)]
+pub struct TotpState {
+    /// The enrolled secret (base32), when MFA is on.
+    pub secret: Option<String>,
+    /// A secret handed out by setup and not yet confirmed by a code.
+    pub pending: Option<String>,
+    /// The last time step whose code was accepted: a code works once.
+    pub last_step: i64,
+    /// Wrong codes since the last right one.
+    pub failures: i64,
+    /// No code is checked before this time.
+    pub locked_until: Millis,
+}
+
+/// A single-use invitation to register.
+#[derive(Debug, Clone)]
+pub struct Invite {
+    /// SHA-256 (hex) of the code; the code itself is shown once.
+    pub code_hash: String,
+    pub role: Role,
+    pub created_by: String,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
+/// One security-relevant event.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub id: String,
+    pub at: Millis,
+    pub actor_id: Option<String>,
+    /// Filled in by listing (the actor's e-mail at listing time).
+    pub actor_email: Option<String>,
+    pub action: String,
+    pub target: Option<String>,
+    pub ip: Option<String>,
+    /// A JSON object.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub action: Option<String>,
+    pub actor_id: Option<String>,
+    /// Entries strictly older than this (at, id): the cursor.
+    pub before: Option<(Millis, String)>,
+    pub limit: i64,
+}

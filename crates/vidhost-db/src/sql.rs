@@ -6,8 +6,9 @@
 //! upgrade halfway.
 
 use crate::{
-    Catalog, DbError, Job, Lease, Outputs, Rendition, Renewal, Result, RotateOutcome, Session,
-    SigningKey, Upload, UploadDone, User, Video, VideoPatch, VideoQuery, Viewer,
+    AuditEntry, AuditQuery, Catalog, DbError, Invite, Job, Lease, Outputs, Rendition, Renewal,
+    Result, RotateOutcome, Session, SigningKey, TotpState, Upload, UploadDone, User, Video,
+    VideoPatch, VideoQuery, Viewer,
 };
 use async_trait::async_trait;
 use sqlx::Row;
@@ -383,6 +384,225 @@ macro_rules! catalog_impl {
                 );
                 let rows = sqlx::query(&sql).bind(user_id).bind(now).fetch_all(&self.0).await?;
                 rows.iter().map(Self::session).collect()
+            }
+
+            async fn totp_state(&self, user_id: &str) -> Result<Option<TotpState>> {
+                let row = sqlx::query(
+                    "SELECT totp_secret, totp_pending, totp_last_step, totp_failures, totp_locked_until FROM users WHERE id = $1",
+                )
+                .bind(user_id)
+                .fetch_optional(&self.0)
+                .await?;
+                row.map(|r| {
+                    Ok(TotpState {
+                        secret: r.try_get("totp_secret")?,
+                        pending: r.try_get("totp_pending")?,
+                        last_step: r.try_get("totp_last_step")?,
+                        failures: r.try_get("totp_failures")?,
+                        locked_until: r.try_get("totp_locked_until")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn set_totp_pending(&self, user_id: &str, secret: &str) -> Result<()> {
+                sqlx::query("UPDATE users SET totp_pending = $1 WHERE id = $2")
+                    .bind(secret)
+                    .bind(user_id)
+                    .execute(&self.0)
+                    .await?;
+                Ok(())
+            }
+
+            async fn enable_totp(&self, user_id: &str, secret: &str, step: i64, recovery_hashes: &[String]) -> Result<bool> {
+                let mut tx = self.0.begin().await?;
+                let n = sqlx::query(
+                    "UPDATE users SET mfa_enabled = TRUE, totp_secret = totp_pending, totp_pending = NULL, \
+                     totp_last_step = $1, totp_failures = 0 WHERE id = $2 AND totp_pending = $3 AND mfa_enabled = FALSE",
+                )
+                .bind(step)
+                .bind(user_id)
+                .bind(secret)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n != 1 {
+                    return Ok(false);
+                }
+                sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+                for h in recovery_hashes {
+                    sqlx::query("INSERT INTO recovery_codes (user_id, code_hash, used_at) VALUES ($1, $2, NULL)")
+                        .bind(user_id)
+                        .bind(h)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn disable_totp(&self, user_id: &str) -> Result<()> {
+                let mut tx = self.0.begin().await?;
+                sqlx::query(
+                    "UPDATE users SET mfa_enabled = FALSE, totp_secret = NULL, totp_pending = NULL, totp_failures = 0 WHERE id = $1",
+                )
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn use_totp_step(&self, user_id: &str, step: i64) -> Result<bool> {
+                let n = sqlx::query(
+                    "UPDATE users SET totp_last_step = $1, totp_failures = 0 WHERE id = $2 AND totp_last_step < $1",
+                )
+                .bind(step)
+                .bind(user_id)
+                .execute(&self.0)
+                .await?
+                .rows_affected();
+                Ok(n == 1)
+            }
+
+            async fn use_recovery_code(&self, user_id: &str, code_hash: &str, now: Millis) -> Result<bool> {
+                let mut tx = self.0.begin().await?;
+                let n = sqlx::query(
+                    "UPDATE recovery_codes SET used_at = $1 WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL",
+                )
+                .bind(now)
+                .bind(user_id)
+                .bind(code_hash)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n == 1 {
+                    sqlx::query("UPDATE users SET totp_failures = 0 WHERE id = $1").bind(user_id).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(n == 1)
+            }
+
+            async fn record_totp_failure(&self, user_id: &str, now: Millis, every: i64, lock_ms: i64) -> Result<()> {
+                let mut tx = self.0.begin().await?;
+                let failures: Option<i64> = sqlx::query_scalar(
+                    "UPDATE users SET totp_failures = totp_failures + 1 WHERE id = $1 RETURNING totp_failures",
+                )
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(f) = failures.filter(|f| every > 0 && f % every == 0) {
+                    const DAY_MS: i64 = 86_400_000;
+                    let doublings = (f / every - 1).clamp(0, 20) as u32;
+                    let lock = lock_ms.saturating_mul(1i64 << doublings).min(DAY_MS);
+                    sqlx::query("UPDATE users SET totp_locked_until = $1 WHERE id = $2")
+                        .bind(now + lock)
+                        .bind(user_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn create_invite(&self, i: &Invite) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO invites (code_hash, role, created_by, created_at, expires_at, used_by, used_at) \
+                     VALUES ($1, $2, $3, $4, $5, NULL, NULL)",
+                )
+                .bind(&i.code_hash)
+                .bind(i.role.as_str())
+                .bind(&i.created_by)
+                .bind(i.created_at)
+                .bind(i.expires_at)
+                .execute(&self.0)
+                .await?;
+                Ok(())
+            }
+
+            async fn create_user_with_invite(&self, u: &User, code_hash: &str, now: Millis) -> Result<Option<User>> {
+                let mut tx = self.0.begin().await?;
+                let role: Option<String> = sqlx::query_scalar(
+                    "UPDATE invites SET used_at = $1, used_by = $2 WHERE code_hash = $3 AND used_at IS NULL AND expires_at > $1 \
+                     RETURNING role",
+                )
+                .bind(now)
+                .bind(&u.id)
+                .bind(code_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(role) = role else { return Ok(None) };
+                let user = User { role: parse("role", role)?, ..u.clone() };
+                // A taken e-mail fails here; dropping `tx` un-uses the invite.
+                sqlx::query(
+                    "INSERT INTO users (id, email, email_lower, display_name, password_hash, role, disabled, mfa_enabled, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&user.id)
+                .bind(&user.email)
+                .bind(user.email.to_lowercase())
+                .bind(&user.display_name)
+                .bind(&user.password_hash)
+                .bind(user.role.as_str())
+                .bind(user.disabled)
+                .bind(user.mfa_enabled)
+                .bind(user.created_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Some(user))
+            }
+
+            async fn append_audit(&self, e: &AuditEntry) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO audit_log (id, at, actor_id, action, target, ip, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&e.id)
+                .bind(e.at)
+                .bind(&e.actor_id)
+                .bind(&e.action)
+                .bind(&e.target)
+                .bind(&e.ip)
+                .bind(&e.detail)
+                .execute(&self.0)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
+                let mut b = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT a.id, a.at, a.actor_id, u.email AS actor_email, a.action, a.target, a.ip, a.detail \
+                     FROM audit_log a LEFT JOIN users u ON u.id = a.actor_id WHERE 1=1",
+                );
+                if let Some(action) = &q.action {
+                    b.push(" AND a.action = ").push_bind(action.clone());
+                }
+                if let Some(actor) = &q.actor_id {
+                    b.push(" AND a.actor_id = ").push_bind(actor.clone());
+                }
+                if let Some((at, id)) = &q.before {
+                    b.push(" AND (a.at < ").push_bind(*at);
+                    b.push(" OR (a.at = ").push_bind(*at);
+                    b.push(" AND a.id < ").push_bind(id.clone());
+                    b.push("))");
+                }
+                b.push(" ORDER BY a.at DESC, a.id DESC LIMIT ").push_bind(q.limit);
+                let rows = b.build().fetch_all(&self.0).await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(AuditEntry {
+                            id: r.try_get("id")?,
+                            at: r.try_get("at")?,
+                            actor_id: r.try_get("actor_id")?,
+                            actor_email: r.try_get("actor_email")?,
+                            action: r.try_get("action")?,
+                            target: r.try_get("target")?,
+                            ip: r.try_get("ip")?,
+                            detail: r.try_get("detail")?,
+                        })
+                    })
+                    .collect()
             }
 
             async fn get_video(&self, id: &str) -> Result<Option<Video>> {

@@ -1,8 +1,10 @@
 //! Register, sign in, rotate refresh tokens, sign out; the caller's profile,
-//! password and sessions.
+//! password, sessions and second factor.
 
+use crate::audit::{self, action};
 use crate::auth::{self, Caller};
 use crate::error::{ApiError, ApiResult, Json};
+use crate::mfa::{self, Which};
 use crate::state::SharedState;
 use crate::views::UserView;
 use axum::extract::{Path, State};
@@ -46,9 +48,8 @@ pub fn parse_display_name(raw: &str) -> ApiResult<String> {
     Ok(n.to_owned())
 }
 
-/// Creates a user after checking the policy; shared by registration, the
-/// bootstrap admin and `vidhost admin create-user`.
-pub async fn create_user(
+/// A new user after checking the policy (not stored yet).
+async fn new_user(
     state: &SharedState,
     email: &str,
     password: &str,
@@ -60,7 +61,7 @@ pub async fn create_user(
     let display_name = parse_display_name(display_name.unwrap_or(&local))?;
     auth::check_password_policy(password, &[&email, &local, &display_name])?;
     let hash = auth::hash_password(&state.config.auth, password.to_owned()).await?;
-    let user = User {
+    Ok(User {
         id: new_id(),
         email,
         display_name,
@@ -69,41 +70,72 @@ pub async fn create_user(
         disabled: false,
         mfa_enabled: false,
         created_at: now_ms(),
-    };
-    match state.db.create_user(&user).await {
-        Err(DbError::Conflict(_)) => Err(ApiError::new(
+    })
+}
+
+fn email_taken(e: DbError) -> ApiError {
+    match e {
+        DbError::Conflict(_) => ApiError::new(
             StatusCode::CONFLICT,
             "email_taken",
             "an account with this e-mail already exists",
-        )),
-        other => other.map(|_| user).map_err(Into::into),
+        ),
+        other => other.into(),
     }
 }
 
+/// Creates a user after checking the policy; shared by registration, the
+/// bootstrap admin and `vidhost admin create-user`.
+pub async fn create_user(
+    state: &SharedState,
+    email: &str,
+    password: &str,
+    display_name: Option<&str>,
+    role: Role,
+) -> ApiResult<User> {
+    let user = new_user(state, email, password, display_name, role).await?;
+    state.db.create_user(&user).await.map_err(email_taken)?;
+    Ok(user)
+}
+
+fn invalid_invite() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "invalid_invite",
+        "the invite code is unknown, used or expired",
+    )
+}
+
+/// Open registration takes an invite code too (its role then applies);
+/// invite-only registration needs one.
 pub async fn register(
     State(state): State<SharedState>,
+    headers: HeaderMap,
     Json(b): Json<RegisterBody>,
 ) -> ApiResult<impl IntoResponse> {
-    match state.config.auth.registration {
-        RegistrationMode::Open => {}
-        RegistrationMode::Closed => {
+    let code = b
+        .invite_code
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
+    match (state.config.auth.registration, code) {
+        (RegistrationMode::Closed, _) => {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "registration_closed",
                 "registration is closed",
             ))
         }
-        RegistrationMode::Invite => {
-            // Invites arrive with the admin API; until then no code is valid.
-            let _ = b.invite_code;
+        (RegistrationMode::Invite, None) => {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "invalid_invite",
-                "a valid invite code is required",
-            ));
+                "registration needs an invite code",
+            ))
         }
+        _ => {}
     }
-    let user = create_user(
+    let user = new_user(
         &state,
         &b.email,
         &b.password,
@@ -111,7 +143,28 @@ pub async fn register(
         state.config.auth.default_role,
     )
     .await?;
+    let user = match code {
+        None => {
+            state.db.create_user(&user).await.map_err(email_taken)?;
+            user
+        }
+        Some(code) => state
+            .db
+            .create_user_with_invite(&user, &super::admin::invite_hash(code), now_ms())
+            .await
+            .map_err(email_taken)?
+            .ok_or_else(invalid_invite)?,
+    };
     tracing::info!(user = %user.id, "registered");
+    audit::record(
+        &state,
+        Some(&headers),
+        Some(&user.id),
+        action::REGISTERED,
+        Some(&user.id),
+        json!({"email": user.email, "role": user.role, "invite": code.is_some()}),
+    )
+    .await;
     Ok((
         StatusCode::CREATED,
         axum::Json(
@@ -124,7 +177,6 @@ pub async fn register(
 pub struct LoginBody {
     email: String,
     password: String,
-    #[allow(dead_code)]
     totp_code: Option<String>,
 }
 
@@ -133,11 +185,7 @@ fn client_meta(headers: &HeaderMap) -> (Option<String>, Option<String>) {
         .get(axum::http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(256).collect());
-    let ip = headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(64).collect());
-    (ua, ip)
+    (ua, audit::client_ip(headers))
 }
 
 async fn token_pair(
@@ -172,13 +220,52 @@ pub async fn login(
         user.as_ref().map(|u| u.password_hash.clone()),
     )
     .await?;
+    let failed = |user: Option<&User>, reason: &'static str| {
+        let (state, headers) = (&state, &headers);
+        let (actor, email) = (user.map(|u| u.id.clone()), b.email.trim().to_owned());
+        async move {
+            tracing::info!(reason, "login failed");
+            audit::record(
+                state,
+                Some(headers),
+                actor.as_deref(),
+                action::LOGIN_FAILED,
+                actor.as_deref(),
+                json!({"email": email, "reason": reason}),
+            )
+            .await;
+        }
+    };
     let user = match user {
         Some(u) if ok && !u.disabled => u,
-        _ => {
-            tracing::info!("login failed");
+        u => {
+            let reason = match u {
+                Some(ref u) if ok && u.disabled => "disabled",
+                _ => "invalid_credentials",
+            };
+            failed(u.as_ref(), reason).await;
             return Err(bad());
         }
     };
+    // The second factor is asked for only after the password passed, so
+    // its answers say nothing to someone who does not know the password.
+    let mut recovery_used = false;
+    if user.mfa_enabled {
+        let Some(code) = b.totp_code.as_deref().filter(|c| !c.trim().is_empty()) else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "mfa_required",
+                "this account needs an authentication code (totp_code)",
+            ));
+        };
+        match mfa::verify(&state, &user.id, Which::Enrolled, code).await {
+            Ok(passed) => recovery_used = passed.step.is_none(),
+            Err(e) => {
+                failed(Some(&user), e.code).await;
+                return Err(e);
+            }
+        }
+    }
     let (refresh, hash) = auth::new_refresh_token();
     let now = now_ms();
     let (user_agent, ip) = client_meta(&headers);
@@ -194,6 +281,26 @@ pub async fn login(
     };
     state.db.create_session(&session, &hash).await?;
     tracing::info!(user = %user.id, session = %session.id, "login");
+    if recovery_used {
+        audit::record(
+            &state,
+            Some(&headers),
+            Some(&user.id),
+            action::RECOVERY_CODE_USED,
+            Some(&user.id),
+            json!({}),
+        )
+        .await;
+    }
+    audit::record(
+        &state,
+        Some(&headers),
+        Some(&user.id),
+        action::LOGIN,
+        Some(&session.id),
+        json!({"mfa": user.mfa_enabled}),
+    )
+    .await;
     Ok(axum::Json(
         token_pair(&state, &user, &session.id, refresh).await?,
     ))
@@ -206,6 +313,7 @@ pub struct RefreshBody {
 
 pub async fn refresh(
     State(state): State<SharedState>,
+    headers: HeaderMap,
     Json(b): Json<RefreshBody>,
 ) -> ApiResult<impl IntoResponse> {
     let invalid = || {
@@ -238,6 +346,16 @@ pub async fn refresh(
         }
         RotateOutcome::Reused => {
             tracing::warn!("a rotated refresh token was reused; its session is revoked");
+            let session = state.db.session_by_token(&old).await?;
+            audit::record(
+                &state,
+                Some(&headers),
+                session.as_ref().map(|s| s.user_id.as_str()),
+                action::REFRESH_REUSED,
+                session.as_ref().map(|s| s.id.as_str()),
+                json!({"session_revoked": true}),
+            )
+            .await;
             Err(invalid())
         }
         RotateOutcome::Invalid => Err(invalid()),
@@ -246,11 +364,22 @@ pub async fn refresh(
 
 pub async fn logout(
     State(state): State<SharedState>,
+    headers: HeaderMap,
     Json(b): Json<RefreshBody>,
 ) -> ApiResult<StatusCode> {
     let hash = auth::hash_refresh_token(&b.refresh_token);
     if let Some(s) = state.db.session_by_token(&hash).await? {
-        state.db.revoke_session(&s.user_id, &s.id, now_ms()).await?;
+        if state.db.revoke_session(&s.user_id, &s.id, now_ms()).await? {
+            audit::record(
+                &state,
+                Some(&headers),
+                Some(&s.user_id),
+                action::LOGOUT,
+                Some(&s.id),
+                json!({}),
+            )
+            .await;
+        }
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -295,6 +424,7 @@ pub struct PasswordBody {
 
 pub async fn change_password(
     State(state): State<SharedState>,
+    headers: HeaderMap,
     caller: Caller,
     Json(b): Json<PasswordBody>,
 ) -> ApiResult<StatusCode> {
@@ -328,6 +458,15 @@ pub async fn change_password(
         .db
         .revoke_sessions_except(&u.id, Some(&caller.session_id), now_ms())
         .await?;
+    audit::record(
+        &state,
+        Some(&headers),
+        Some(&u.id),
+        action::PASSWORD_CHANGED,
+        Some(&u.id),
+        json!({"other_sessions_revoked": true}),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -350,6 +489,7 @@ pub async fn sessions(
 
 pub async fn revoke_session(
     State(state): State<SharedState>,
+    headers: HeaderMap,
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
@@ -358,6 +498,15 @@ pub async fn revoke_session(
         .revoke_session(&caller.user.id, &id, now_ms())
         .await?
     {
+        audit::record(
+            &state,
+            Some(&headers),
+            Some(&caller.user.id),
+            action::SESSION_REVOKED,
+            Some(&id),
+            json!({}),
+        )
+        .await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::new(
@@ -389,6 +538,7 @@ pub struct AdminUserPatch {
 
 pub async fn admin_patch_user(
     State(state): State<SharedState>,
+    headers: HeaderMap,
     caller: Caller,
     Path(id): Path<String>,
     Json(b): Json<AdminUserPatch>,
@@ -418,5 +568,123 @@ pub async fn admin_patch_user(
         state.db.revoke_sessions_except(&id, None, now_ms()).await?;
     }
     tracing::info!(admin = %caller.user.id, user = %id, role = ?role, disabled = ?b.disabled, "user changed");
+    audit::record(
+        &state,
+        Some(&headers),
+        Some(&caller.user.id),
+        action::USER_CHANGED,
+        Some(&id),
+        json!({"role": role, "disabled": b.disabled}),
+    )
+    .await;
     Ok(axum::Json(UserView::from(&user)))
+}
+
+// --- the caller's second factor (TOTP) ---
+
+fn mfa_conflict(code: &'static str, detail: &str) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, code, detail)
+}
+
+/// A new secret to enrol, kept pending until `enable` confirms a code of it
+/// (a second setup replaces it).
+pub async fn mfa_setup(
+    State(state): State<SharedState>,
+    caller: Caller,
+) -> ApiResult<impl IntoResponse> {
+    let user = fresh_user(&state, &caller).await?;
+    if user.mfa_enabled {
+        return Err(mfa_conflict(
+            "mfa_already_enabled",
+            "two-factor authentication is already on; disable it first to enrol again",
+        ));
+    }
+    let secret = mfa::new_secret();
+    let url = mfa::otpauth_url(&secret, &user.email)?;
+    state.db.set_totp_pending(&user.id, &secret).await?;
+    Ok(axum::Json(json!({"secret": secret, "otpauth_url": url})))
+}
+
+#[derive(Deserialize)]
+pub struct CodeBody {
+    code: String,
+}
+
+/// The user row itself, not the authentication cache's copy (which may be
+/// a second old): MFA state decides what happens next.
+async fn fresh_user(state: &SharedState, caller: &Caller) -> ApiResult<User> {
+    state
+        .db
+        .user_by_id(&caller.user.id)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the account is gone"))
+}
+
+pub async fn mfa_enable(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    caller: Caller,
+    Json(b): Json<CodeBody>,
+) -> ApiResult<impl IntoResponse> {
+    let user = fresh_user(&state, &caller).await?;
+    if user.mfa_enabled {
+        return Err(mfa_conflict(
+            "mfa_already_enabled",
+            "two-factor authentication is already on",
+        ));
+    }
+    let passed = mfa::verify(&state, &user.id, Which::Pending, &b.code).await?;
+    let (codes, hashes) = mfa::new_recovery_codes();
+    let step = passed.step.unwrap_or(0);
+    if !state
+        .db
+        .enable_totp(&user.id, &passed.secret, step, &hashes)
+        .await?
+    {
+        // Another setup or enable got in between.
+        return Err(mfa_conflict(
+            "mfa_not_set_up",
+            "the authenticator being set up changed; run setup again",
+        ));
+    }
+    state.users.forget(&user.id);
+    audit::record(
+        &state,
+        Some(&headers),
+        Some(&user.id),
+        action::MFA_ENABLED,
+        Some(&user.id),
+        json!({"method": "totp"}),
+    )
+    .await;
+    Ok(axum::Json(json!({"recovery_codes": codes})))
+}
+
+/// Turning MFA off takes a current code (or a recovery code).
+pub async fn mfa_disable(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    caller: Caller,
+    Json(b): Json<CodeBody>,
+) -> ApiResult<StatusCode> {
+    let user = fresh_user(&state, &caller).await?;
+    if !user.mfa_enabled {
+        return Err(mfa_conflict(
+            "mfa_not_enabled",
+            "two-factor authentication is not on",
+        ));
+    }
+    mfa::verify(&state, &user.id, Which::Enrolled, &b.code).await?;
+    state.db.disable_totp(&user.id).await?;
+    state.users.forget(&user.id);
+    audit::record(
+        &state,
+        Some(&headers),
+        Some(&user.id),
+        action::MFA_DISABLED,
+        Some(&user.id),
+        json!({}),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -2,6 +2,7 @@
 //! builds the axum router and the OpenAPI document, so the two cannot drift.
 
 pub mod accounts;
+pub mod admin;
 pub mod delivery;
 pub mod jobs;
 pub mod ops;
@@ -52,6 +53,9 @@ api_routes! {
     post "/api/v1/me/password" => accounts::change_password, "accounts", true, [204], "Change password; other sessions are revoked";
     get "/api/v1/me/sessions" => accounts::sessions, "accounts", true, [200], "The caller's signed-in sessions";
     delete "/api/v1/me/sessions/{id}" => accounts::revoke_session, "accounts", true, [204], "Revoke one session";
+    post "/api/v1/auth/mfa/totp/setup" => accounts::mfa_setup, "accounts", true, [200], "Start TOTP enrolment: a secret and its otpauth:// URL";
+    post "/api/v1/auth/mfa/totp/enable" => accounts::mfa_enable, "accounts", true, [200], "Confirm a code of the new secret: MFA on, recovery codes shown once";
+    post "/api/v1/auth/mfa/totp/disable" => accounts::mfa_disable, "accounts", true, [204], "MFA off (takes a current or recovery code)";
 
     get "/api/v1/videos" => videos::list, "videos", false, [200], "List and search videos (cursor pagination)";
     get "/api/v1/videos/{id}" => videos::get, "videos", false, [200], "One video";
@@ -93,6 +97,8 @@ api_routes! {
     post "/api/v1/admin/jobs/{id}/retry" => jobs::retry, "admin", true, [200], "Re-queue a dead job";
     get "/api/v1/admin/users" => accounts::admin_users, "admin", true, [200], "All users";
     patch "/api/v1/admin/users/{id}" => accounts::admin_patch_user, "admin", true, [200], "Change a user's role or disable them";
+    post "/api/v1/admin/invites" => admin::create_invite, "admin", true, [201], "A single-use invite code to register with (and its role)";
+    get "/api/v1/admin/audit" => admin::audit_log, "admin", true, [200], "Audit log, newest first: logins, MFA, roles, sessions, invites, deletions";
 }
 
 /// Routes whose bodies are whole files: no body limit (they stream, and

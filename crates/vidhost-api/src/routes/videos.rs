@@ -185,12 +185,22 @@ pub async fn purge_video(state: &SharedState, video_id: &str) -> ApiResult<()> {
 
 pub async fn delete(
     State(state): State<SharedState>,
+    headers: axum::http::HeaderMap,
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    load_managed(&state, &id, &caller).await?;
+    let video = load_managed(&state, &id, &caller).await?;
     purge_video(&state, &id).await?;
     tracing::info!(video = %id, by = %caller.user.id, "video deleted");
+    crate::audit::record(
+        &state,
+        Some(&headers),
+        Some(&caller.user.id),
+        crate::audit::action::VIDEO_DELETED,
+        Some(&id),
+        serde_json::json!({"owner": video.owner_id, "title": video.title}),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -205,11 +215,12 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-fn encode_cursor(v: &Video) -> String {
-    B64.encode(format!("{}:{}", v.created_at, v.id))
+/// An opaque position in a list ordered by (time, id): base64 of `at:id`.
+pub(crate) fn encode_cursor(at: i64, id: &str) -> String {
+    B64.encode(format!("{at}:{id}"))
 }
 
-fn decode_cursor(c: &str) -> ApiResult<(i64, String)> {
+pub(crate) fn decode_cursor(c: &str) -> ApiResult<(i64, String)> {
     let bad = || ApiError::validation("cursor is not one this server issued");
     let raw = String::from_utf8(B64.decode(c).map_err(|_| bad())?).map_err(|_| bad())?;
     let (at, id) = raw.split_once(':').ok_or_else(bad)?;
@@ -256,7 +267,7 @@ pub async fn list(
     };
     let items = state.db.list_videos(&q).await?;
     let next = (items.len() as i64 == limit)
-        .then(|| items.last().map(encode_cursor))
+        .then(|| items.last().map(|v| encode_cursor(v.created_at, &v.id)))
         .flatten();
     Ok(axum::Json(json!({
         "items": items.iter().map(|v| view(&state, v)).collect::<Vec<_>>(),

@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod delivery;
 mod helpers;
+mod mfa;
 mod ops;
 mod pipeline;
 mod proxy;
