@@ -92,12 +92,24 @@ pub fn normalize_server(server: &str) -> anyhow::Result<String> {
     Ok(server.trim_end_matches('/').to_owned())
 }
 
-/// Signs in and stores the tokens.
-pub async fn login(server: &str, email: &str, password: &str) -> anyhow::Result<Credentials> {
+/// Signs in and stores the tokens. An account with two-factor sign-in
+/// needs `totp_code` (an authenticator code or a recovery code); without
+/// one the error is an [`ApiFailure`](crate::ApiFailure) with code
+/// `mfa_required`.
+pub async fn login(
+    server: &str,
+    email: &str,
+    password: &str,
+    totp_code: Option<&str>,
+) -> anyhow::Result<Credentials> {
     let server = normalize_server(server)?;
+    let mut body = serde_json::json!({"email": email, "password": password});
+    if let Some(code) = totp_code {
+        body["totp_code"] = code.into();
+    }
     let resp = http_client()
         .post(format!("{server}/api/v1/auth/login"))
-        .json(&serde_json::json!({"email": email, "password": password}))
+        .json(&body)
         .send()
         .await
         .with_context(|| format!("cannot reach {server}"))?;

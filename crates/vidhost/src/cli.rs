@@ -39,6 +39,11 @@ enum Command {
         /// Account e-mail (prompted for when omitted)
         #[arg(long)]
         email: Option<String>,
+        /// Authenticator (or recovery) code, for accounts with two-factor
+        /// sign-in; asked for when the server wants one. With the password
+        /// on stdin, a second line is the code.
+        #[arg(long)]
+        totp_code: Option<String>,
     },
     /// Client: upload files (resumable, parallel); rerun the same command to resume
     Upload(UploadArgs),
@@ -175,7 +180,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::Login { server, email } => login(&server, email).await,
+        Command::Login {
+            server,
+            email,
+            totp_code,
+        } => login(&server, email, totp_code).await,
         Command::Upload(args) => upload(args).await,
         Command::Admin {
             command:
@@ -208,7 +217,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn login(server: &str, email: Option<String>) -> anyhow::Result<()> {
+async fn login(
+    server: &str,
+    email: Option<String>,
+    totp_code: Option<String>,
+) -> anyhow::Result<()> {
     let email = match email {
         Some(e) => e,
         None => {
@@ -218,10 +231,30 @@ async fn login(server: &str, email: Option<String>) -> anyhow::Result<()> {
             line.trim().to_owned()
         }
     };
-    let password = read_password()?;
-    let creds = vidhost_client::login(server, &email, &password).await?;
+    let (password, second_line) = read_secret_lines()?;
+    let totp_code = totp_code.or(second_line);
+    let creds = match vidhost_client::login(server, &email, &password, totp_code.as_deref()).await {
+        Err(e) if totp_code.is_none() && is_mfa_required(&e) => {
+            let code = if std::io::stdin().is_terminal() {
+                rpassword::prompt_password("Authentication code: ")
+                    .context("reading the authentication code")?
+            } else {
+                anyhow::bail!(
+                    "this account signs in with a second factor: give --totp-code, \
+                     or the code as a second line on stdin"
+                );
+            };
+            vidhost_client::login(server, &email, &password, Some(code.trim())).await?
+        }
+        other => other?,
+    };
     println!("signed in to {} as {email}", creds.server);
     Ok(())
+}
+
+fn is_mfa_required(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<vidhost_client::ApiFailure>()
+        .is_some_and(|f| f.code == "mfa_required")
 }
 
 /// Uploads each file in turn; Ctrl-C stops cleanly and leaves state to resume.
@@ -260,17 +293,26 @@ async fn upload(args: UploadArgs) -> anyhow::Result<()> {
 }
 
 fn read_password() -> anyhow::Result<String> {
+    Ok(read_secret_lines()?.0)
+}
+
+/// The password (prompted for on a terminal, else the first line of
+/// stdin) and, from stdin, a non-empty second line if there is one.
+fn read_secret_lines() -> anyhow::Result<(String, Option<String>)> {
     let mut stdin = std::io::stdin();
     if stdin.is_terminal() {
-        return rpassword::prompt_password("Password: ").context("reading the password");
+        let p = rpassword::prompt_password("Password: ").context("reading the password")?;
+        return Ok((p, None));
     }
     let mut s = String::new();
     stdin
         .read_to_string(&mut s)
         .context("reading the password from stdin")?;
-    let p = s.lines().next().unwrap_or("").to_owned();
+    let mut lines = s.lines();
+    let p = lines.next().unwrap_or("").to_owned();
     anyhow::ensure!(!p.is_empty(), "no password on stdin");
-    Ok(p)
+    let second = lines.next().map(str::trim).filter(|l| !l.is_empty());
+    Ok((p, second.map(str::to_owned)))
 }
 
 async fn shutdown_signal() {

@@ -117,6 +117,51 @@ async fn server_behind(faults: Faults) -> (TestServer, Proxy, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_asks_for_the_second_factor_when_the_account_has_one() {
+    use crate::mfa::{enrol, step_now, totp};
+    let s = TestServer::start().await;
+    let t = s.user("two@example.com").await;
+    let (secret, recovery) = enrol(&s, &t).await;
+    let cli = Cli::new();
+    let args = ["login", "--server", &s.base, "--email", "two@example.com"];
+    let out = cli.run(&args, &format!("{PASSWORD}\n"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--totp-code"), "{err}");
+    assert!(!cli.dir.path().join("credentials.json").exists());
+
+    // The code as a second line of stdin, then as a flag (a recovery code).
+    let code = totp(&secret, step_now() + 1);
+    let out = cli.run(&args, &format!("{PASSWORD}\n{code}\n"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut with_flag = args.to_vec();
+    with_flag.extend(["--totp-code", &recovery[0]]);
+    let out = cli.run(&with_flag, &format!("{PASSWORD}\n"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A used code is refused, with the server's reason.
+    let out = cli.run(&with_flag, &format!("{PASSWORD}\n"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid_totp"));
+
+    // The stored tokens work: an upload goes through.
+    let (path, _) = video_file(cli.dir.path(), 6);
+    let out = cli.run(&["upload", path.to_str().unwrap()], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_then_upload_with_both_protocols() {
     let s = TestServer::start().await;
     let t = s.user("cli@example.com").await;

@@ -29,7 +29,7 @@ fn base32_decode(s: &str) -> Vec<u8> {
 
 /// The test's own RFC 6238 code (HMAC-SHA1, 6 digits) for a time step, as
 /// an authenticator app computes it: independent of the server's library.
-fn totp(secret: &[u8], step: u64) -> String {
+pub fn totp(secret: &[u8], step: u64) -> String {
     let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret).unwrap();
     mac.update(&step.to_be_bytes());
     let h = mac.finalize().into_bytes();
@@ -38,7 +38,7 @@ fn totp(secret: &[u8], step: u64) -> String {
     format!("{:06}", bin % 1_000_000)
 }
 
-fn step_now() -> u64 {
+pub fn step_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -65,7 +65,7 @@ async fn login_with(s: &TestServer, email: &str, code: Option<&str>) -> reqwest:
 }
 
 /// Enrols `token`'s user: returns the raw secret and the recovery codes.
-async fn enrol(s: &TestServer, token: &str) -> (Vec<u8>, Vec<String>) {
+pub async fn enrol(s: &TestServer, token: &str) -> (Vec<u8>, Vec<String>) {
     let r = s
         .post_json("/api/v1/auth/mfa/totp/setup", Some(token), json!({}))
         .await;
