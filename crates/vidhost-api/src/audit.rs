@@ -27,6 +27,7 @@ pub mod action {
     pub const RECOVERY_CODE_USED: &str = "mfa.recovery_code_used";
     pub const INVITE_CREATED: &str = "invite.created";
     pub const VIDEO_DELETED: &str = "video.deleted";
+    pub const KEY_ROTATED: &str = "key.rotated";
 }
 
 /// The client's address as the sessions list shows it.

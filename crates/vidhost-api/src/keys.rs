@@ -66,6 +66,16 @@ impl KeyRing {
         })
     }
 
+    /// Takes the catalog's set as it is now: a key added by a rotation
+    /// (on any node) signs here from then on.
+    pub async fn reload(&self, db: &DynCatalog) -> Result<(), ApiError> {
+        let fresh = decode(db.signing_keys(self.purpose).await?)?;
+        if !fresh.is_empty() {
+            *self.keys.write().expect("not poisoned") = fresh;
+        }
+        Ok(())
+    }
+
     pub fn current(&self) -> Arc<Key> {
         self.keys
             .read()
@@ -107,6 +117,25 @@ impl KeyRing {
         *self.keys.write().expect("not poisoned") = fresh;
         self.find(kid)
     }
+}
+
+/// Adds a new signing key for `purpose` and returns its kid. It signs from
+/// then on: at once on a node that meets a token it signed, otherwise from
+/// the node's next periodic reload. Older keys still verify, so nothing
+/// issued before is cut off.
+pub async fn rotate(db: &DynCatalog, purpose: &str) -> Result<String, ApiError> {
+    let mut secret = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let now = vidhost_core::time::now_ms();
+    let key = SigningKey {
+        // Sorted after every earlier key (by created_at, then kid).
+        kid: format!("{purpose}-{now}"),
+        purpose: purpose.into(),
+        secret: B64.encode(secret),
+        created_at: now,
+    };
+    db.ensure_signing_key(&key).await?;
+    Ok(key.kid)
 }
 
 /// Compact signed tokens for grants: `kid.payload.mac`, all base64url.

@@ -295,6 +295,12 @@ async fn sweep_loop(state: SharedState) {
         if let Err(e) = routes::uploads::sweep_expired(&state).await {
             tracing::warn!(error = %e.detail, "sweeping expired uploads");
         }
+        // Keys a rotation added (on any node) start signing here.
+        for ring in [&state.jwt_keys, &state.grants.ring] {
+            if let Err(e) = ring.reload(&state.db).await {
+                tracing::warn!(error = %e.detail, "reloading signing keys");
+            }
+        }
         // An hour past the expiry: every upload that old has been swept.
         let idle = Duration::from_secs(state.config.uploads.expiry_s + 3600);
         match state.store.sweep_leftovers(idle).await {

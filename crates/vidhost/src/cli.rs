@@ -106,6 +106,15 @@ enum AdminCommand {
         #[arg(long, default_value = "uploader")]
         role: String,
     },
+    /// Add new token-signing keys: they sign from now on (running nodes
+    /// switch within a sweep interval); older keys still verify
+    RotateKeys {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Which keys: access tokens (jwt), playback and upload grants (grant), or all
+        #[arg(long, default_value = "all", value_parser = ["all", "jwt", "grant"])]
+        purpose: String,
+    },
 }
 
 impl CommonArgs {
@@ -212,6 +221,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{} ({})", e.detail, e.code))?;
             println!("created {} {} ({})", user.role, user.email, user.id);
+            Ok(())
+        }
+        Command::Admin {
+            command: AdminCommand::RotateKeys { common, purpose },
+        } => {
+            let config = common.load(None)?;
+            init_tracing("warn");
+            let app = App::build(config).await?;
+            let purposes = match purpose.as_str() {
+                "all" => vec![vidhost_api::keys::JWT, vidhost_api::keys::GRANT],
+                "jwt" => vec![vidhost_api::keys::JWT],
+                _ => vec![vidhost_api::keys::GRANT],
+            };
+            for p in purposes {
+                let kid = vidhost_api::keys::rotate(&app.state.db, p)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("rotating the {p} key: {}", e.detail))?;
+                vidhost_api::audit::record(
+                    &app.state,
+                    None,
+                    None,
+                    vidhost_api::audit::action::KEY_ROTATED,
+                    Some(&kid),
+                    serde_json::json!({"purpose": p, "via": "cli"}),
+                )
+                .await;
+                println!("{p}: new signing key {kid}; older keys still verify");
+            }
             Ok(())
         }
     }

@@ -163,3 +163,81 @@ async fn serve_without_ffmpeg_stops_at_start_and_says_what_to_install() {
     assert!(err.contains("ffmpeg not found"), "{err}");
     assert!(err.contains("apt-get install ffmpeg"), "{err}");
 }
+
+#[tokio::test]
+async fn rotated_keys_sign_new_tokens_and_old_ones_still_verify() {
+    // Two nodes on one database; the rotation runs as a third process.
+    let a = TestServer::start_with(&[("VIDHOST_UPLOADS__SWEEP_INTERVAL_S", "1")]).await;
+    let old = a.user("rot@example.com").await;
+    let kid_of = |t: &str| jsonwebtoken::decode_header(t).unwrap().kid.unwrap();
+    let old_kid = kid_of(&old);
+    let env = [("VIDHOST_DATABASE_URL", a.database_url.as_str())];
+    let dir = a.data_dir.path().to_str().unwrap().to_owned();
+    let out = vidhost(
+        &[
+            "admin",
+            "rotate-keys",
+            "--data-dir",
+            &dir,
+            "--purpose",
+            "jwt",
+        ],
+        &env,
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("jwt: new signing key jwt-"), "{stdout}");
+
+    // The running node switches at its next periodic reload (here every
+    // second) without having seen a token of the new key.
+    let mut switched = None;
+    for _ in 0..50 {
+        let t = a.login("rot@example.com").await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if kid_of(&t) != old_kid {
+            switched = Some(kid_of(&t));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let switched = switched.expect("node a signs with the new key within 5 s");
+
+    // A node started after the rotation signs with the new key too…
+    let b = TestServer::start_with(&[("VIDHOST_DATABASE_URL", &a.database_url)]).await;
+    let new = b.login("rot@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let new_kid = kid_of(&new);
+    assert_eq!(new_kid, switched);
+    assert!(stdout.contains(&new_kid), "{stdout}");
+    // …and each accepts the other's tokens, old and new.
+    for (s, t) in [(&a, &new), (&a, &old), (&b, &old)] {
+        assert_eq!(s.get("/api/v1/me", Some(t)).await.status(), StatusCode::OK);
+    }
+    // A made-up key id is refused.
+    let r = a
+        .get(
+            "/api/v1/me",
+            Some("eyJhbGciOiJIUzI1NiIsImtpZCI6Imp3dC05OSJ9.e30.x"),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    let admin = a.admin().await;
+    let log = a
+        .get_json("/api/v1/admin/audit?action=key.rotated", Some(&admin))
+        .await;
+    let items = log["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{log}");
+    assert_eq!(items[0]["target"], new_kid.as_str());
+    assert_eq!(items[0]["detail"]["purpose"], "jwt");
+    assert_eq!(items[0]["actor"], serde_json::Value::Null);
+}
