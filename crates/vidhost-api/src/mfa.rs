@@ -144,6 +144,7 @@ pub fn invalid_totp() -> ApiError {
 /// Checks `code` of `user_id` against `which` secret. Wrong: 401
 /// `invalid_totp`, counted; while locked: 429 `rate_limited` with
 /// `Retry-After`, not checked; no such secret: 409 `mfa_not_set_up`.
+/// A right code for `Pending` resets the count only through `enable_totp`.
 pub async fn verify(
     state: &SharedState,
     user_id: &str,
@@ -164,8 +165,13 @@ pub async fn verify(
             "there is no authenticator to check the code against; run setup first",
         )
     })?;
-    if st.locked_until > now {
-        let secs = (st.locked_until - now + 999) / 1000;
+    // The check is reserved (counted as wrong) before it runs: guesses sent
+    // at once, to any nodes, cannot get more than the lock allows.
+    if let Some(until) = db
+        .reserve_totp_attempt(user_id, now, FAILURES_PER_LOCK, LOCK_MS)
+        .await?
+    {
+        let secs = ((until - now + 999) / 1000).max(1);
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
@@ -187,14 +193,10 @@ pub async fn verify(
             .await?
             .then_some(None),
     };
-    match step {
-        Some(step) => Ok(Passed { secret, step }),
-        None => {
-            db.record_totp_failure(user_id, now, FAILURES_PER_LOCK, LOCK_MS)
-                .await?;
-            Err(invalid_totp())
-        }
-    }
+    // A right code resets the count (use_totp_step, use_recovery_code,
+    // enable_totp); a wrong one stays counted.
+    step.map(|step| Passed { secret, step })
+        .ok_or_else(invalid_totp)
 }
 
 #[cfg(test)]

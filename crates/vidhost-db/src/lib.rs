@@ -84,19 +84,26 @@ pub trait Catalog: Send + Sync + 'static {
     /// Turns MFA off and forgets the secret and the recovery codes.
     async fn disable_totp(&self, user_id: &str) -> Result<()>;
     /// Marks `step` used if it is later than the last used one (and resets
-    /// the failures). False: that code (or a later one) was already used.
+    /// the failures and any lock). False: that code (or a later one) was already used.
     async fn use_totp_step(&self, user_id: &str, step: i64) -> Result<bool>;
-    /// Uses an unused recovery code (and resets the failures). False: none such.
+    /// Uses an unused recovery code (and resets the failures and any lock).
+    /// False: none such.
     async fn use_recovery_code(&self, user_id: &str, code_hash: &str, now: Millis) -> Result<bool>;
-    /// Counts a wrong code; every `every`-th in a row locks further tries
-    /// until `now + lock_ms` × 2^(lockouts so far − 1), at most a day.
-    async fn record_totp_failure(
+    /// Reserves one code check, counted as wrong until a right code resets
+    /// the count; the `every`-th in a row also locks further checks until
+    /// `now + lock_ms` × 2^(lockouts so far − 1), at most a day. Reserving
+    /// before checking means concurrent guesses cannot slip past the lock.
+    /// `Some(until)`: locked, nothing reserved.
+    async fn reserve_totp_attempt(
         &self,
         user_id: &str,
         now: Millis,
         every: i64,
         lock_ms: i64,
-    ) -> Result<()>;
+    ) -> Result<Option<Millis>>;
+    /// An unused, unexpired invite has this code hash (a cheap look before
+    /// the work of registering; `create_user_with_invite` decides).
+    async fn invite_usable(&self, code_hash: &str, now: Millis) -> Result<bool>;
 
     // invites
     async fn create_invite(&self, invite: &Invite) -> Result<()>;

@@ -418,7 +418,8 @@ macro_rules! catalog_impl {
                 let mut tx = self.0.begin().await?;
                 let n = sqlx::query(
                     "UPDATE users SET mfa_enabled = TRUE, totp_secret = totp_pending, totp_pending = NULL, \
-                     totp_last_step = $1, totp_failures = 0 WHERE id = $2 AND totp_pending = $3 AND mfa_enabled = FALSE",
+                     totp_last_step = $1, totp_failures = 0, totp_locked_until = 0 \
+                     WHERE id = $2 AND totp_pending = $3 AND mfa_enabled = FALSE",
                 )
                 .bind(step)
                 .bind(user_id)
@@ -444,7 +445,8 @@ macro_rules! catalog_impl {
             async fn disable_totp(&self, user_id: &str) -> Result<()> {
                 let mut tx = self.0.begin().await?;
                 sqlx::query(
-                    "UPDATE users SET mfa_enabled = FALSE, totp_secret = NULL, totp_pending = NULL, totp_failures = 0 WHERE id = $1",
+                    "UPDATE users SET mfa_enabled = FALSE, totp_secret = NULL, totp_pending = NULL, totp_failures = 0, \
+                     totp_locked_until = 0 WHERE id = $1",
                 )
                 .bind(user_id)
                 .execute(&mut *tx)
@@ -456,7 +458,8 @@ macro_rules! catalog_impl {
 
             async fn use_totp_step(&self, user_id: &str, step: i64) -> Result<bool> {
                 let n = sqlx::query(
-                    "UPDATE users SET totp_last_step = $1, totp_failures = 0 WHERE id = $2 AND totp_last_step < $1",
+                    "UPDATE users SET totp_last_step = $1, totp_failures = 0, totp_locked_until = 0 \
+                     WHERE id = $2 AND totp_last_step < $1",
                 )
                 .bind(step)
                 .bind(user_id)
@@ -478,23 +481,38 @@ macro_rules! catalog_impl {
                 .await?
                 .rows_affected();
                 if n == 1 {
-                    sqlx::query("UPDATE users SET totp_failures = 0 WHERE id = $1").bind(user_id).execute(&mut *tx).await?;
+                    sqlx::query("UPDATE users SET totp_failures = 0, totp_locked_until = 0 WHERE id = $1")
+                        .bind(user_id)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 tx.commit().await?;
                 Ok(n == 1)
             }
 
-            async fn record_totp_failure(&self, user_id: &str, now: Millis, every: i64, lock_ms: i64) -> Result<()> {
+            async fn reserve_totp_attempt(&self, user_id: &str, now: Millis, every: i64, lock_ms: i64) -> Result<Option<Millis>> {
                 let mut tx = self.0.begin().await?;
+                // The row stays locked to this transaction until it commits
+                // (SQLite: the write lock; PostgreSQL: the row lock, and a
+                // waiting UPDATE re-checks its WHERE on the row as committed).
                 let failures: Option<i64> = sqlx::query_scalar(
-                    "UPDATE users SET totp_failures = totp_failures + 1 WHERE id = $1 RETURNING totp_failures",
+                    "UPDATE users SET totp_failures = totp_failures + 1 WHERE id = $1 AND totp_locked_until <= $2 \
+                     RETURNING totp_failures",
                 )
                 .bind(user_id)
+                .bind(now)
                 .fetch_optional(&mut *tx)
                 .await?;
-                if let Some(f) = failures.filter(|f| every > 0 && f % every == 0) {
+                let Some(failures) = failures else {
+                    let until: Option<Millis> = sqlx::query_scalar("SELECT totp_locked_until FROM users WHERE id = $1")
+                        .bind(user_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    return Ok(Some(until.unwrap_or(now)));
+                };
+                if every > 0 && failures % every == 0 {
                     const DAY_MS: i64 = 86_400_000;
-                    let doublings = (f / every - 1).clamp(0, 20) as u32;
+                    let doublings = (failures / every - 1).clamp(0, 20) as u32;
                     let lock = lock_ms.saturating_mul(1i64 << doublings).min(DAY_MS);
                     sqlx::query("UPDATE users SET totp_locked_until = $1 WHERE id = $2")
                         .bind(now + lock)
@@ -503,7 +521,18 @@ macro_rules! catalog_impl {
                         .await?;
                 }
                 tx.commit().await?;
-                Ok(())
+                Ok(None)
+            }
+
+            async fn invite_usable(&self, code_hash: &str, now: Millis) -> Result<bool> {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM invites WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2",
+                )
+                .bind(code_hash)
+                .bind(now)
+                .fetch_one(&self.0)
+                .await?;
+                Ok(n > 0)
             }
 
             async fn create_invite(&self, i: &Invite) -> Result<()> {

@@ -135,6 +135,16 @@ pub async fn register(
         }
         _ => {}
     }
+    // A cheap look first: the work of hashing is for codes that can work.
+    if let Some(code) = code {
+        if !state
+            .db
+            .invite_usable(&super::admin::invite_hash(code), now_ms())
+            .await?
+        {
+            return Err(invalid_invite());
+        }
+    }
     let user = new_user(
         &state,
         &b.email,
@@ -220,17 +230,20 @@ pub async fn login(
         user.as_ref().map(|u| u.password_hash.clone()),
     )
     .await?;
+    // A failed sign-in is nobody's action: the account it aimed at is its
+    // target, and the e-mail as typed (capped) its detail.
     let failed = |user: Option<&User>, reason: &'static str| {
         let (state, headers) = (&state, &headers);
-        let (actor, email) = (user.map(|u| u.id.clone()), b.email.trim().to_owned());
+        let target = user.map(|u| u.id.clone());
+        let email: String = b.email.trim().chars().take(254).collect();
         async move {
             tracing::info!(reason, "login failed");
             audit::record(
                 state,
                 Some(headers),
-                actor.as_deref(),
+                None,
                 action::LOGIN_FAILED,
-                actor.as_deref(),
+                target.as_deref(),
                 json!({"email": email, "reason": reason}),
             )
             .await;
@@ -252,6 +265,8 @@ pub async fn login(
     let mut recovery_used = false;
     if user.mfa_enabled {
         let Some(code) = b.totp_code.as_deref().filter(|c| !c.trim().is_empty()) else {
+            // The right password without a code: worth a line in the log.
+            failed(Some(&user), "mfa_required").await;
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "mfa_required",

@@ -98,7 +98,7 @@ api_routes! {
     get "/api/v1/admin/users" => accounts::admin_users, "admin", true, [200], "All users";
     patch "/api/v1/admin/users/{id}" => accounts::admin_patch_user, "admin", true, [200], "Change a user's role or disable them";
     post "/api/v1/admin/invites" => admin::create_invite, "admin", true, [201], "A single-use invite code to register with (and its role)";
-    get "/api/v1/admin/audit" => admin::audit_log, "admin", true, [200], "Audit log, newest first: logins, MFA, roles, sessions, invites, deletions";
+    get "/api/v1/admin/audit" => admin::audit_log, "admin", true, [200], "Audit log, newest first: logins, MFA, roles, sessions, invites, deletions, key rotations";
 }
 
 /// Routes whose bodies are whole files: no body limit (they stream, and

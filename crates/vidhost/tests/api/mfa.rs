@@ -239,47 +239,115 @@ async fn totp_enrolment_sign_in_replay_recovery_and_disable() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
-async fn wrong_codes_lock_the_second_factor() {
-    let s = TestServer::start().await;
-    let token = s.user("guess@example.com").await;
-    let (secret, _) = enrol(&s, &token).await;
-    for _ in 0..5 {
-        let r = login_with(&s, "guess@example.com", Some(&wrong_code(&secret))).await;
-        problem(r, StatusCode::UNAUTHORIZED, "invalid_totp").await;
+/// Runs one statement on the server's database, as an operator could.
+async fn sql(database_url: &str, q: &str) {
+    use sqlx::Connection;
+    if database_url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(database_url).await.unwrap();
+        sqlx::query(q).execute(&mut c).await.unwrap();
+    } else {
+        let mut c = sqlx::PgConnection::connect(database_url).await.unwrap();
+        sqlx::query(q).execute(&mut c).await.unwrap();
     }
-    // Locked: even the right code is not checked now.
-    let r = login_with(
-        &s,
-        "guess@example.com",
-        Some(&totp(&secret, step_now() + 1)),
-    )
-    .await;
-    let retry: u64 = r.headers()["retry-after"]
+}
+
+fn retry_after(r: &reqwest::Response) -> u64 {
+    r.headers()["retry-after"]
         .to_str()
         .unwrap()
         .parse()
-        .unwrap();
-    assert!((1..=300).contains(&retry), "Retry-After {retry}");
+        .unwrap()
+}
+
+#[tokio::test]
+async fn wrong_codes_lock_the_second_factor_even_when_sent_at_once() {
+    let s = TestServer::start().await;
+    let token = s.user("guess@example.com").await;
+    let (secret, _) = enrol(&s, &token).await;
+    let wrong = wrong_code(&secret);
+
+    // Twelve guesses at once: five are checked, the rest find it locked.
+    let tries = (0..12).map(|_| login_with(&s, "guess@example.com", Some(&wrong)));
+    let mut codes = Vec::new();
+    for r in futures::future::join_all(tries).await {
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        codes.push((status, body["code"].as_str().unwrap().to_owned()));
+    }
+    let checked = codes.iter().filter(|(_, c)| c == "invalid_totp").count();
+    let locked = codes.iter().filter(|(_, c)| c == "rate_limited").count();
+    assert_eq!((checked, locked), (5, 7), "{codes:?}");
+    // Locked: even the right code is not checked now.
+    let right = totp(&secret, step_now() + 1);
+    let r = login_with(&s, "guess@example.com", Some(&right)).await;
+    assert!((1..=300).contains(&retry_after(&r)));
     problem(r, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+
+    // Once the lock has passed, five more wrong codes lock it twice as long.
+    let expire = "UPDATE users SET totp_locked_until = 0 WHERE email_lower = 'guess@example.com'";
+    sql(&s.database_url, expire).await;
+    for _ in 0..5 {
+        let r = login_with(&s, "guess@example.com", Some(&wrong)).await;
+        problem(r, StatusCode::UNAUTHORIZED, "invalid_totp").await;
+    }
+    let r = login_with(&s, "guess@example.com", Some(&right)).await;
+    assert!(
+        (301..=600).contains(&retry_after(&r)),
+        "{}",
+        retry_after(&r)
+    );
+    problem(r, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+
+    // A right code resets the count: the next wrong ones are checked again.
+    sql(&s.database_url, expire).await;
+    let r = login_with(&s, "guess@example.com", Some(&right)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    for _ in 0..4 {
+        let r = login_with(&s, "guess@example.com", Some(&wrong)).await;
+        problem(r, StatusCode::UNAUTHORIZED, "invalid_totp").await;
+    }
+
+    // Each refusal is in the audit log, aimed at the account, by nobody.
     let admin = s.admin().await;
     let log = s
-        .get_json("/api/v1/admin/audit?action=login.failed", Some(&admin))
+        .get_json(
+            "/api/v1/admin/audit?action=login.failed&limit=200",
+            Some(&admin),
+        )
         .await;
     let items = log["items"].as_array().unwrap();
-    let reasons: Vec<_> = items
-        .iter()
-        .map(|e| e["detail"]["reason"].clone())
-        .collect();
-    assert_eq!(items.len(), 6, "{log}");
-    assert_eq!(reasons[0], "rate_limited");
-    assert!(
-        reasons[1..].iter().all(|r| r == "invalid_totp"),
-        "{reasons:?}"
+    let count = |reason: &str| {
+        items
+            .iter()
+            .filter(|e| e["detail"]["reason"] == reason)
+            .count()
+    };
+    assert_eq!(
+        (count("invalid_totp"), count("rate_limited")),
+        (14, 9),
+        "{log}"
     );
+    let me = s.get_json("/api/v1/me", Some(&token)).await;
     assert!(items
         .iter()
-        .all(|e| e["detail"]["email"] == "guess@example.com"));
+        .all(|e| e["detail"]["email"] == "guess@example.com"
+            && e["target"] == me["id"]
+            && e["actor"].is_null()));
+}
+
+#[tokio::test]
+async fn one_code_signs_in_once_even_when_sent_twice_at_once() {
+    let s = TestServer::start().await;
+    let token = s.user("twice@example.com").await;
+    let (secret, _) = enrol(&s, &token).await;
+    let code = totp(&secret, step_now() + 1);
+    let (a, b) = tokio::join!(
+        login_with(&s, "twice@example.com", Some(&code)),
+        login_with(&s, "twice@example.com", Some(&code))
+    );
+    let mut statuses = [a.status(), b.status()];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::UNAUTHORIZED]);
 }
 
 async fn register_with(s: &TestServer, email: &str, code: Option<&str>) -> reqwest::Response {
