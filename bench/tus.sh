@@ -72,7 +72,8 @@ wait_url() {
 start_vidhost() {
     local name=$1; shift
     (cd "$WORK" && exec env VIDHOST_BOOTSTRAP_ADMIN_EMAIL="$ADMIN_EMAIL" \
-        VIDHOST_BOOTSTRAP_ADMIN_PASSWORD="$ADMIN_PASSWORD" VIDHOST_PROCESSING__WORKERS=0 "$@" \
+        VIDHOST_BOOTSTRAP_ADMIN_PASSWORD="$ADMIN_PASSWORD" VIDHOST_PROCESSING__WORKERS=0 \
+        VIDHOST_RATE_LIMITS__ENABLED=false "$@" \
         "$VIDHOST" serve --listen 127.0.0.1:0 --data-dir "$WORK/$name") \
         >"$WORK/$name.out" 2>"$WORK/$name.out.err" &
     SRV_PID=$!

@@ -6,7 +6,6 @@
 //! ids, e-mails and reasons, never a password, token or code.
 
 use crate::state::SharedState;
-use axum::http::HeaderMap;
 use serde_json::Value;
 use vidhost_core::domain::new_id;
 use vidhost_core::time::now_ms;
@@ -30,18 +29,11 @@ pub mod action {
     pub const KEY_ROTATED: &str = "key.rotated";
 }
 
-/// The client's address as the sessions list shows it.
-pub fn client_ip(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(64).collect())
-}
-
-/// Appends one entry; `detail` is a JSON object.
+/// Appends one entry; `ip` is the client's ([`crate::client::ClientIp`]);
+/// `detail` is a JSON object.
 pub async fn record(
     state: &SharedState,
-    headers: Option<&HeaderMap>,
+    ip: Option<&str>,
     actor: Option<&str>,
     action: &str,
     target: Option<&str>,
@@ -54,7 +46,7 @@ pub async fn record(
         actor_email: None,
         action: action.to_owned(),
         target: target.map(str::to_owned),
-        ip: headers.and_then(client_ip),
+        ip: ip.map(str::to_owned),
         detail: detail.to_string(),
     };
     if let Err(e) = state.db.append_audit(&entry).await {

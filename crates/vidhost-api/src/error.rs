@@ -33,6 +33,12 @@ impl ApiError {
         self
     }
 
+    /// 429 `rate_limited`, with `Retry-After` in whole seconds (at least 1).
+    pub fn rate_limited(wait_ms: i64, detail: impl Into<String>) -> Self {
+        let secs = ((wait_ms + 999) / 1000).max(1);
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail)
+            .with_header(header::RETRY_AFTER, &secs.to_string())
+    }
     pub fn validation(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,

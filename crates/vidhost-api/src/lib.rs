@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod client;
 mod conn;
 pub mod error;
 mod fastpath;
@@ -13,6 +14,7 @@ pub mod keys;
 pub mod metrics;
 pub mod mfa;
 pub mod openapi;
+pub mod ratelimit;
 pub mod routes;
 pub mod sendfile;
 pub mod state;
@@ -70,6 +72,7 @@ impl App {
             store: store.clone(),
             tools,
         });
+        let limits = ratelimit::Limits::new(&config.rate_limits);
         let state = Arc::new(AppState {
             config,
             db,
@@ -80,6 +83,7 @@ impl App {
             original_types: Default::default(),
             users: Default::default(),
             tokens: Default::default(),
+            limits,
         });
         bootstrap_admin(&state).await?;
         Ok(App { state, pipeline })
@@ -173,6 +177,9 @@ impl App {
                 },
             ))
             .layer(axum::middleware::from_fn(conn::close_if_body_unread))
+            .option_layer(self.state.limits.as_ref().map(|_| {
+                axum::middleware::from_fn_with_state(self.state.clone(), ratelimit::limit)
+            }))
             .service(dispatch);
         axum::Router::new().fallback_service(outer)
     }
@@ -202,7 +209,7 @@ impl App {
         };
         let result = axum::serve(
             listener,
-            app.into_make_service_with_connect_info::<sendfile::Outbox>(),
+            app.into_make_service_with_connect_info::<sendfile::ConnInfo>(),
         )
         .with_graceful_shutdown(shutdown)
         .await;
@@ -294,6 +301,9 @@ async fn sweep_loop(state: SharedState) {
         tick.tick().await;
         if let Err(e) = routes::uploads::sweep_expired(&state).await {
             tracing::warn!(error = %e.detail, "sweeping expired uploads");
+        }
+        if let Some(l) = &state.limits {
+            l.upkeep();
         }
         // Keys a rotation added (on any node) start signing here.
         for ring in [&state.jwt_keys, &state.grants.ring] {

@@ -108,6 +108,15 @@ pub fn delivered_bytes() -> &'static metrics::Counter {
     DELIVERED.get_or_init(|| metrics::counter!("vidhost_delivery_bytes_total"))
 }
 
+/// Counts a request refused by the rate limits (answered before routing,
+/// so `vidhost_http_requests_total` does not see it).
+pub fn rate_limited() {
+    static LIMITED: OnceLock<metrics::Counter> = OnceLock::new();
+    LIMITED
+        .get_or_init(|| metrics::counter!("vidhost_rate_limited_total"))
+        .increment(1);
+}
+
 /// The counter of requests the connection answered itself (fastpath.rs).
 pub fn quick_answers() -> &'static metrics::Counter {
     static QUICK: OnceLock<metrics::Counter> = OnceLock::new();

@@ -16,12 +16,13 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use rand::{Rng, RngCore};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use totp_rs::{Algorithm, Secret, TOTP};
 use vidhost_core::time::now_ms;
+use vidhost_db::Attempt;
 
 const DIGITS: usize = 6;
 const STEP_S: u64 = 30;
@@ -167,17 +168,22 @@ pub async fn verify(
     })?;
     // The check is reserved (counted as wrong) before it runs: guesses sent
     // at once, to any nodes, cannot get more than the lock allows.
+    const DAY_MS: i64 = 86_400_000;
     if let Some(until) = db
-        .reserve_totp_attempt(user_id, now, FAILURES_PER_LOCK, LOCK_MS)
+        .reserve_attempt(
+            user_id,
+            Attempt::SecondFactor,
+            now,
+            FAILURES_PER_LOCK,
+            LOCK_MS,
+            DAY_MS,
+        )
         .await?
     {
-        let secs = ((until - now + 999) / 1000).max(1);
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+        return Err(crate::error::ApiError::rate_limited(
+            until - now,
             "too many wrong authentication codes; try again later",
-        )
-        .with_header(header::RETRY_AFTER, &secs.to_string()));
+        ));
     }
     let code = normalize(code);
     let is_totp = code.len() == DIGITS && code.bytes().all(|b| b.is_ascii_digit());

@@ -108,9 +108,22 @@ impl Outbox {
     }
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Listener>> for Outbox {
+/// What a request knows of its connection: the outbox its file bodies go
+/// through, and the peer's address.
+#[derive(Clone)]
+pub struct ConnInfo {
+    pub outbox: Outbox,
+    pub peer: std::net::SocketAddr,
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Listener>>
+    for ConnInfo
+{
     fn connect_info(stream: axum::serve::IncomingStream<'_, Listener>) -> Self {
-        stream.io().outbox.clone()
+        ConnInfo {
+            outbox: stream.io().outbox.clone(),
+            peer: *stream.remote_addr(),
+        }
     }
 }
 

@@ -21,6 +21,8 @@ pub struct AppState {
     pub users: crate::auth::UserCache,
     /// Access tokens already verified here.
     pub tokens: crate::auth::TokenCache,
+    /// Request rate limits per client address; None when off.
+    pub limits: Option<crate::ratelimit::Limits>,
 }
 
 pub type SharedState = Arc<AppState>;

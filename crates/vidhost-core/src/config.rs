@@ -35,6 +35,29 @@ pub struct Config {
     pub uploads: UploadConfig,
     pub delivery: DeliveryConfig,
     pub processing: ProcessingConfig,
+    pub rate_limits: RateLimitConfig,
+}
+
+/// Limits per client address (token buckets: `burst` requests at once,
+/// refilled at `per_second`) and per account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Off: no limit at all (load tests, or a proxy in front that limits).
+    pub enabled: bool,
+    /// Sign-in, registration, token refresh and the MFA endpoints.
+    pub auth_per_second: u32,
+    pub auth_burst: u32,
+    /// Every other API request; playback (`/play/`), upload bytes (signed
+    /// PUTs, tus PATCHes) and the health and metrics endpoints are not limited.
+    pub api_per_second: u32,
+    pub api_burst: u32,
+    /// Wrong passwords in a row that lock an account's sign-in, for a
+    /// minute, doubling with each lockout up to an hour.
+    pub login_failures_per_lock: u32,
+    /// Take the client address from the last `X-Forwarded-For` entry (only
+    /// behind a proxy that sets it); else it is the connection's peer.
+    pub trust_forwarded_for: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -136,6 +159,15 @@ impl Default for Config {
                 default_visibility: Visibility::Private,
                 sweep_interval_s: 60,
             },
+            rate_limits: RateLimitConfig {
+                enabled: true,
+                auth_per_second: 10,
+                auth_burst: 300,
+                api_per_second: 200,
+                api_burst: 2000,
+                login_failures_per_lock: 10,
+                trust_forwarded_for: false,
+            },
             delivery: DeliveryConfig {
                 grant_ttl_s: 6 * 3600,
                 owner_grant_ttl_s: 3600,
@@ -182,6 +214,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "uploads",
     "delivery",
     "processing",
+    "rate_limits",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -247,6 +280,19 @@ impl Config {
         }
         if self.uploads.presign_expiry_s == 0 || self.uploads.presign_expiry_s > 7 * 24 * 3600 {
             return bad("uploads.presign_expiry_s must be 1..604800 (S3's limit)".into());
+        }
+        let r = &self.rate_limits;
+        if r.enabled
+            && [
+                r.auth_per_second,
+                r.auth_burst,
+                r.api_per_second,
+                r.api_burst,
+                r.login_failures_per_lock,
+            ]
+            .contains(&0)
+        {
+            return bad("rate_limits: every rate, burst and login_failures_per_lock must be at least 1 (or set enabled = false)".into());
         }
         let p = &self.processing;
         if p.max_attempts == 0 {
@@ -343,6 +389,16 @@ pub fn redact_url(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_section_can_be_set_from_the_environment() {
+        let v = serde_json::to_value(Config::default()).unwrap();
+        let mut fields: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        let mut known = TOP_LEVEL_KEYS.to_vec();
+        fields.sort();
+        known.sort();
+        assert_eq!(fields, known);
+    }
 
     #[test]
     fn defaults_validate() {

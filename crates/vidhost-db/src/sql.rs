@@ -6,9 +6,9 @@
 //! upgrade halfway.
 
 use crate::{
-    AuditEntry, AuditQuery, Catalog, DbError, Invite, Job, Lease, Outputs, Rendition, Renewal,
-    Result, RotateOutcome, Session, SigningKey, TotpState, Upload, UploadDone, User, Video,
-    VideoPatch, VideoQuery, Viewer,
+    Attempt, AuditEntry, AuditQuery, Catalog, DbError, Invite, Job, Lease, Outputs, Rendition,
+    Renewal, Result, RotateOutcome, Session, SigningKey, TotpState, Upload, UploadDone, User,
+    Video, VideoPatch, VideoQuery, Viewer,
 };
 use async_trait::async_trait;
 use sqlx::Row;
@@ -490,31 +490,37 @@ macro_rules! catalog_impl {
                 Ok(n == 1)
             }
 
-            async fn reserve_totp_attempt(&self, user_id: &str, now: Millis, every: i64, lock_ms: i64) -> Result<Option<Millis>> {
+            async fn reserve_attempt(
+                &self,
+                user_id: &str,
+                what: Attempt,
+                now: Millis,
+                every: i64,
+                lock_ms: i64,
+                max_lock_ms: i64,
+            ) -> Result<Option<Millis>> {
+                let (count, until) = what.columns();
                 let mut tx = self.0.begin().await?;
                 // The row stays locked to this transaction until it commits
                 // (SQLite: the write lock; PostgreSQL: the row lock, and a
                 // waiting UPDATE re-checks its WHERE on the row as committed).
-                let failures: Option<i64> = sqlx::query_scalar(
-                    "UPDATE users SET totp_failures = totp_failures + 1 WHERE id = $1 AND totp_locked_until <= $2 \
-                     RETURNING totp_failures",
-                )
-                .bind(user_id)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
+                let reserve = format!(
+                    "UPDATE users SET {count} = {count} + 1 WHERE id = $1 AND {until} <= $2 RETURNING {count}"
+                );
+                let failures: Option<i64> =
+                    sqlx::query_scalar(&reserve).bind(user_id).bind(now).fetch_optional(&mut *tx).await?;
                 let Some(failures) = failures else {
-                    let until: Option<Millis> = sqlx::query_scalar("SELECT totp_locked_until FROM users WHERE id = $1")
+                    let locked: Option<Millis> = sqlx::query_scalar(&format!("SELECT {until} FROM users WHERE id = $1"))
                         .bind(user_id)
                         .fetch_optional(&mut *tx)
                         .await?;
-                    return Ok(Some(until.unwrap_or(now)));
+                    // No such user: nothing to lock.
+                    return Ok(locked);
                 };
                 if every > 0 && failures % every == 0 {
-                    const DAY_MS: i64 = 86_400_000;
                     let doublings = (failures / every - 1).clamp(0, 20) as u32;
-                    let lock = lock_ms.saturating_mul(1i64 << doublings).min(DAY_MS);
-                    sqlx::query("UPDATE users SET totp_locked_until = $1 WHERE id = $2")
+                    let lock = lock_ms.saturating_mul(1i64 << doublings).min(max_lock_ms);
+                    sqlx::query(&format!("UPDATE users SET {until} = $1 WHERE id = $2"))
                         .bind(now + lock)
                         .bind(user_id)
                         .execute(&mut *tx)
@@ -522,6 +528,23 @@ macro_rules! catalog_impl {
                 }
                 tx.commit().await?;
                 Ok(None)
+            }
+
+            async fn locked_until(&self, user_id: &str, what: Attempt) -> Result<Millis> {
+                let (_, until) = what.columns();
+                let t: Option<Millis> = sqlx::query_scalar(&format!("SELECT {until} FROM users WHERE id = $1"))
+                    .bind(user_id)
+                    .fetch_optional(&self.0)
+                    .await?;
+                Ok(t.unwrap_or(0))
+            }
+
+            async fn reset_login_failures(&self, user_id: &str) -> Result<()> {
+                sqlx::query("UPDATE users SET login_failures = 0, login_locked_until = 0 WHERE id = $1 AND login_failures > 0")
+                    .bind(user_id)
+                    .execute(&self.0)
+                    .await?;
+                Ok(())
             }
 
             async fn invite_usable(&self, code_hash: &str, now: Millis) -> Result<bool> {

@@ -3,6 +3,7 @@
 
 use crate::audit::{self, action};
 use crate::auth::{self, Caller};
+use crate::client::ClientIp;
 use crate::error::{ApiError, ApiResult, Json};
 use crate::mfa::{self, Which};
 use crate::state::SharedState;
@@ -14,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 use vidhost_core::domain::{new_id, RegistrationMode, Role};
 use vidhost_core::time::{now_ms, rfc3339};
-use vidhost_db::{DbError, RotateOutcome, Session, User};
+use vidhost_db::{Attempt, DbError, RotateOutcome, Session, User};
 
 #[derive(Deserialize)]
 pub struct RegisterBody {
@@ -110,7 +111,7 @@ fn invalid_invite() -> ApiError {
 /// invite-only registration needs one.
 pub async fn register(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    ClientIp(ip): ClientIp,
     Json(b): Json<RegisterBody>,
 ) -> ApiResult<impl IntoResponse> {
     let code = b
@@ -168,7 +169,7 @@ pub async fn register(
     tracing::info!(user = %user.id, "registered");
     audit::record(
         &state,
-        Some(&headers),
+        ip.as_deref(),
         Some(&user.id),
         action::REGISTERED,
         Some(&user.id),
@@ -190,12 +191,12 @@ pub struct LoginBody {
     totp_code: Option<String>,
 }
 
-fn client_meta(headers: &HeaderMap) -> (Option<String>, Option<String>) {
+fn user_agent(headers: &HeaderMap) -> Option<String> {
     let ua = headers
         .get(axum::http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(256).collect());
-    (ua, audit::client_ip(headers))
+    ua
 }
 
 async fn token_pair(
@@ -214,6 +215,7 @@ async fn token_pair(
 pub async fn login(
     State(state): State<SharedState>,
     headers: HeaderMap,
+    ClientIp(ip): ClientIp,
     Json(b): Json<LoginBody>,
 ) -> ApiResult<impl IntoResponse> {
     let bad = || {
@@ -224,23 +226,17 @@ pub async fn login(
         )
     };
     let user = state.db.user_by_email(b.email.trim()).await?;
-    let ok = auth::verify_password(
-        &state.config.auth,
-        b.password,
-        user.as_ref().map(|u| u.password_hash.clone()),
-    )
-    .await?;
     // A failed sign-in is nobody's action: the account it aimed at is its
     // target, and the e-mail as typed (capped) its detail.
     let failed = |user: Option<&User>, reason: &'static str| {
-        let (state, headers) = (&state, &headers);
+        let (state, ip) = (&state, ip.clone());
         let target = user.map(|u| u.id.clone());
         let email: String = b.email.trim().chars().take(254).collect();
         async move {
             tracing::info!(reason, "login failed");
             audit::record(
                 state,
-                Some(headers),
+                ip.as_deref(),
                 None,
                 action::LOGIN_FAILED,
                 target.as_deref(),
@@ -249,6 +245,30 @@ pub async fn login(
             .await;
         }
     };
+    // Wrong passwords in a row lock the account's sign-in (in the catalog,
+    // so on every node). Unlike codes, a password check is not reserved
+    // ahead: parallel sign-ins with the right password (a fleet of scripts
+    // on one account) must not lock it, so guesses sent at once can each
+    // be checked before the lock is set; the per-address limit bounds how
+    // many that can be.
+    let limits = &state.config.rate_limits;
+    if let (Some(u), true) = (&user, limits.enabled) {
+        let now = now_ms();
+        let until = state.db.locked_until(&u.id, Attempt::Password).await?;
+        if until > now {
+            failed(Some(u), "locked").await;
+            return Err(ApiError::rate_limited(
+                until - now,
+                "too many wrong passwords for this account; try again later",
+            ));
+        }
+    }
+    let ok = auth::verify_password(
+        &state.config.auth,
+        b.password,
+        user.as_ref().map(|u| u.password_hash.clone()),
+    )
+    .await?;
     let user = match user {
         Some(u) if ok && !u.disabled => u,
         u => {
@@ -256,10 +276,20 @@ pub async fn login(
                 Some(ref u) if ok && u.disabled => "disabled",
                 _ => "invalid_credentials",
             };
+            if let (Some(u), false, true) = (&u, ok, limits.enabled) {
+                let every = i64::from(limits.login_failures_per_lock);
+                state
+                    .db
+                    .reserve_attempt(&u.id, Attempt::Password, now_ms(), every, 60_000, 3_600_000)
+                    .await?;
+            }
             failed(u.as_ref(), reason).await;
             return Err(bad());
         }
     };
+    if limits.enabled {
+        state.db.reset_login_failures(&user.id).await?;
+    }
     // The second factor is asked for only after the password passed, so
     // its answers say nothing to someone who does not know the password.
     let mut recovery_used = false;
@@ -283,7 +313,7 @@ pub async fn login(
     }
     let (refresh, hash) = auth::new_refresh_token();
     let now = now_ms();
-    let (user_agent, ip) = client_meta(&headers);
+    let user_agent = user_agent(&headers);
     let session = Session {
         id: new_id(),
         user_id: user.id.clone(),
@@ -291,7 +321,7 @@ pub async fn login(
         last_used_at: now,
         expires_at: now + state.config.auth.refresh_token_ttl_s as i64 * 1000,
         user_agent,
-        ip,
+        ip: ip.clone(),
         revoked_at: None,
     };
     state.db.create_session(&session, &hash).await?;
@@ -299,7 +329,7 @@ pub async fn login(
     if recovery_used {
         audit::record(
             &state,
-            Some(&headers),
+            ip.as_deref(),
             Some(&user.id),
             action::RECOVERY_CODE_USED,
             Some(&user.id),
@@ -309,7 +339,7 @@ pub async fn login(
     }
     audit::record(
         &state,
-        Some(&headers),
+        ip.as_deref(),
         Some(&user.id),
         action::LOGIN,
         Some(&session.id),
@@ -328,7 +358,7 @@ pub struct RefreshBody {
 
 pub async fn refresh(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    ClientIp(ip): ClientIp,
     Json(b): Json<RefreshBody>,
 ) -> ApiResult<impl IntoResponse> {
     let invalid = || {
@@ -364,7 +394,7 @@ pub async fn refresh(
             let session = state.db.session_by_token(&old).await?;
             audit::record(
                 &state,
-                Some(&headers),
+                ip.as_deref(),
                 session.as_ref().map(|s| s.user_id.as_str()),
                 action::REFRESH_REUSED,
                 session.as_ref().map(|s| s.id.as_str()),
@@ -379,7 +409,7 @@ pub async fn refresh(
 
 pub async fn logout(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    ClientIp(ip): ClientIp,
     Json(b): Json<RefreshBody>,
 ) -> ApiResult<StatusCode> {
     let hash = auth::hash_refresh_token(&b.refresh_token);
@@ -387,7 +417,7 @@ pub async fn logout(
         if state.db.revoke_session(&s.user_id, &s.id, now_ms()).await? {
             audit::record(
                 &state,
-                Some(&headers),
+                ip.as_deref(),
                 Some(&s.user_id),
                 action::LOGOUT,
                 Some(&s.id),
@@ -439,7 +469,7 @@ pub struct PasswordBody {
 
 pub async fn change_password(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    ClientIp(ip): ClientIp,
     caller: Caller,
     Json(b): Json<PasswordBody>,
 ) -> ApiResult<StatusCode> {
@@ -475,7 +505,7 @@ pub async fn change_password(
         .await?;
     audit::record(
         &state,
-        Some(&headers),
+        ip.as_deref(),
         Some(&u.id),
         action::PASSWORD_CHANGED,
         Some(&u.id),
@@ -504,7 +534,7 @@ pub async fn sessions(
 
 pub async fn revoke_session(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    ClientIp(ip): ClientIp,
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
@@ -515,7 +545,7 @@ pub async fn revoke_session(
     {
         audit::record(
             &state,
-            Some(&headers),
+            ip.as_deref(),
             Some(&caller.user.id),
             action::SESSION_REVOKED,
             Some(&id),
@@ -553,7 +583,7 @@ pub struct AdminUserPatch {
 
 pub async fn admin_patch_user(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    ClientIp(ip): ClientIp,
     caller: Caller,
     Path(id): Path<String>,
     Json(b): Json<AdminUserPatch>,
@@ -585,7 +615,7 @@ pub async fn admin_patch_user(
     tracing::info!(admin = %caller.user.id, user = %id, role = ?role, disabled = ?b.disabled, "user changed");
     audit::record(
         &state,
-        Some(&headers),
+        ip.as_deref(),
         Some(&caller.user.id),
         action::USER_CHANGED,
         Some(&id),
@@ -637,7 +667,7 @@ async fn fresh_user(state: &SharedState, caller: &Caller) -> ApiResult<User> {
 
 pub async fn mfa_enable(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    ClientIp(ip): ClientIp,
     caller: Caller,
     Json(b): Json<CodeBody>,
 ) -> ApiResult<impl IntoResponse> {
@@ -665,7 +695,7 @@ pub async fn mfa_enable(
     state.users.forget(&user.id);
     audit::record(
         &state,
-        Some(&headers),
+        ip.as_deref(),
         Some(&user.id),
         action::MFA_ENABLED,
         Some(&user.id),
@@ -678,7 +708,7 @@ pub async fn mfa_enable(
 /// Turning MFA off takes a current code (or a recovery code).
 pub async fn mfa_disable(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    ClientIp(ip): ClientIp,
     caller: Caller,
     Json(b): Json<CodeBody>,
 ) -> ApiResult<StatusCode> {
@@ -694,7 +724,7 @@ pub async fn mfa_disable(
     state.users.forget(&user.id);
     audit::record(
         &state,
-        Some(&headers),
+        ip.as_deref(),
         Some(&user.id),
         action::MFA_DISABLED,
         Some(&user.id),

@@ -2,11 +2,12 @@
 
 use crate::audit::{self, action};
 use crate::auth::Caller;
+use crate::client::ClientIp;
 use crate::error::{ApiError, ApiResult, Json};
 use crate::routes::videos::{decode_cursor, encode_cursor};
 use crate::state::SharedState;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -36,7 +37,7 @@ pub struct InviteBody {
 
 pub async fn create_invite(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    ClientIp(ip): ClientIp,
     caller: Caller,
     Json(b): Json<InviteBody>,
 ) -> ApiResult<impl IntoResponse> {
@@ -68,7 +69,7 @@ pub async fn create_invite(
     // The code itself is never logged: it is a credential until used.
     audit::record(
         &state,
-        Some(&headers),
+        ip.as_deref(),
         Some(&caller.user.id),
         action::INVITE_CREATED,
         None,

@@ -8,7 +8,7 @@ use crate::state::SharedState;
 use axum::body::Body;
 // Handlers take the whole `Request` last and pass on its head (`Parts`):
 // the `HeaderMap` extractor would clone the map on every segment request.
-use crate::sendfile::Outbox;
+use crate::sendfile::ConnInfo;
 use axum::extract::{Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Version};
@@ -466,11 +466,12 @@ pub async fn serve(
     // HTTP/1 from files on this machine: by sendfile (see sendfile.rs).
     let outbox = req
         .extensions
-        .get::<axum::extract::ConnectInfo<Outbox>>()
+        .get::<axum::extract::ConnectInfo<ConnInfo>>()
         .filter(|_| req.version <= Version::HTTP_11);
     if let Some(outbox) = outbox {
         if let Some(file) = state.store.local_file(key, &meta) {
-            if let Some(body) = crate::sendfile::file_body(&outbox.0, file, span.0, len, delivered)
+            if let Some(body) =
+                crate::sendfile::file_body(&outbox.0.outbox, file, span.0, len, delivered)
             {
                 *resp.body_mut() = body;
                 return Ok(resp);

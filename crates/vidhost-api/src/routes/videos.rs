@@ -185,7 +185,7 @@ pub async fn purge_video(state: &SharedState, video_id: &str) -> ApiResult<()> {
 
 pub async fn delete(
     State(state): State<SharedState>,
-    headers: axum::http::HeaderMap,
+    crate::client::ClientIp(ip): crate::client::ClientIp,
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
@@ -194,7 +194,7 @@ pub async fn delete(
     tracing::info!(video = %id, by = %caller.user.id, "video deleted");
     crate::audit::record(
         &state,
-        Some(&headers),
+        ip.as_deref(),
         Some(&caller.user.id),
         crate::audit::action::VIDEO_DELETED,
         Some(&id),

@@ -9,6 +9,7 @@ mod mfa;
 mod ops;
 mod pipeline;
 mod proxy;
+mod ratelimit;
 mod tus;
 mod uploads;
 mod videos;

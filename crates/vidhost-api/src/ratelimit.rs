@@ -1,0 +1,120 @@
+//! Request rate limits per client address: token buckets (governor's GCRA),
+//! one for the sign-in family of endpoints and a roomier one for the rest of
+//! the API. Playback, upload bytes and the health and metrics endpoints are
+//! never limited: a CDN or a player fetches segments from one address at a
+//! rate no API limit should guess, and an upload's bytes are few requests.
+//! The buckets live in each process (a node's own view); the per-account
+//! locks of wrong passwords and codes live in the catalog and hold across
+//! nodes.
+
+use crate::client::client_addr;
+use crate::error::ApiError;
+use crate::state::SharedState;
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use vidhost_core::config::RateLimitConfig;
+
+pub struct Limits {
+    auth: DefaultKeyedRateLimiter<IpAddr>,
+    api: DefaultKeyedRateLimiter<IpAddr>,
+    trust_forwarded: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Class {
+    Auth,
+    Api,
+    Free,
+}
+
+fn classify(method: &Method, path: &str) -> Class {
+    if path.starts_with("/play/")
+        || path.starts_with("/api/v1/uploads/direct/")
+        || (path.starts_with("/api/v1/tus/") && method == Method::PATCH)
+        || matches!(path, "/healthz" | "/readyz" | "/metrics")
+    {
+        Class::Free
+    } else if path.starts_with("/api/v1/auth/") {
+        Class::Auth
+    } else {
+        Class::Api
+    }
+}
+
+fn quota(per_second: u32, burst: u32) -> Quota {
+    let n = |v: u32| NonZeroU32::new(v.max(1)).expect("at least 1");
+    Quota::per_second(n(per_second)).allow_burst(n(burst))
+}
+
+impl Limits {
+    /// None when limits are off.
+    pub fn new(c: &RateLimitConfig) -> Option<Limits> {
+        c.enabled.then(|| Limits {
+            auth: DefaultKeyedRateLimiter::keyed(quota(c.auth_per_second, c.auth_burst)),
+            api: DefaultKeyedRateLimiter::keyed(quota(c.api_per_second, c.api_burst)),
+            trust_forwarded: c.trust_forwarded_for,
+        })
+    }
+
+    fn check(&self, req: &Request) -> Result<(), ApiError> {
+        let limiter = match classify(req.method(), req.uri().path()) {
+            Class::Free => return Ok(()),
+            Class::Auth => &self.auth,
+            Class::Api => &self.api,
+        };
+        let Some(ip) = client_addr(req.headers(), req.extensions(), self.trust_forwarded) else {
+            return Ok(());
+        };
+        limiter.check_key(&ip).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::rate_limited(
+                wait.as_millis() as i64,
+                "too many requests from this address; slow down",
+            )
+        })
+    }
+
+    /// Forgets addresses whose buckets are full again (run periodically).
+    pub fn upkeep(&self) {
+        for l in [&self.auth, &self.api] {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+}
+
+pub async fn limit(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    if let Some(limits) = &state.limits {
+        if let Err(e) = limits.check(&req) {
+            crate::metrics::rate_limited();
+            return e.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes() {
+        let get = Method::GET;
+        assert_eq!(classify(&get, "/play/tok/hls/master.m3u8"), Class::Free);
+        assert_eq!(
+            classify(&Method::PUT, "/api/v1/uploads/direct/tok"),
+            Class::Free
+        );
+        assert_eq!(classify(&Method::PATCH, "/api/v1/tus/abc"), Class::Free);
+        assert_eq!(classify(&Method::POST, "/api/v1/tus"), Class::Api);
+        assert_eq!(classify(&Method::POST, "/api/v1/auth/login"), Class::Auth);
+        assert_eq!(classify(&get, "/api/v1/videos"), Class::Api);
+        assert_eq!(classify(&get, "/healthz"), Class::Free);
+    }
+}

@@ -1,0 +1,190 @@
+//! Rate limits as a client meets them: 429 `rate_limited` with Retry-After.
+
+use crate::helpers::*;
+use reqwest::StatusCode;
+use serde_json::json;
+
+async fn wrong_login(s: &TestServer, email: &str, forwarded_for: &str) -> reqwest::Response {
+    s.http
+        .post(s.url("/api/v1/auth/login"))
+        .header("x-forwarded-for", forwarded_for)
+        .json(&json!({"email": email, "password": "not the password 99"}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sign_in_requests_per_address_are_limited_and_forwarded_for_is_not_trusted() {
+    let s = TestServer::start_with(&[
+        ("VIDHOST_RATE_LIMITS__AUTH_BURST", "5"),
+        ("VIDHOST_RATE_LIMITS__AUTH_PER_SECOND", "1"),
+    ])
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        // A made-up X-Forwarded-For per request does not buy new buckets.
+        let r = wrong_login(&s, "nobody@example.com", &format!("10.0.0.{i}")).await;
+        statuses.push(r.status());
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            let retry: u64 = r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=2).contains(&retry), "Retry-After {retry}");
+            problem(r, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+        }
+    }
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(statuses[..5], [StatusCode::UNAUTHORIZED; 5]);
+    assert!(limited >= 2, "{statuses:?}");
+    // Other classes are not touched by the sign-in bucket.
+    assert_eq!(s.get("/healthz", None).await.status(), StatusCode::OK);
+    assert_eq!(s.get("/api/v1/videos", None).await.status(), StatusCode::OK);
+    let metrics = s.get("/metrics", None).await.text().await.unwrap();
+    let n: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vidhost_rate_limited_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(n >= limited as f64, "{n}");
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_address_has_its_own_bucket() {
+    let s = TestServer::start_with(&[
+        ("VIDHOST_RATE_LIMITS__AUTH_BURST", "3"),
+        ("VIDHOST_RATE_LIMITS__AUTH_PER_SECOND", "1"),
+        ("VIDHOST_RATE_LIMITS__TRUST_FORWARDED_FOR", "true"),
+    ])
+    .await;
+    // The proxy appends the address it saw: the last entry counts.
+    for i in 0..6 {
+        let r = wrong_login(&s, "nobody@example.com", &format!("192.0.2.1, 10.0.0.{i}")).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let mut last = StatusCode::OK;
+    for _ in 0..5 {
+        last = wrong_login(&s, "nobody@example.com", "192.0.2.1, 10.0.1.1")
+            .await
+            .status();
+    }
+    assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
+    // The audit log records the forwarded address.
+    let r = s
+        .http
+        .post(s.url("/api/v1/auth/login"))
+        .header("x-forwarded-for", "10.0.2.2")
+        .json(&json!({"email": ADMIN_EMAIL, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let admin: serde_json::Value = r.json().await.unwrap();
+    let log = s
+        .get_json(
+            "/api/v1/admin/audit?action=login.succeeded",
+            admin["access_token"].as_str(),
+        )
+        .await;
+    assert_eq!(log["items"][0]["ip"], "10.0.2.2", "{log}");
+}
+
+/// Runs one statement on the server's database, as an operator could.
+async fn sql(database_url: &str, q: &str) {
+    use sqlx::Connection;
+    if database_url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(database_url).await.unwrap();
+        sqlx::query(q).execute(&mut c).await.unwrap();
+    } else {
+        let mut c = sqlx::PgConnection::connect(database_url).await.unwrap();
+        sqlx::query(q).execute(&mut c).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn wrong_passwords_lock_the_account_but_right_ones_at_once_do_not() {
+    let s = TestServer::start_with(&[("VIDHOST_RATE_LIMITS__LOGIN_FAILURES_PER_LOCK", "3")]).await;
+    s.register("lock@example.com").await;
+    // Ten sign-ins at once with the right password: all pass.
+    let body = json!({"email": "lock@example.com", "password": PASSWORD});
+    let tries = (0..10).map(|_| s.post_json("/api/v1/auth/login", None, body.clone()));
+    for r in futures::future::join_all(tries).await {
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    for _ in 0..3 {
+        let r = wrong_login(&s, "lock@example.com", "-").await;
+        problem(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    }
+    // Locked: the right password too, for a minute.
+    let r = s
+        .post_json(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": "lock@example.com", "password": PASSWORD}),
+        )
+        .await;
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    problem(r, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    // Other accounts sign in as usual.
+    s.admin().await;
+
+    // After the lock, a right password resets the count.
+    let expire = "UPDATE users SET login_locked_until = 0 WHERE email_lower = 'lock@example.com'";
+    sql(&s.database_url, expire).await;
+    s.login("lock@example.com").await;
+    for _ in 0..2 {
+        let r = wrong_login(&s, "lock@example.com", "-").await;
+        problem(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    }
+    s.login("lock@example.com").await;
+    for _ in 0..2 {
+        let r = wrong_login(&s, "lock@example.com", "-").await;
+        problem(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    }
+    s.login("lock@example.com").await;
+
+    let admin = s.admin().await;
+    let log = s
+        .get_json(
+            "/api/v1/admin/audit?action=login.failed&limit=100",
+            Some(&admin),
+        )
+        .await;
+    let reasons: Vec<_> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["detail"]["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "locked").count(),
+        1,
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn limits_can_be_turned_off() {
+    let s = TestServer::start_with(&[
+        ("VIDHOST_RATE_LIMITS__ENABLED", "false"),
+        ("VIDHOST_RATE_LIMITS__AUTH_BURST", "1"),
+        ("VIDHOST_RATE_LIMITS__LOGIN_FAILURES_PER_LOCK", "1"),
+    ])
+    .await;
+    s.register("free@example.com").await;
+    for _ in 0..5 {
+        let r = wrong_login(&s, "free@example.com", "-").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    s.login("free@example.com").await;
+}
