@@ -67,6 +67,8 @@ pub struct VideoView {
     pub height: Option<i64>,
     pub renditions: Vec<RenditionView>,
     pub thumbnail_url: Option<String>,
+    /// Playback sessions that started playing (extra to the contract's fields).
+    pub views: i64,
 }
 
 impl VideoView {
@@ -106,6 +108,7 @@ impl VideoView {
                 })
                 .collect(),
             thumbnail_url,
+            views: v.views,
         }
     }
 }

@@ -125,6 +125,13 @@ pub trait Catalog: Send + Sync + 'static {
         now: Millis,
     ) -> Result<Option<User>>;
 
+    // playback analytics
+    /// Records a player's report: the session's watch time only grows (and
+    /// at most as fast as the clock since it started), a `play` counts it
+    /// as a view once. Reports naming another viewer's session are ignored.
+    async fn record_view(&self, beacon: &ViewBeacon) -> Result<()>;
+    async fn video_stats(&self, video_id: &str) -> Result<VideoStats>;
+
     // audit log
     async fn append_audit(&self, entry: &AuditEntry) -> Result<()>;
     /// Newest first.

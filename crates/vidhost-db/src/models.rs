@@ -72,6 +72,8 @@ pub struct Video {
     pub step: Option<String>,
     pub renditions: Vec<Rendition>,
     pub outputs: Outputs,
+    /// Playback sessions that started playing.
+    pub views: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -188,9 +190,47 @@ pub struct VideoQuery {
     pub owner: Option<String>,
     pub status: Option<VideoStatus>,
     pub tag: Option<String>,
-    /// Keyset cursor: (created_at, id) of the last item already returned.
-    pub after: Option<(Millis, String)>,
+    pub sort: Sort,
+    /// Keyset cursor: (views, created_at, id) of the last item already
+    /// returned (views only for `Sort::Popular`).
+    pub after: Option<(i64, Millis, String)>,
     pub limit: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Sort {
+    /// Newest first.
+    #[default]
+    Recent,
+    /// Most viewed first, then newest.
+    Popular,
+}
+
+/// One report of a player (`POST /api/v1/videos/{id}/views`).
+#[derive(Debug, Clone)]
+pub struct ViewBeacon {
+    pub video_id: String,
+    pub session_id: String,
+    pub viewer_key: String,
+    /// UTC date of `now`, `YYYY-MM-DD`.
+    pub day: String,
+    pub now: Millis,
+    /// `play` counts the session as a view (once).
+    pub play: bool,
+    pub ended: bool,
+    pub position_s: f64,
+    /// Seconds watched in this session so far, as the player counts them.
+    pub watched_s: f64,
+    pub rendition: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct VideoStats {
+    pub views: i64,
+    pub unique_viewers: i64,
+    pub watch_time_s: f64,
+    /// (day, views, watch time) by the day sessions started, oldest first.
+    pub by_day: Vec<(String, i64, f64)>,
 }
 
 /// A user's TOTP second factor, as stored.

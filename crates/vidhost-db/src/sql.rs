@@ -7,8 +7,8 @@
 
 use crate::{
     Attempt, AuditEntry, AuditQuery, Catalog, DbError, Invite, Job, Lease, Outputs, Rendition,
-    Renewal, Result, RotateOutcome, Session, SigningKey, TotpState, Upload, UploadDone, User,
-    Video, VideoPatch, VideoQuery, Viewer,
+    Renewal, Result, RotateOutcome, Session, SigningKey, Sort, TotpState, Upload, UploadDone, User,
+    Video, VideoPatch, VideoQuery, VideoStats, ViewBeacon, Viewer,
 };
 use async_trait::async_trait;
 use sqlx::Row;
@@ -35,7 +35,7 @@ fn like_pattern(s: &str) -> String {
 
 const VIDEO_SELECT: &str = "SELECT v.id, v.owner_id, u.display_name AS owner_display_name, v.title, v.description, v.tags, \
     v.visibility, v.status, v.error, v.progress, v.created_at, v.uploaded_at, v.ready_at, v.original_filename, \
-    v.content_type, v.size_bytes, v.duration_s, v.width, v.height, v.step, v.renditions, v.outputs FROM videos v JOIN users u ON u.id = v.owner_id";
+    v.content_type, v.size_bytes, v.duration_s, v.width, v.height, v.step, v.renditions, v.outputs, v.views FROM videos v JOIN users u ON u.id = v.owner_id";
 
 const USER_COLS: &str =
     "id, email, display_name, password_hash, role, disabled, mfa_enabled, created_at";
@@ -105,6 +105,7 @@ macro_rules! catalog_impl {
                         .map_err(|e| DbError::Corrupt(format!("renditions: {e}")))?,
                     outputs: serde_json::from_str(&r.try_get::<String, _>("outputs")?)
                         .map_err(|e| DbError::Corrupt(format!("outputs: {e}")))?,
+                    views: r.try_get("views")?,
                 })
             }
 
@@ -606,6 +607,100 @@ macro_rules! catalog_impl {
                 Ok(Some(user))
             }
 
+            async fn record_view(&self, b: &ViewBeacon) -> Result<()> {
+                // Watched seconds grow at most as fast as the clock since the
+                // session's first report (plus slack for the player's own
+                // buffering of reports): a forged report cannot claim hours.
+                const SLACK_S: f64 = 30.0;
+                // ($9: the reported seconds; the new row's own are capped at the slack.)
+                let watched = format!(
+                    "CASE WHEN $9 > ($5 - view_sessions.started_at) / 1000.0 + {SLACK_S} \
+                     THEN ($5 - view_sessions.started_at) / 1000.0 + {SLACK_S} ELSE $9 END"
+                );
+                let upsert = format!(
+                    "INSERT INTO view_sessions (video_id, session_id, viewer_key, day, started_at, updated_at, \
+                     watched_s, max_position_s, played, ended, rendition) \
+                     VALUES ($1, $2, $3, $4, $5, $5, $6, $7, FALSE, FALSE, $8) \
+                     ON CONFLICT (video_id, session_id) DO UPDATE SET updated_at = $5, \
+                     watched_s = CASE WHEN {watched} > view_sessions.watched_s THEN {watched} ELSE view_sessions.watched_s END, \
+                     max_position_s = CASE WHEN excluded.max_position_s > view_sessions.max_position_s \
+                     THEN excluded.max_position_s ELSE view_sessions.max_position_s END, \
+                     rendition = COALESCE(excluded.rendition, view_sessions.rendition) \
+                     WHERE view_sessions.viewer_key = excluded.viewer_key"
+                );
+                let mut tx = self.0.begin().await?;
+                sqlx::query(&upsert)
+                    .bind(&b.video_id)
+                    .bind(&b.session_id)
+                    .bind(&b.viewer_key)
+                    .bind(&b.day)
+                    .bind(b.now)
+                    .bind(b.watched_s.min(SLACK_S))
+                    .bind(b.position_s)
+                    .bind(&b.rendition)
+                    .bind(b.watched_s)
+                    .execute(&mut *tx)
+                    .await?;
+                if b.play {
+                    let first = sqlx::query(
+                        "UPDATE view_sessions SET played = TRUE WHERE video_id = $1 AND session_id = $2 \
+                         AND viewer_key = $3 AND played = FALSE",
+                    )
+                    .bind(&b.video_id)
+                    .bind(&b.session_id)
+                    .bind(&b.viewer_key)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if first == 1 {
+                        sqlx::query("UPDATE videos SET views = views + 1 WHERE id = $1")
+                            .bind(&b.video_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                if b.ended {
+                    sqlx::query("UPDATE view_sessions SET ended = TRUE WHERE video_id = $1 AND session_id = $2 AND viewer_key = $3")
+                        .bind(&b.video_id)
+                        .bind(&b.session_id)
+                        .bind(&b.viewer_key)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn video_stats(&self, video_id: &str) -> Result<VideoStats> {
+                let views: Option<i64> = sqlx::query_scalar("SELECT views FROM videos WHERE id = $1")
+                    .bind(video_id)
+                    .fetch_optional(&self.0)
+                    .await?;
+                let row = sqlx::query(
+                    "SELECT COUNT(DISTINCT CASE WHEN played THEN viewer_key END) AS uniq, \
+                     COALESCE(SUM(watched_s), 0.0) AS watched FROM view_sessions WHERE video_id = $1",
+                )
+                .bind(video_id)
+                .fetch_one(&self.0)
+                .await?;
+                let days = sqlx::query(
+                    "SELECT day, SUM(CASE WHEN played THEN 1 ELSE 0 END) AS views, COALESCE(SUM(watched_s), 0.0) AS watched \
+                     FROM view_sessions WHERE video_id = $1 GROUP BY day ORDER BY day",
+                )
+                .bind(video_id)
+                .fetch_all(&self.0)
+                .await?;
+                Ok(VideoStats {
+                    views: views.unwrap_or(0),
+                    unique_viewers: row.try_get("uniq")?,
+                    watch_time_s: row.try_get("watched")?,
+                    by_day: days
+                        .iter()
+                        .map(|r| Ok((r.try_get("day")?, r.try_get("views")?, r.try_get("watched")?)))
+                        .collect::<Result<_>>()?,
+                })
+            }
+
             async fn append_audit(&self, e: &AuditEntry) -> Result<()> {
                 sqlx::query(
                     "INSERT INTO audit_log (id, at, actor_id, action, target, ip, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -713,11 +808,24 @@ macro_rules! catalog_impl {
                     b.push(" OR lower(v.description) LIKE ").push_bind(pat.clone()).push(" ESCAPE '\\'");
                     b.push(" OR lower(v.tags) LIKE ").push_bind(pat).push(" ESCAPE '\\')");
                 }
-                if let Some((at, id)) = &q.after {
-                    b.push(" AND (v.created_at < ").push_bind(*at);
-                    b.push(" OR (v.created_at = ").push_bind(*at).push(" AND v.id < ").push_bind(id.clone()).push("))");
+                match (q.sort, &q.after) {
+                    (_, None) => {}
+                    (Sort::Recent, Some((_, at, id))) => {
+                        b.push(" AND (v.created_at < ").push_bind(*at);
+                        b.push(" OR (v.created_at = ").push_bind(*at).push(" AND v.id < ").push_bind(id.clone()).push("))");
+                    }
+                    (Sort::Popular, Some((views, at, id))) => {
+                        b.push(" AND (v.views < ").push_bind(*views);
+                        b.push(" OR (v.views = ").push_bind(*views).push(" AND v.created_at < ").push_bind(*at);
+                        b.push(") OR (v.views = ").push_bind(*views).push(" AND v.created_at = ").push_bind(*at);
+                        b.push(" AND v.id < ").push_bind(id.clone()).push("))");
+                    }
                 }
-                b.push(" ORDER BY v.created_at DESC, v.id DESC LIMIT ").push_bind(q.limit);
+                b.push(match q.sort {
+                    Sort::Recent => " ORDER BY v.created_at DESC, v.id DESC LIMIT ",
+                    Sort::Popular => " ORDER BY v.views DESC, v.created_at DESC, v.id DESC LIMIT ",
+                })
+                .push_bind(q.limit);
                 let rows = b.build().fetch_all(&self.0).await?;
                 rows.iter().map(Self::video).collect()
             }

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod analytics;
 pub mod delivery;
 pub mod jobs;
 pub mod ops;
@@ -93,6 +94,9 @@ api_routes! {
 
     get "/api/v1/videos/{id}/events" => videos::events, "videos", false, [200], "Server-Sent Events: status, step and progress until ready or failed";
     post "/api/v1/videos/{id}/reprocess" => videos::reprocess, "videos", true, [202], "Run the processing pipeline again";
+    post "/api/v1/videos/{id}/views" => analytics::record, "analytics", false, [202], "Analytics beacon of a player: play, progress, ended";
+    get "/api/v1/videos/{id}/stats" => analytics::stats, "analytics", true, [200], "Views, unique viewers, watch time, by day (owner or admin)";
+    get "/api/v1/videos/{id}/related" => analytics::related, "videos", false, [200], "Videos like this one: shared tags, same owner, most viewed";
     get "/api/v1/admin/jobs" => jobs::list, "admin", true, [200], "Processing jobs by state (queued, running, failed, dead)";
     post "/api/v1/admin/jobs/{id}/retry" => jobs::retry, "admin", true, [200], "Re-queue a dead job";
     get "/api/v1/admin/users" => accounts::admin_users, "admin", true, [200], "All users";

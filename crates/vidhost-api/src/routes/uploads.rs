@@ -125,6 +125,7 @@ pub(crate) fn new_video(
         step: None,
         renditions: Vec::new(),
         outputs: Default::default(),
+        views: 0,
     }
 }
 

@@ -14,7 +14,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::json;
 use vidhost_core::domain::{is_id, normalize_tags, VideoStatus, Visibility};
-use vidhost_db::{Video, VideoPatch, VideoQuery, Viewer};
+use vidhost_db::{Sort, Video, VideoPatch, VideoQuery, Viewer};
 
 pub const ORIGINAL: &str = "original";
 
@@ -230,6 +230,16 @@ pub(crate) fn decode_cursor(c: &str) -> ApiResult<(i64, String)> {
     Ok((at.parse().map_err(|_| bad())?, id.to_owned()))
 }
 
+/// A position in the most-viewed order: base64 of `p{views}:{at}:{id}`.
+fn decode_popular_cursor(c: &str) -> ApiResult<(i64, i64, String)> {
+    let bad = || ApiError::validation("cursor is not one this server issued for sort=popular");
+    let raw = String::from_utf8(B64.decode(c).map_err(|_| bad())?).map_err(|_| bad())?;
+    let rest = raw.strip_prefix('p').ok_or_else(bad)?;
+    let (views, rest) = rest.split_once(':').ok_or_else(bad)?;
+    let (at, id) = decode_cursor(&B64.encode(rest))?;
+    Ok((views.parse().map_err(|_| bad())?, at, id))
+}
+
 pub async fn list(
     State(state): State<SharedState>,
     caller: MaybeCaller,
@@ -239,13 +249,25 @@ pub async fn list(
     if !(1..=100).contains(&limit) {
         return Err(ApiError::validation("limit must be between 1 and 100"));
     }
-    if let Some(s) = p.sort.as_deref() {
-        if !matches!(s, "recent" | "popular" | "relevance") {
+    // `relevance` ranks by match quality once search has one; for now the
+    // matches come newest first, as with `recent`.
+    let sort = match p.sort.as_deref() {
+        None | Some("recent") | Some("relevance") => Sort::Recent,
+        Some("popular") => Sort::Popular,
+        Some(_) => {
             return Err(ApiError::validation(
                 "sort must be recent, popular or relevance",
-            ));
+            ))
         }
-    }
+    };
+    let after = match (sort, p.cursor.as_deref()) {
+        (_, None) => None,
+        (Sort::Recent, Some(c)) => {
+            let (at, id) = decode_cursor(c)?;
+            Some((0, at, id))
+        }
+        (Sort::Popular, Some(c)) => Some(decode_popular_cursor(c)?),
+    };
     let status = p
         .status
         .as_deref()
@@ -262,12 +284,18 @@ pub async fn list(
         owner: p.owner,
         status,
         tag: p.tag,
-        after: p.cursor.as_deref().map(decode_cursor).transpose()?,
+        sort,
+        after,
         limit,
     };
     let items = state.db.list_videos(&q).await?;
     let next = (items.len() as i64 == limit)
-        .then(|| items.last().map(|v| encode_cursor(v.created_at, &v.id)))
+        .then(|| {
+            items.last().map(|v| match sort {
+                Sort::Recent => encode_cursor(v.created_at, &v.id),
+                Sort::Popular => B64.encode(format!("p{}:{}:{}", v.views, v.created_at, v.id)),
+            })
+        })
         .flatten();
     Ok(axum::Json(json!({
         "items": items.iter().map(|v| view(&state, v)).collect::<Vec<_>>(),

@@ -1,6 +1,7 @@
 //! Black-box tests: the real binary on a loopback port, driven over HTTP.
 
 mod accounts;
+mod analytics;
 mod cli;
 mod client;
 mod delivery;

@@ -1,0 +1,271 @@
+//! Playback analytics as players and owners use them: view beacons, stats,
+//! the most-viewed order and related videos.
+
+use crate::helpers::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// Runs one statement on the server's database, as an operator could.
+async fn sql(database_url: &str, q: &str) {
+    use sqlx::Connection;
+    if database_url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(database_url).await.unwrap();
+        sqlx::query(q).execute(&mut c).await.unwrap();
+    } else {
+        let mut c = sqlx::PgConnection::connect(database_url).await.unwrap();
+        sqlx::query(q).execute(&mut c).await.unwrap();
+    }
+}
+
+/// Uploads a video with tags; `ready` ones are published as the pipeline
+/// would leave them (processing is not what these tests are about).
+async fn video(
+    s: &TestServer,
+    token: &str,
+    title: &str,
+    tags: &str,
+    vis: &str,
+    ready: bool,
+) -> String {
+    let r = s
+        .upload_form(
+            token,
+            sample_mp4().to_vec(),
+            "v.mp4",
+            &[("title", title), ("tags", tags), ("visibility", vis)],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    if ready {
+        sql(
+            &s.database_url,
+            &format!("UPDATE videos SET status = 'ready' WHERE id = '{id}'"),
+        )
+        .await;
+    }
+    id
+}
+
+async fn beacon(
+    s: &TestServer,
+    id: &str,
+    token: Option<&str>,
+    ua: &str,
+    body: Value,
+) -> StatusCode {
+    let mut r = s
+        .http
+        .post(s.url(&format!("/api/v1/videos/{id}/views")))
+        .header("user-agent", ua)
+        .json(&body);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    r.send().await.unwrap().status()
+}
+
+fn ev(session: &str, event: &str, watched: f64) -> Value {
+    json!({"session_id": session, "event": event, "position_s": watched, "watched_s": watched, "rendition": "720p"})
+}
+
+#[tokio::test]
+async fn beacons_become_stats_and_the_most_viewed_order() {
+    let s = TestServer::start().await;
+    let owner = s.user("owner@example.com").await;
+    let viewer = s.user("viewer@example.com").await;
+    let alps = video(&s, &owner, "Alps hike", "mountains,hiking", "public", true).await;
+    let other = video(&s, &owner, "Cooking pasta", "food", "public", true).await;
+    let private = video(&s, &owner, "Secret", "mountains", "private", true).await;
+
+    // One browser, two sessions: two views, one viewer. Replays of `play`
+    // within a session do not count again; watch time only grows.
+    for b in [
+        ev("s1", "play", 0.0),
+        ev("s1", "progress", 4.0),
+        ev("s1", "play", 4.0),
+        ev("s1", "progress", 2.0),
+    ] {
+        assert_eq!(
+            beacon(&s, &alps, None, "browser-a", b).await,
+            StatusCode::ACCEPTED
+        );
+    }
+    assert_eq!(
+        beacon(&s, &alps, None, "browser-a", ev("s2", "play", 0.0)).await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        beacon(&s, &alps, None, "browser-a", ev("s2", "ended", 3.0)).await,
+        StatusCode::ACCEPTED
+    );
+    // A signed-in viewer is a viewer of their own.
+    assert_eq!(
+        beacon(&s, &alps, Some(&viewer), "browser-a", ev("s3", "play", 1.0)).await,
+        StatusCode::ACCEPTED
+    );
+    // Claims beyond the clock are capped (here: at most ~30 s in a new session)…
+    assert_eq!(
+        beacon(&s, &alps, None, "browser-b", ev("s4", "progress", 90_000.0)).await,
+        StatusCode::ACCEPTED
+    );
+    // …and another client cannot write into someone else's session.
+    assert_eq!(
+        beacon(&s, &alps, Some(&viewer), "x", ev("s1", "progress", 25.0)).await,
+        StatusCode::ACCEPTED
+    );
+
+    for bad in [
+        json!({"session_id": "s5", "event": "pause", "position_s": 0, "watched_s": 0}),
+        json!({"session_id": "", "event": "play", "position_s": 0, "watched_s": 0}),
+        json!({"session_id": "bad id!", "event": "play", "position_s": 0, "watched_s": 0}),
+        json!({"session_id": "s5", "event": "play", "position_s": -1, "watched_s": 0}),
+    ] {
+        let r = s
+            .post_json(&format!("/api/v1/videos/{alps}/views"), None, bad)
+            .await;
+        problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    }
+    assert_eq!(
+        beacon(&s, &private, None, "browser-a", ev("s6", "play", 0.0)).await,
+        StatusCode::NOT_FOUND
+    );
+
+    let stats = s
+        .get_json(&format!("/api/v1/videos/{alps}/stats"), Some(&owner))
+        .await;
+    assert_eq!(stats["views"], 3, "{stats}");
+    assert_eq!(stats["unique_viewers"], 2, "{stats}");
+    let watch = stats["watch_time_s"].as_f64().unwrap();
+    // 4 + 3 + 1 from the honest sessions, at most ~30 more from the capped one.
+    assert!((8.0..=40.0).contains(&watch), "{stats}");
+    let avg = stats["avg_view_duration_s"].as_f64().unwrap();
+    assert!((avg - watch / 3.0).abs() < 1e-9, "{stats}");
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert_eq!(
+        stats["by_day"],
+        json!([{"date": today, "views": 3, "watch_time_s": watch}])
+    );
+    let none = s
+        .get_json(&format!("/api/v1/videos/{other}/stats"), Some(&owner))
+        .await;
+    assert_eq!(none["views"], 0);
+    assert_eq!(none["by_day"], json!([]));
+    let r = s
+        .get(&format!("/api/v1/videos/{alps}/stats"), Some(&viewer))
+        .await;
+    problem(r, StatusCode::FORBIDDEN, "forbidden").await;
+    let r = s
+        .get(&format!("/api/v1/videos/{private}/stats"), Some(&viewer))
+        .await;
+    problem(r, StatusCode::NOT_FOUND, "video_not_found").await;
+
+    // Most viewed first, then newest; pages of one follow each other.
+    let all = s.get_json("/api/v1/videos?sort=popular", None).await;
+    let ids: Vec<&str> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [alps.as_str(), other.as_str()]);
+    assert_eq!(all["items"][0]["views"], 3);
+    let mut paged = Vec::new();
+    let mut url = "/api/v1/videos?sort=popular&limit=1".to_owned();
+    loop {
+        let page = s.get_json(&url, None).await;
+        for v in page["items"].as_array().unwrap() {
+            paged.push(v["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => url = format!("/api/v1/videos?sort=popular&limit=1&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, ids);
+    let r = s
+        .get("/api/v1/videos?sort=popular&cursor=MTIzOmFiYw", None)
+        .await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+}
+
+#[tokio::test]
+async fn related_videos_share_tags_and_only_show_what_others_may_watch() {
+    let s = TestServer::start().await;
+    let owner = s.user("owner@example.com").await;
+    let other_owner = s.user("other@example.com").await;
+    let hike = video(&s, &owner, "Alps hike", "mountains,hiking", "public", true).await;
+    let ski = video(
+        &s,
+        &other_owner,
+        "Alps ski day",
+        "mountains,snow",
+        "public",
+        true,
+    )
+    .await;
+    let same_owner = video(&s, &owner, "Garden tour", "plants", "public", true).await;
+    let unrelated = video(&s, &other_owner, "Cooking pasta", "food", "public", true).await;
+    let private = video(
+        &s,
+        &owner,
+        "Mountains private",
+        "mountains,hiking",
+        "private",
+        true,
+    )
+    .await;
+    let unready = video(
+        &s,
+        &owner,
+        "Mountains soon",
+        "mountains,hiking",
+        "public",
+        false,
+    )
+    .await;
+    let unlisted = video(
+        &s,
+        &owner,
+        "Mountains unlisted",
+        "mountains,hiking",
+        "unlisted",
+        true,
+    )
+    .await;
+
+    let related = s
+        .get_json(&format!("/api/v1/videos/{hike}/related"), None)
+        .await;
+    let ids: Vec<&str> = related["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [ski.as_str(), same_owner.as_str(), unrelated.as_str()],
+        "{related}"
+    );
+    // The owner sees the same list: related videos are for anyone to watch next.
+    let mine = s
+        .get_json(&format!("/api/v1/videos/{hike}/related"), Some(&owner))
+        .await;
+    assert_eq!(mine["items"], related["items"]);
+    for hidden in [&private, &unready, &unlisted] {
+        assert!(!ids.contains(&hidden.as_str()));
+    }
+    // Related of what the caller may not see: 404.
+    let r = s
+        .get(&format!("/api/v1/videos/{private}/related"), None)
+        .await;
+    problem(r, StatusCode::NOT_FOUND, "video_not_found").await;
+    let r = s
+        .get(&format!("/api/v1/videos/{private}/related"), Some(&owner))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
