@@ -194,6 +194,8 @@ pub struct VideoQuery {
     /// Keyset cursor: (views, created_at, id) of the last item already
     /// returned (views only for `Sort::Popular`).
     pub after: Option<(i64, Millis, String)>,
+    /// Rows to skip (`Sort::Relevance` only).
+    pub offset: i64,
     pub limit: i64,
 }
 
@@ -204,6 +206,9 @@ pub enum Sort {
     Recent,
     /// Most viewed first, then newest.
     Popular,
+    /// Best match of `q` first (title, then tags, then description), then
+    /// newest; pages by `offset`, not `after`.
+    Relevance,
 }
 
 /// One report of a player (`POST /api/v1/videos/{id}/views`).

@@ -809,7 +809,7 @@ macro_rules! catalog_impl {
                     b.push(" OR lower(v.tags) LIKE ").push_bind(pat).push(" ESCAPE '\\')");
                 }
                 match (q.sort, &q.after) {
-                    (_, None) => {}
+                    (_, None) | (Sort::Relevance, _) => {}
                     (Sort::Recent, Some((_, at, id))) => {
                         b.push(" AND (v.created_at < ").push_bind(*at);
                         b.push(" OR (v.created_at = ").push_bind(*at).push(" AND v.id < ").push_bind(id.clone()).push("))");
@@ -821,11 +821,31 @@ macro_rules! catalog_impl {
                         b.push(" AND v.id < ").push_bind(id.clone()).push("))");
                     }
                 }
-                b.push(match q.sort {
-                    Sort::Recent => " ORDER BY v.created_at DESC, v.id DESC LIMIT ",
-                    Sort::Popular => " ORDER BY v.views DESC, v.created_at DESC, v.id DESC LIMIT ",
-                })
-                .push_bind(q.limit);
+                match (q.sort, &q.q) {
+                    (Sort::Popular, _) => {
+                        b.push(" ORDER BY v.views DESC, v.created_at DESC, v.id DESC");
+                    }
+                    (Sort::Relevance, Some(text)) => {
+                        // Weights: the title as typed, a title starting
+                        // with it, in the title, in the tags, in the description.
+                        let lower = text.to_lowercase();
+                        let pat = like_pattern(text);
+                        let prefix = format!("{}%", &pat[1..pat.len() - 1]);
+                        b.push(" ORDER BY (CASE WHEN lower(v.title) = ").push_bind(lower);
+                        b.push(" THEN 8 ELSE 0 END) + (CASE WHEN lower(v.title) LIKE ").push_bind(prefix);
+                        b.push(" ESCAPE '\\' THEN 4 ELSE 0 END) + (CASE WHEN lower(v.title) LIKE ").push_bind(pat.clone());
+                        b.push(" ESCAPE '\\' THEN 4 ELSE 0 END) + (CASE WHEN lower(v.tags) LIKE ").push_bind(pat.clone());
+                        b.push(" ESCAPE '\\' THEN 2 ELSE 0 END) + (CASE WHEN lower(v.description) LIKE ").push_bind(pat);
+                        b.push(" ESCAPE '\\' THEN 1 ELSE 0 END) DESC, v.created_at DESC, v.id DESC");
+                    }
+                    _ => {
+                        b.push(" ORDER BY v.created_at DESC, v.id DESC");
+                    }
+                }
+                b.push(" LIMIT ").push_bind(q.limit);
+                if q.sort == Sort::Relevance {
+                    b.push(" OFFSET ").push_bind(q.offset);
+                }
                 let rows = b.build().fetch_all(&self.0).await?;
                 rows.iter().map(Self::video).collect()
             }

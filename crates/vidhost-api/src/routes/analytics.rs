@@ -183,6 +183,7 @@ pub async fn related(
         tag: None,
         sort: Sort::Popular,
         after: None,
+        offset: 0,
         limit: CANDIDATES,
     };
     let mut candidates: Vec<(usize, Video)> = state

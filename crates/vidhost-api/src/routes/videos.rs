@@ -230,6 +230,26 @@ pub(crate) fn decode_cursor(c: &str) -> ApiResult<(i64, String)> {
     Ok((at.parse().map_err(|_| bad())?, id.to_owned()))
 }
 
+/// How deep search results (sort=relevance) may be paged.
+const MAX_OFFSET: i64 = 10_000;
+
+/// A position in search results: base64 of `o{offset}`.
+fn decode_offset_cursor(c: &str) -> ApiResult<i64> {
+    let bad = || ApiError::validation("cursor is not one this server issued for sort=relevance");
+    let raw = String::from_utf8(B64.decode(c).map_err(|_| bad())?).map_err(|_| bad())?;
+    let n: i64 = raw
+        .strip_prefix('o')
+        .ok_or_else(bad)?
+        .parse()
+        .map_err(|_| bad())?;
+    if !(0..=MAX_OFFSET).contains(&n) {
+        return Err(ApiError::validation(format!(
+            "search results page only {MAX_OFFSET} deep; narrow the search"
+        )));
+    }
+    Ok(n)
+}
+
 /// A position in the most-viewed order: base64 of `p{views}:{at}:{id}`.
 fn decode_popular_cursor(c: &str) -> ApiResult<(i64, i64, String)> {
     let bad = || ApiError::validation("cursor is not one this server issued for sort=popular");
@@ -249,19 +269,23 @@ pub async fn list(
     if !(1..=100).contains(&limit) {
         return Err(ApiError::validation("limit must be between 1 and 100"));
     }
-    // `relevance` ranks by match quality once search has one; for now the
-    // matches come newest first, as with `recent`.
     let sort = match p.sort.as_deref() {
-        None | Some("recent") | Some("relevance") => Sort::Recent,
+        None | Some("recent") => Sort::Recent,
         Some("popular") => Sort::Popular,
+        Some("relevance") => Sort::Relevance,
         Some(_) => {
             return Err(ApiError::validation(
                 "sort must be recent, popular or relevance",
             ))
         }
     };
+    let mut offset = 0;
     let after = match (sort, p.cursor.as_deref()) {
         (_, None) => None,
+        (Sort::Relevance, Some(c)) => {
+            offset = decode_offset_cursor(c)?;
+            None
+        }
         (Sort::Recent, Some(c)) => {
             let (at, id) = decode_cursor(c)?;
             Some((0, at, id))
@@ -286,6 +310,7 @@ pub async fn list(
         tag: p.tag,
         sort,
         after,
+        offset,
         limit,
     };
     let items = state.db.list_videos(&q).await?;
@@ -294,6 +319,7 @@ pub async fn list(
             items.last().map(|v| match sort {
                 Sort::Recent => encode_cursor(v.created_at, &v.id),
                 Sort::Popular => B64.encode(format!("p{}:{}:{}", v.views, v.created_at, v.id)),
+                Sort::Relevance => B64.encode(format!("o{}", offset + limit)),
             })
         })
         .flatten();

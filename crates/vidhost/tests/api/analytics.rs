@@ -269,3 +269,99 @@ async fn related_videos_share_tags_and_only_show_what_others_may_watch() {
         .await;
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn search_by_relevance_ranks_title_then_tags_then_description() {
+    let s = TestServer::start().await;
+    let t = s.user("cats@example.com").await;
+    let mut ids = std::collections::HashMap::new();
+    // The best match is made first: newest first is the reverse order.
+    for (title, tags, description) in [
+        ("Cats", "", ""),
+        ("Cats in space", "", ""),
+        ("Funny cats compilation", "", ""),
+        ("Dog day", "dogs,cats", ""),
+        ("Birds at dawn", "birds", "the cats were asleep"),
+        ("Unrelated", "", "nothing here"),
+    ] {
+        let r = s
+            .upload_form(
+                &t,
+                sample_mp4().to_vec(),
+                "v.mp4",
+                &[
+                    ("title", title),
+                    ("tags", tags),
+                    ("description", description),
+                    ("visibility", "public"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let id = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        sql(
+            &s.database_url,
+            &format!("UPDATE videos SET status = 'ready' WHERE id = '{id}'"),
+        )
+        .await;
+        ids.insert(title, id);
+    }
+    let titles = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["title"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let ranked = s
+        .get_json("/api/v1/videos?q=CATS&sort=relevance", None)
+        .await;
+    assert!(ranked["items"].is_array(), "{ranked}");
+    assert_eq!(
+        titles(&ranked),
+        [
+            "Cats",
+            "Cats in space",
+            "Funny cats compilation",
+            "Dog day",
+            "Birds at dawn"
+        ]
+    );
+    let recent = s.get_json("/api/v1/videos?q=cats", None).await;
+    assert_eq!(
+        titles(&recent),
+        [
+            "Birds at dawn",
+            "Dog day",
+            "Funny cats compilation",
+            "Cats in space",
+            "Cats"
+        ]
+    );
+    let recent = s.get_json("/api/v1/videos?q=dawn&sort=recent", None).await;
+    assert_eq!(titles(&recent), ["Birds at dawn"]);
+    // Pages of two follow each other.
+    let mut paged = Vec::new();
+    let mut url = "/api/v1/videos?q=cats&sort=relevance&limit=2".to_owned();
+    loop {
+        let page = s.get_json(&url, None).await;
+        paged.extend(titles(&page));
+        match page["next_cursor"].as_str() {
+            Some(c) => url = format!("/api/v1/videos?q=cats&sort=relevance&limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, titles(&ranked));
+    let r = s
+        .get(
+            "/api/v1/videos?q=cats&sort=relevance&cursor=bzk5OTk5OQ",
+            None,
+        )
+        .await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert!(ids.contains_key("Unrelated"));
+}
