@@ -52,6 +52,22 @@ fn quota(per_second: u32, burst: u32) -> Quota {
     Quota::per_second(n(per_second)).allow_burst(n(burst))
 }
 
+/// The bucket an address counts in: IPv6 clients by their /64 (one
+/// subscriber's network, which hands out addresses freely), so that a client
+/// cannot walk its own prefix for fresh buckets and the map stays small.
+fn bucket_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
 impl Limits {
     /// None when limits are off.
     pub fn new(c: &RateLimitConfig) -> Option<Limits> {
@@ -71,7 +87,7 @@ impl Limits {
         let Some(ip) = client_addr(req.headers(), req.extensions(), self.trust_forwarded) else {
             return Ok(());
         };
-        limiter.check_key(&ip).map_err(|not_until| {
+        limiter.check_key(&bucket_of(ip)).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             ApiError::rate_limited(
                 wait.as_millis() as i64,
@@ -116,5 +132,16 @@ mod tests {
         assert_eq!(classify(&Method::POST, "/api/v1/auth/login"), Class::Auth);
         assert_eq!(classify(&get, "/api/v1/videos"), Class::Api);
         assert_eq!(classify(&get, "/healthz"), Class::Free);
+    }
+
+    #[test]
+    fn ipv6_counts_by_its_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(bucket_of(a), bucket_of(b));
+        assert_ne!(bucket_of(a), bucket_of(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(bucket_of(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
     }
 }
