@@ -5,18 +5,6 @@ use crate::helpers::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-/// Runs one statement on the server's database, as an operator could.
-async fn sql(database_url: &str, q: &str) {
-    use sqlx::Connection;
-    if database_url.starts_with("sqlite:") {
-        let mut c = sqlx::SqliteConnection::connect(database_url).await.unwrap();
-        sqlx::query(q).execute(&mut c).await.unwrap();
-    } else {
-        let mut c = sqlx::PgConnection::connect(database_url).await.unwrap();
-        sqlx::query(q).execute(&mut c).await.unwrap();
-    }
-}
-
 /// Uploads a video with tags; `ready` ones are published as the pipeline
 /// would leave them (processing is not what these tests are about).
 async fn video(
@@ -173,18 +161,9 @@ async fn beacons_become_stats_and_the_most_viewed_order() {
         .collect();
     assert_eq!(ids, [alps.as_str(), other.as_str()]);
     assert_eq!(all["items"][0]["views"], 3);
-    let mut paged = Vec::new();
-    let mut url = "/api/v1/videos?sort=popular&limit=1".to_owned();
-    loop {
-        let page = s.get_json(&url, None).await;
-        for v in page["items"].as_array().unwrap() {
-            paged.push(v["id"].as_str().unwrap().to_owned());
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => url = format!("/api/v1/videos?sort=popular&limit=1&cursor={c}"),
-            None => break,
-        }
-    }
+    let paged = s
+        .all_pages("/api/v1/videos?sort=popular&limit=1", None, "id")
+        .await;
     assert_eq!(paged, ids);
     let r = s
         .get("/api/v1/videos?sort=popular&cursor=MTIzOmFiYw", None)
@@ -345,16 +324,13 @@ async fn search_by_relevance_ranks_title_then_tags_then_description() {
     let recent = s.get_json("/api/v1/videos?q=dawn&sort=recent", None).await;
     assert_eq!(titles(&recent), ["Birds at dawn"]);
     // Pages of two follow each other.
-    let mut paged = Vec::new();
-    let mut url = "/api/v1/videos?q=cats&sort=relevance&limit=2".to_owned();
-    loop {
-        let page = s.get_json(&url, None).await;
-        paged.extend(titles(&page));
-        match page["next_cursor"].as_str() {
-            Some(c) => url = format!("/api/v1/videos?q=cats&sort=relevance&limit=2&cursor={c}"),
-            None => break,
-        }
-    }
+    let paged = s
+        .all_pages(
+            "/api/v1/videos?q=cats&sort=relevance&limit=2",
+            None,
+            "title",
+        )
+        .await;
     assert_eq!(paged, titles(&ranked));
     let r = s
         .get(

@@ -259,6 +259,23 @@ impl TestServer {
     }
 
     /// GET `path` and its JSON body.
+    /// Every item of a paged list, following `next_cursor` from `path`
+    /// (which has a query already); each item is `field` of the item.
+    pub async fn all_pages(&self, path: &str, token: Option<&str>, field: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut url = path.to_owned();
+        loop {
+            let page = self.get_json(&url, token).await;
+            for e in page["items"].as_array().unwrap() {
+                seen.push(e[field].as_str().unwrap().to_owned());
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => url = format!("{path}&cursor={c}"),
+                None => return seen,
+            }
+        }
+    }
+
     pub async fn get_json(&self, path: &str, token: Option<&str>) -> Value {
         self.get(path, token).await.json().await.unwrap()
     }
@@ -547,4 +564,16 @@ pub async fn problem(r: Response, status: StatusCode, code: &str) -> Value {
     assert_eq!(v["code"], code, "{v}");
     assert_eq!(v["status"], status.as_u16());
     v
+}
+
+/// Runs one statement on a server's database, as an operator could.
+pub async fn sql(database_url: &str, q: &str) {
+    use sqlx::Connection;
+    if database_url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(database_url).await.unwrap();
+        sqlx::query(q).execute(&mut c).await.unwrap();
+    } else {
+        let mut c = sqlx::PgConnection::connect(database_url).await.unwrap();
+        sqlx::query(q).execute(&mut c).await.unwrap();
+    }
 }

@@ -239,18 +239,6 @@ async fn totp_enrolment_sign_in_replay_recovery_and_disable() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 
-/// Runs one statement on the server's database, as an operator could.
-async fn sql(database_url: &str, q: &str) {
-    use sqlx::Connection;
-    if database_url.starts_with("sqlite:") {
-        let mut c = sqlx::SqliteConnection::connect(database_url).await.unwrap();
-        sqlx::query(q).execute(&mut c).await.unwrap();
-    } else {
-        let mut c = sqlx::PgConnection::connect(database_url).await.unwrap();
-        sqlx::query(q).execute(&mut c).await.unwrap();
-    }
-}
-
 fn retry_after(r: &reqwest::Response) -> u64 {
     r.headers()["retry-after"]
         .to_str()
@@ -505,18 +493,9 @@ async fn the_audit_log_records_security_events_for_admins_only() {
     assert!(chrono::DateTime::parse_from_rfc3339(items[0]["at"].as_str().unwrap()).is_ok());
 
     // Pages of two follow each other without gaps or repeats.
-    let mut seen = Vec::new();
-    let mut url = "/api/v1/admin/audit?limit=2".to_owned();
-    loop {
-        let page = s.get_json(&url, Some(&admin)).await;
-        for e in page["items"].as_array().unwrap() {
-            seen.push(e["action"].as_str().unwrap().to_owned());
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => url = format!("/api/v1/admin/audit?limit=2&cursor={c}"),
-            None => break,
-        }
-    }
+    let seen = s
+        .all_pages("/api/v1/admin/audit?limit=2", Some(&admin), "action")
+        .await;
     assert_eq!(seen, actions);
     let by_actor = s
         .get_json(&format!("/api/v1/admin/audit?actor={uid}"), Some(&admin))

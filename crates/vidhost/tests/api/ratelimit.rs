@@ -94,18 +94,6 @@ async fn behind_a_trusted_proxy_each_forwarded_address_has_its_own_bucket() {
     assert_eq!(log["items"][0]["ip"], "10.0.2.2", "{log}");
 }
 
-/// Runs one statement on the server's database, as an operator could.
-async fn sql(database_url: &str, q: &str) {
-    use sqlx::Connection;
-    if database_url.starts_with("sqlite:") {
-        let mut c = sqlx::SqliteConnection::connect(database_url).await.unwrap();
-        sqlx::query(q).execute(&mut c).await.unwrap();
-    } else {
-        let mut c = sqlx::PgConnection::connect(database_url).await.unwrap();
-        sqlx::query(q).execute(&mut c).await.unwrap();
-    }
-}
-
 #[tokio::test]
 async fn wrong_passwords_lock_the_account_but_right_ones_at_once_do_not() {
     let s = TestServer::start_with(&[("VIDHOST_RATE_LIMITS__LOGIN_FAILURES_PER_LOCK", "3")]).await;
