@@ -60,6 +60,31 @@ const JOB_COLS: &str =
 const SESSION_COLS: &str =
     "id, user_id, created_at, last_used_at, expires_at, user_agent, ip, revoked_at";
 
+/// The INSERT of a new user, for any backend.
+fn insert_user<DB: sqlx::Database>(
+    u: &User,
+) -> sqlx::query::Query<'_, DB, <DB as sqlx::Database>::Arguments<'_>>
+where
+    for<'a> String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> bool: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    sqlx::query(
+        "INSERT INTO users (id, email, email_lower, display_name, password_hash, role, disabled, mfa_enabled, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(u.id.as_str())
+    .bind(u.email.as_str())
+    .bind(u.email.to_lowercase())
+    .bind(u.display_name.as_str())
+    .bind(u.password_hash.as_str())
+    .bind(u.role.as_str())
+    .bind(u.disabled)
+    .bind(u.mfa_enabled)
+    .bind(u.created_at)
+}
+
 macro_rules! catalog_impl {
     ($name:ident, $db:ty, $row:ty, $backend:literal, $migrations:literal, $claim_lock:literal, $create_upload:path) => {
         pub struct $name(pub sqlx::Pool<$db>, pub crate::batch::Queue);
@@ -181,21 +206,7 @@ macro_rules! catalog_impl {
             }
 
             async fn create_user(&self, u: &User) -> Result<()> {
-                sqlx::query(
-                    "INSERT INTO users (id, email, email_lower, display_name, password_hash, role, disabled, mfa_enabled, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(&u.id)
-                .bind(&u.email)
-                .bind(u.email.to_lowercase())
-                .bind(&u.display_name)
-                .bind(&u.password_hash)
-                .bind(u.role.as_str())
-                .bind(u.disabled)
-                .bind(u.mfa_enabled)
-                .bind(u.created_at)
-                .execute(&self.0)
-                .await?;
+                insert_user(u).execute(&self.0).await?;
                 Ok(())
             }
 
@@ -588,21 +599,7 @@ macro_rules! catalog_impl {
                 let Some(role) = role else { return Ok(None) };
                 let user = User { role: parse("role", role)?, ..u.clone() };
                 // A taken e-mail fails here; dropping `tx` un-uses the invite.
-                sqlx::query(
-                    "INSERT INTO users (id, email, email_lower, display_name, password_hash, role, disabled, mfa_enabled, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(&user.id)
-                .bind(&user.email)
-                .bind(user.email.to_lowercase())
-                .bind(&user.display_name)
-                .bind(&user.password_hash)
-                .bind(user.role.as_str())
-                .bind(user.disabled)
-                .bind(user.mfa_enabled)
-                .bind(user.created_at)
-                .execute(&mut *tx)
-                .await?;
+                insert_user(&user).execute(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(Some(user))
             }
