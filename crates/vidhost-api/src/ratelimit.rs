@@ -34,7 +34,10 @@ enum Class {
 }
 
 fn classify(method: &Method, path: &str) -> Class {
-    if path.starts_with("/play/")
+    // CORS preflights and tus capability probes are cheap and cached by
+    // browsers; counting them would halve a browser's sign-in budget.
+    if method == Method::OPTIONS
+        || path.starts_with("/play/")
         || path.starts_with("/api/v1/uploads/direct/")
         || (path.starts_with("/api/v1/tus/") && method == Method::PATCH)
         || matches!(path, "/healthz" | "/readyz" | "/metrics")
@@ -132,6 +135,10 @@ mod tests {
         assert_eq!(classify(&Method::POST, "/api/v1/auth/login"), Class::Auth);
         assert_eq!(classify(&get, "/api/v1/videos"), Class::Api);
         assert_eq!(classify(&get, "/healthz"), Class::Free);
+        assert_eq!(
+            classify(&Method::OPTIONS, "/api/v1/auth/login"),
+            Class::Free
+        );
     }
 
     #[test]
