@@ -11,6 +11,7 @@ pub mod error;
 mod fastpath;
 pub mod grants;
 pub mod keys;
+pub mod lockout;
 pub mod metrics;
 pub mod mfa;
 pub mod openapi;

@@ -24,6 +24,8 @@ pub struct Limits {
     auth: DefaultKeyedRateLimiter<IpAddr>,
     api: DefaultKeyedRateLimiter<IpAddr>,
     trust_forwarded: bool,
+    /// Wrong passwords per (account, address).
+    pub logins: crate::lockout::Lockout,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -58,7 +60,7 @@ fn quota(per_second: u32, burst: u32) -> Quota {
 /// The bucket an address counts in: IPv6 clients by their /64 (one
 /// subscriber's network, which hands out addresses freely), so that a client
 /// cannot walk its own prefix for fresh buckets and the map stays small.
-fn bucket_of(ip: IpAddr) -> IpAddr {
+pub fn bucket_of(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
@@ -78,6 +80,7 @@ impl Limits {
             auth: DefaultKeyedRateLimiter::keyed(quota(c.auth_per_second, c.auth_burst)),
             api: DefaultKeyedRateLimiter::keyed(quota(c.api_per_second, c.api_burst)),
             trust_forwarded: c.trust_forwarded_for,
+            logins: crate::lockout::Lockout::new(c.login_failures_per_lock),
         })
     }
 
@@ -105,6 +108,7 @@ impl Limits {
             l.retain_recent();
             l.shrink_to_fit();
         }
+        self.logins.upkeep();
     }
 }
 

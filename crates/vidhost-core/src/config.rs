@@ -52,8 +52,9 @@ pub struct RateLimitConfig {
     /// PUTs, tus PATCHes) and the health and metrics endpoints are not limited.
     pub api_per_second: u32,
     pub api_burst: u32,
-    /// Wrong passwords in a row that lock an account's sign-in, for a
-    /// minute, doubling with each lockout up to an hour.
+    /// Wrong passwords in a row, per account and client address, that lock
+    /// that address out of that account for a minute, doubling with each
+    /// lockout up to an hour.
     pub login_failures_per_lock: u32,
     /// Take the client address from the last `X-Forwarded-For` entry (only
     /// behind a proxy that sets it); else it is the connection's peer.

@@ -89,7 +89,7 @@ pub trait Catalog: Send + Sync + 'static {
     /// Uses an unused recovery code (and resets the failures and any lock).
     /// False: none such.
     async fn use_recovery_code(&self, user_id: &str, code_hash: &str, now: Millis) -> Result<bool>;
-    /// Reserves one check of a password or code (`what`), counted as
+    /// Reserves one check of a second-factor code (`what`), counted as
     /// wrong until a right one resets the count; the `every`-th in a row
     /// also locks further checks until `now + lock_ms` × 2^(lockouts so far
     /// − 1), at most `max_lock_ms`. Reserving before checking means
@@ -104,10 +104,6 @@ pub trait Catalog: Send + Sync + 'static {
         lock_ms: i64,
         max_lock_ms: i64,
     ) -> Result<Option<Millis>>;
-    /// Until when checks of `what` are locked (0 or past: not locked).
-    async fn locked_until(&self, user_id: &str, what: Attempt) -> Result<Millis>;
-    /// A right password: the count of wrong ones starts over.
-    async fn reset_login_failures(&self, user_id: &str) -> Result<()>;
     /// An unused, unexpired invite has this code hash (a cheap look before
     /// the work of registering; `create_user_with_invite` decides).
     async fn invite_usable(&self, code_hash: &str, now: Millis) -> Result<bool>;

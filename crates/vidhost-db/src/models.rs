@@ -291,7 +291,6 @@ pub struct AuditQuery {
 /// What [`crate::Catalog::reserve_attempt`] counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempt {
-    Password,
     /// A TOTP or recovery code.
     SecondFactor,
 }
@@ -300,7 +299,6 @@ impl Attempt {
     /// The users columns of its count and its lock.
     pub(crate) fn columns(self) -> (&'static str, &'static str) {
         match self {
-            Attempt::Password => ("login_failures", "login_locked_until"),
             Attempt::SecondFactor => ("totp_failures", "totp_locked_until"),
         }
     }

@@ -542,23 +542,6 @@ macro_rules! catalog_impl {
                 Ok(None)
             }
 
-            async fn locked_until(&self, user_id: &str, what: Attempt) -> Result<Millis> {
-                let (_, until) = what.columns();
-                let t: Option<Millis> = sqlx::query_scalar(&format!("SELECT {until} FROM users WHERE id = $1"))
-                    .bind(user_id)
-                    .fetch_optional(&self.0)
-                    .await?;
-                Ok(t.unwrap_or(0))
-            }
-
-            async fn reset_login_failures(&self, user_id: &str) -> Result<()> {
-                sqlx::query("UPDATE users SET login_failures = 0, login_locked_until = 0 WHERE id = $1 AND login_failures > 0")
-                    .bind(user_id)
-                    .execute(&self.0)
-                    .await?;
-                Ok(())
-            }
-
             async fn invite_usable(&self, code_hash: &str, now: Millis) -> Result<bool> {
                 let n: i64 = sqlx::query_scalar(
                     "SELECT COUNT(*) FROM invites WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2",

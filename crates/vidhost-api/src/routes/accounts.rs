@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 use vidhost_core::domain::{new_id, RegistrationMode, Role};
 use vidhost_core::time::{now_ms, rfc3339};
-use vidhost_db::{Attempt, DbError, RotateOutcome, Session, User};
+use vidhost_db::{DbError, RotateOutcome, Session, User};
 
 #[derive(Deserialize)]
 pub struct RegisterBody {
@@ -245,21 +245,19 @@ pub async fn login(
             .await;
         }
     };
-    // Wrong passwords in a row lock the account's sign-in (in the catalog,
-    // so on every node). Unlike codes, a password check is not reserved
-    // ahead: parallel sign-ins with the right password (a fleet of scripts
-    // on one account) must not lock it, so guesses sent at once can each
-    // be checked before the lock is set; the per-address limit bounds how
-    // many that can be.
-    let limits = &state.config.rate_limits;
-    if let (Some(u), true) = (&user, limits.enabled) {
-        let now = now_ms();
-        let until = state.db.locked_until(&u.id, Attempt::Password).await?;
-        if until > now {
+    // Wrong passwords in a row lock this address out of this account
+    // (lockout.rs: keyed by both, so nobody can lock someone else out).
+    let lock = state.limits.as_ref().map(|l| &l.logins).zip(
+        ip.as_deref()
+            .and_then(|a| a.parse().ok())
+            .map(crate::ratelimit::bucket_of),
+    );
+    if let (Some(u), Some((logins, addr))) = (&user, lock) {
+        if let Some(left) = logins.locked(&u.id, addr) {
             failed(Some(u), "locked").await;
             return Err(ApiError::rate_limited(
-                until - now,
-                "too many wrong passwords for this account; try again later",
+                left.as_millis() as i64,
+                "too many wrong passwords for this account from here; try again later",
             ));
         }
     }
@@ -276,19 +274,15 @@ pub async fn login(
                 Some(ref u) if ok && u.disabled => "disabled",
                 _ => "invalid_credentials",
             };
-            if let (Some(u), false, true) = (&u, ok, limits.enabled) {
-                let every = i64::from(limits.login_failures_per_lock);
-                state
-                    .db
-                    .reserve_attempt(&u.id, Attempt::Password, now_ms(), every, 60_000, 3_600_000)
-                    .await?;
+            if let (Some(u), false, Some((logins, addr))) = (&u, ok, lock) {
+                logins.failed(&u.id, addr);
             }
             failed(u.as_ref(), reason).await;
             return Err(bad());
         }
     };
-    if limits.enabled {
-        state.db.reset_login_failures(&user.id).await?;
+    if let Some((logins, addr)) = lock {
+        logins.succeeded(&user.id, addr);
     }
     // The second factor is asked for only after the password passed, so
     // its answers say nothing to someone who does not know the password.

@@ -128,11 +128,21 @@ async fn beacons_become_stats_and_the_most_viewed_order() {
     assert_eq!(stats["views"], 3, "{stats}");
     assert_eq!(stats["unique_viewers"], 2, "{stats}");
     let watch = stats["watch_time_s"].as_f64().unwrap();
-    // 4 + 3 + 1 from the honest sessions, at most ~30 more from the capped one.
-    assert!((8.0..=40.0).contains(&watch), "{stats}");
+    // 4 + 3 + 1 from the honest sessions, 30 (the cap of a new session) from the forged one.
+    assert!((watch - 38.0).abs() < 1e-6, "{stats}");
     let avg = stats["avg_view_duration_s"].as_f64().unwrap();
     assert!((avg - watch / 3.0).abs() < 1e-9, "{stats}");
+    // (Sessions are dated by the day they started: at most one day boundary
+    // can lie between those reports and now.)
     let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let date = stats["by_day"][0]["date"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let yesterday = (chrono::Utc::now() - chrono::Duration::minutes(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    let today = if date == yesterday { yesterday } else { today };
     assert_eq!(
         stats["by_day"],
         json!([{"date": today, "views": 3, "watch_time_s": watch}])
@@ -253,7 +263,6 @@ async fn related_videos_share_tags_and_only_show_what_others_may_watch() {
 async fn search_by_relevance_ranks_title_then_tags_then_description() {
     let s = TestServer::start().await;
     let t = s.user("cats@example.com").await;
-    let mut ids = std::collections::HashMap::new();
     // The best match is made first: newest first is the reverse order.
     for (title, tags, description) in [
         ("Cats", "", ""),
@@ -286,7 +295,6 @@ async fn search_by_relevance_ranks_title_then_tags_then_description() {
             &format!("UPDATE videos SET status = 'ready' WHERE id = '{id}'"),
         )
         .await;
-        ids.insert(title, id);
     }
     let titles = |v: &Value| -> Vec<String> {
         v["items"]
@@ -339,5 +347,4 @@ async fn search_by_relevance_ranks_title_then_tags_then_description() {
         )
         .await;
     problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
-    assert!(ids.contains_key("Unrelated"));
 }
