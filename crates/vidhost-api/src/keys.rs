@@ -85,6 +85,16 @@ impl KeyRing {
             .expect("at least one key")
     }
 
+    /// The first key: it stays while rotations add newer ones.
+    pub fn oldest(&self) -> Arc<Key> {
+        self.keys
+            .read()
+            .expect("not poisoned")
+            .first()
+            .cloned()
+            .expect("at least one key")
+    }
+
     pub fn find(&self, kid: &str) -> Option<Arc<Key>> {
         self.keys
             .read()

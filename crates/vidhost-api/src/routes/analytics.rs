@@ -41,7 +41,9 @@ fn viewer_key(
         .get(header::USER_AGENT)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    let key = state.grants.ring.current();
+    // The oldest grant key: a rotation adds keys and must not turn every
+    // anonymous viewer into a new one.
+    let key = state.grants.ring.oldest();
     let mut m = Hmac::<Sha256>::new_from_slice(&key.secret).expect("any key length");
     m.update(b"viewer\0");
     m.update(ip.unwrap_or("-").as_bytes());
@@ -151,14 +153,18 @@ fn likeness(v: &Video, c: &Video) -> usize {
         .iter()
         .filter(|t| v.tags.iter().any(|u| u.eq_ignore_ascii_case(t)))
         .count();
-    let words = |s: &str| -> Vec<String> {
+    // Distinct words, so a title repeating one word gains nothing; at most
+    // 9, so title words never outweigh the same owner.
+    let words = |s: &str| -> std::collections::BTreeSet<String> {
         s.split(|ch: char| !ch.is_alphanumeric())
             .filter(|w| w.chars().count() > 2)
             .map(str::to_lowercase)
             .collect()
     };
-    let mine = words(&v.title);
-    let title = words(&c.title).iter().filter(|w| mine.contains(w)).count();
+    let title = words(&v.title)
+        .intersection(&words(&c.title))
+        .count()
+        .min(9);
     tags * 100 + usize::from(c.owner_id == v.owner_id) * 10 + title
 }
 
