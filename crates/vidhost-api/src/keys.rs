@@ -122,9 +122,8 @@ impl KeyRing {
         if last.is_some_and(|t| t.elapsed() < RELOAD_EVERY) {
             return None;
         }
-        let fresh = decode(db.signing_keys(self.purpose).await.ok()?).ok()?;
+        self.reload(db).await.ok()?;
         *last = Some(Instant::now());
-        *self.keys.write().expect("not poisoned") = fresh;
         self.find(kid)
     }
 }

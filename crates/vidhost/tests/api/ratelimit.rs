@@ -5,10 +5,14 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 async fn wrong_login(s: &TestServer, email: &str, forwarded_for: &str) -> reqwest::Response {
+    login_from(s, email, "not the password 99", forwarded_for).await
+}
+
+async fn login_from(s: &TestServer, email: &str, password: &str, from: &str) -> reqwest::Response {
     s.http
         .post(s.url("/api/v1/auth/login"))
-        .header("x-forwarded-for", forwarded_for)
-        .json(&json!({"email": email, "password": "not the password 99"}))
+        .header("x-forwarded-for", from)
+        .json(&json!({"email": email, "password": password}))
         .send()
         .await
         .unwrap()
@@ -92,16 +96,6 @@ async fn behind_a_trusted_proxy_each_forwarded_address_has_its_own_bucket() {
         )
         .await;
     assert_eq!(log["items"][0]["ip"], "10.0.2.2", "{log}");
-}
-
-async fn login_from(s: &TestServer, email: &str, password: &str, from: &str) -> reqwest::Response {
-    s.http
-        .post(s.url("/api/v1/auth/login"))
-        .header("x-forwarded-for", from)
-        .json(&json!({"email": email, "password": password}))
-        .send()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
