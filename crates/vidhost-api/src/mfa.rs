@@ -22,7 +22,6 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use totp_rs::{Algorithm, Secret, TOTP};
 use vidhost_core::time::now_ms;
-use vidhost_db::Attempt;
 
 const DIGITS: usize = 6;
 const STEP_S: u64 = 30;
@@ -168,16 +167,8 @@ pub async fn verify(
     })?;
     // The check is reserved (counted as wrong) before it runs: guesses sent
     // at once, to any nodes, cannot get more than the lock allows.
-    const DAY_MS: i64 = 86_400_000;
     if let Some(until) = db
-        .reserve_attempt(
-            user_id,
-            Attempt::SecondFactor,
-            now,
-            FAILURES_PER_LOCK,
-            LOCK_MS,
-            DAY_MS,
-        )
+        .reserve_totp_attempt(user_id, now, FAILURES_PER_LOCK, LOCK_MS)
         .await?
     {
         return Err(crate::error::ApiError::rate_limited(

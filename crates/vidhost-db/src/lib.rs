@@ -89,20 +89,17 @@ pub trait Catalog: Send + Sync + 'static {
     /// Uses an unused recovery code (and resets the failures and any lock).
     /// False: none such.
     async fn use_recovery_code(&self, user_id: &str, code_hash: &str, now: Millis) -> Result<bool>;
-    /// Reserves one check of a second-factor code (`what`), counted as
-    /// wrong until a right one resets the count; the `every`-th in a row
-    /// also locks further checks until `now + lock_ms` × 2^(lockouts so far
-    /// − 1), at most `max_lock_ms`. Reserving before checking means
-    /// concurrent guesses cannot slip past the lock. `Some(until)`: locked,
-    /// nothing reserved.
-    async fn reserve_attempt(
+    /// Reserves one check of a second-factor code, counted as wrong until
+    /// a right one resets the count; the `every`-th in a row also locks
+    /// further checks until `now + lock_ms` × 2^(lockouts so far − 1), at
+    /// most a day. Reserving before checking means concurrent guesses cannot
+    /// slip past the lock. `Some(until)`: locked, nothing reserved.
+    async fn reserve_totp_attempt(
         &self,
         user_id: &str,
-        what: Attempt,
         now: Millis,
         every: i64,
         lock_ms: i64,
-        max_lock_ms: i64,
     ) -> Result<Option<Millis>>;
     /// An unused, unexpired invite has this code hash (a cheap look before
     /// the work of registering; `create_user_with_invite` decides).

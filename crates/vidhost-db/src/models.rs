@@ -287,19 +287,3 @@ pub struct AuditQuery {
     pub before: Option<(Millis, String)>,
     pub limit: i64,
 }
-
-/// What [`crate::Catalog::reserve_attempt`] counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attempt {
-    /// A TOTP or recovery code.
-    SecondFactor,
-}
-
-impl Attempt {
-    /// The users columns of its count and its lock.
-    pub(crate) fn columns(self) -> (&'static str, &'static str) {
-        match self {
-            Attempt::SecondFactor => ("totp_failures", "totp_locked_until"),
-        }
-    }
-}

@@ -6,9 +6,9 @@
 //! upgrade halfway.
 
 use crate::{
-    Attempt, AuditEntry, AuditQuery, Catalog, DbError, Invite, Job, Lease, Outputs, Rendition,
-    Renewal, Result, RotateOutcome, Session, SigningKey, Sort, TotpState, Upload, UploadDone, User,
-    Video, VideoPatch, VideoQuery, VideoStats, ViewBeacon, Viewer,
+    AuditEntry, AuditQuery, Catalog, DbError, Invite, Job, Lease, Outputs, Rendition, Renewal,
+    Result, RotateOutcome, Session, SigningKey, Sort, TotpState, Upload, UploadDone, User, Video,
+    VideoPatch, VideoQuery, VideoStats, ViewBeacon, Viewer,
 };
 use async_trait::async_trait;
 use sqlx::Row;
@@ -502,27 +502,21 @@ macro_rules! catalog_impl {
                 Ok(n == 1)
             }
 
-            async fn reserve_attempt(
-                &self,
-                user_id: &str,
-                what: Attempt,
-                now: Millis,
-                every: i64,
-                lock_ms: i64,
-                max_lock_ms: i64,
-            ) -> Result<Option<Millis>> {
-                let (count, until) = what.columns();
+            async fn reserve_totp_attempt(&self, user_id: &str, now: Millis, every: i64, lock_ms: i64) -> Result<Option<Millis>> {
                 let mut tx = self.0.begin().await?;
                 // The row stays locked to this transaction until it commits
                 // (SQLite: the write lock; PostgreSQL: the row lock, and a
                 // waiting UPDATE re-checks its WHERE on the row as committed).
-                let reserve = format!(
-                    "UPDATE users SET {count} = {count} + 1 WHERE id = $1 AND {until} <= $2 RETURNING {count}"
-                );
-                let failures: Option<i64> =
-                    sqlx::query_scalar(&reserve).bind(user_id).bind(now).fetch_optional(&mut *tx).await?;
+                let failures: Option<i64> = sqlx::query_scalar(
+                    "UPDATE users SET totp_failures = totp_failures + 1 WHERE id = $1 AND totp_locked_until <= $2 \
+                     RETURNING totp_failures",
+                )
+                .bind(user_id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
                 let Some(failures) = failures else {
-                    let locked: Option<Millis> = sqlx::query_scalar(&format!("SELECT {until} FROM users WHERE id = $1"))
+                    let locked: Option<Millis> = sqlx::query_scalar("SELECT totp_locked_until FROM users WHERE id = $1")
                         .bind(user_id)
                         .fetch_optional(&mut *tx)
                         .await?;
@@ -531,8 +525,9 @@ macro_rules! catalog_impl {
                 };
                 if every > 0 && failures % every == 0 {
                     let doublings = (failures / every - 1).clamp(0, 20) as u32;
-                    let lock = lock_ms.saturating_mul(1i64 << doublings).min(max_lock_ms);
-                    sqlx::query(&format!("UPDATE users SET {until} = $1 WHERE id = $2"))
+                    const DAY_MS: i64 = 86_400_000;
+                    let lock = lock_ms.saturating_mul(1i64 << doublings).min(DAY_MS);
+                    sqlx::query("UPDATE users SET totp_locked_until = $1 WHERE id = $2")
                         .bind(now + lock)
                         .bind(user_id)
                         .execute(&mut *tx)
