@@ -143,6 +143,13 @@ impl App {
         let app = routes::router()
             .with_state(self.state.clone())
             .layer(axum::middleware::from_fn(metrics::track_http));
+        // Rate limits sit inside CORS: a browser page can read a 429 and its
+        // Retry-After only if the answer carries the CORS headers too.
+        let app = tower::ServiceBuilder::new()
+            .option_layer(self.state.limits.as_ref().map(|_| {
+                axum::middleware::from_fn_with_state(self.state.clone(), ratelimit::limit)
+            }))
+            .service(app);
         // tower-http answers every OPTIONS as a CORS preflight; tus clients
         // also send plain OPTIONS (no Access-Control-Request-Method) to
         // discover capabilities, and those must reach the tus handler.
@@ -178,9 +185,6 @@ impl App {
                 },
             ))
             .layer(axum::middleware::from_fn(conn::close_if_body_unread))
-            .option_layer(self.state.limits.as_ref().map(|_| {
-                axum::middleware::from_fn_with_state(self.state.clone(), ratelimit::limit)
-            }))
             .service(dispatch);
         axum::Router::new().fallback_service(outer)
     }

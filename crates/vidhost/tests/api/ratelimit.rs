@@ -60,6 +60,41 @@ async fn sign_in_requests_per_address_are_limited_and_forwarded_for_is_not_trust
 }
 
 #[tokio::test]
+async fn a_browser_page_can_read_its_429_and_retry_after() {
+    let s = TestServer::start_with(&[
+        ("VIDHOST_RATE_LIMITS__API_BURST", "3"),
+        ("VIDHOST_RATE_LIMITS__API_PER_SECOND", "1"),
+    ])
+    .await;
+    let origin = "https://app.example.com";
+    let mut limited = None;
+    for _ in 0..6 {
+        let r = s
+            .http
+            .get(s.url("/api/v1/videos"))
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let r = limited.expect("the fourth request within a second is limited");
+    // Without these a browser hides the answer from the page entirely.
+    assert_eq!(r.headers()["access-control-allow-origin"], origin);
+    let exposed = r.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(exposed.contains("retry-after"), "{exposed}");
+    assert!(r.headers().contains_key("retry-after"));
+    problem(r, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+}
+
+#[tokio::test]
 async fn behind_a_trusted_proxy_each_forwarded_address_has_its_own_bucket() {
     let s = TestServer::start_with(&[
         ("VIDHOST_RATE_LIMITS__AUTH_BURST", "3"),
