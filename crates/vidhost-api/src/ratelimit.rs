@@ -23,7 +23,8 @@ use vidhost_core::config::RateLimitConfig;
 pub struct Limits {
     auth: DefaultKeyedRateLimiter<IpAddr>,
     api: DefaultKeyedRateLimiter<IpAddr>,
-    trust_forwarded: bool,
+    /// Where the client address comes from (`client::client_addr`).
+    addresses: RateLimitConfig,
     /// Wrong passwords per (account, address).
     pub logins: crate::lockout::Lockout,
 }
@@ -79,7 +80,7 @@ impl Limits {
         c.enabled.then(|| Limits {
             auth: DefaultKeyedRateLimiter::keyed(quota(c.auth_per_second, c.auth_burst)),
             api: DefaultKeyedRateLimiter::keyed(quota(c.api_per_second, c.api_burst)),
-            trust_forwarded: c.trust_forwarded_for,
+            addresses: c.clone(),
             logins: crate::lockout::Lockout::new(c.login_failures_per_lock),
         })
     }
@@ -90,7 +91,7 @@ impl Limits {
             Class::Auth => &self.auth,
             Class::Api => &self.api,
         };
-        let Some(ip) = client_addr(req.headers(), req.extensions(), self.trust_forwarded) else {
+        let Some(ip) = client_addr(req.headers(), req.extensions(), &self.addresses) else {
             return Ok(());
         };
         limiter.check_key(&bucket_of(ip)).map_err(|not_until| {

@@ -58,7 +58,16 @@ pub struct RateLimitConfig {
     pub login_failures_per_lock: u32,
     /// Take the client address from the last `X-Forwarded-For` entry (only
     /// behind a proxy that sets it); else it is the connection's peer.
+    /// Believes the header from every peer: only for a server nothing but
+    /// the proxy can reach. `trusted_proxies` is the safer way.
     pub trust_forwarded_for: bool,
+    /// The proxies (CIDRs, e.g. `10.0.0.0/8`) whose `X-Forwarded-For` is
+    /// believed. When set, only requests from these peers have the header
+    /// read, and the client is the last entry that is not one of them (so
+    /// a chain of proxies counts its first one's client); a request straight
+    /// from anywhere else counts as its connection's peer.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -168,6 +177,7 @@ impl Default for Config {
                 api_burst: 2000,
                 login_failures_per_lock: 10,
                 trust_forwarded_for: false,
+                trusted_proxies: Vec::new(),
             },
             delivery: DeliveryConfig {
                 grant_ttl_s: 6 * 3600,

@@ -96,6 +96,15 @@ async fn bad_configuration_is_explained() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("database_url"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vidhost"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("VIDHOST_RATE_LIMITS__TRUSTED_PROXIES", "[\"10.0.0.0/33\"]")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.to_lowercase().contains("trusted_proxies"), "{err}");
 }
 
 fn in_progress(metrics: &str, method: &str) -> f64 {

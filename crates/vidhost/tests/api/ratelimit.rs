@@ -94,6 +94,76 @@ async fn a_browser_page_can_read_its_429_and_retry_after() {
     problem(r, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
 }
 
+/// The address the audit log recorded for a sign-in sent with this
+/// X-Forwarded-For.
+async fn audited_address(s: &TestServer, forwarded_for: &str) -> serde_json::Value {
+    let r = login_from(s, ADMIN_EMAIL, PASSWORD, forwarded_for).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let admin: serde_json::Value = r.json().await.unwrap();
+    let log = s
+        .get_json(
+            "/api/v1/admin/audit?action=login.succeeded",
+            admin["access_token"].as_str(),
+        )
+        .await;
+    log["items"][0]["ip"].clone()
+}
+
+#[tokio::test]
+async fn only_listed_proxies_are_believed_and_a_chain_counts_its_first_client() {
+    // The test client connects from 127.0.0.1, which is not a listed proxy:
+    // its X-Forwarded-For is its own invention and buys no fresh buckets.
+    let s = TestServer::start_with(&[
+        ("VIDHOST_RATE_LIMITS__AUTH_BURST", "3"),
+        ("VIDHOST_RATE_LIMITS__AUTH_PER_SECOND", "1"),
+        ("VIDHOST_RATE_LIMITS__TRUSTED_PROXIES", "[\"10.0.0.0/8\"]"),
+    ])
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let r = wrong_login(&s, "nobody@example.com", &format!("10.0.0.{i}")).await;
+        statuses.push(r.status());
+    }
+    assert_eq!(statuses[..3], [StatusCode::UNAUTHORIZED; 3]);
+    assert!(
+        statuses[3..].contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    drop(s);
+
+    // Loopback listed as the outer proxy and 10/8 as the inner one: the
+    // client is the last entry that is neither.
+    let s = TestServer::start_with(&[
+        ("VIDHOST_RATE_LIMITS__AUTH_BURST", "3"),
+        ("VIDHOST_RATE_LIMITS__AUTH_PER_SECOND", "1"),
+        (
+            "VIDHOST_RATE_LIMITS__TRUSTED_PROXIES",
+            "[\"127.0.0.0/8\", \"10.0.0.0/8\"]",
+        ),
+    ])
+    .await;
+    // What the client itself sent (left of its address) is not believed.
+    let ip = audited_address(&s, "192.0.2.66, 198.51.100.7, 10.0.0.5").await;
+    assert_eq!(ip, "198.51.100.7");
+    let mut limited = false;
+    for _ in 0..10 {
+        let r = wrong_login(&s, "nobody@example.com", "198.51.100.7, 10.0.0.5").await;
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "198.51.100.7's sign-in bucket never ran out");
+    // The same client through another listed proxy: the same bucket.
+    let r = wrong_login(&s, "nobody@example.com", "198.51.100.7, 10.0.0.6").await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Another client behind the same proxies has a bucket of its own.
+    let r = wrong_login(&s, "nobody@example.com", "198.51.100.8, 10.0.0.5").await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // A chain of proxies only: the outermost entry.
+    assert_eq!(audited_address(&s, "10.0.0.9, 10.0.0.5").await, "10.0.0.9");
+}
+
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_forwarded_address_has_its_own_bucket() {
     let s = TestServer::start_with(&[
