@@ -76,35 +76,26 @@ async fn metrics_use_route_templates() {
 #[tokio::test]
 async fn bad_configuration_is_explained() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vidhost"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("VIDHOST_AUTH__ACCESS_TOKEN_TTL_S", "5")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    // What `serve` with one bad setting says on stderr; it must not start.
+    let refused = |key: &str, value: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vidhost"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env(key, value)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{key}={value} was accepted");
+        String::from_utf8_lossy(&out.stderr).to_lowercase()
+    };
+    let err = refused("VIDHOST_AUTH__ACCESS_TOKEN_TTL_S", "5");
     assert!(
         err.contains("access_token_ttl_s") && err.contains("900"),
         "{err}"
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vidhost"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("VIDHOST_DATABASE_URL", "mysql://x")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("database_url"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vidhost"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("VIDHOST_RATE_LIMITS__TRUSTED_PROXIES", "[\"10.0.0.0/33\"]")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.to_lowercase().contains("trusted_proxies"), "{err}");
+    let err = refused("VIDHOST_DATABASE_URL", "mysql://x");
+    assert!(err.contains("database_url"), "{err}");
+    let err = refused("VIDHOST_RATE_LIMITS__TRUSTED_PROXIES", "[\"10.0.0.0/33\"]");
+    assert!(err.contains("trusted_proxies"), "{err}");
 }
 
 fn in_progress(metrics: &str, method: &str) -> f64 {
