@@ -23,8 +23,6 @@ use vidhost_core::config::RateLimitConfig;
 pub struct Limits {
     auth: DefaultKeyedRateLimiter<IpAddr>,
     api: DefaultKeyedRateLimiter<IpAddr>,
-    /// Where the client address comes from (`client::client_addr`).
-    addresses: RateLimitConfig,
     /// Wrong passwords per (account, address).
     pub logins: crate::lockout::Lockout,
 }
@@ -80,18 +78,18 @@ impl Limits {
         c.enabled.then(|| Limits {
             auth: DefaultKeyedRateLimiter::keyed(quota(c.auth_per_second, c.auth_burst)),
             api: DefaultKeyedRateLimiter::keyed(quota(c.api_per_second, c.api_burst)),
-            addresses: c.clone(),
             logins: crate::lockout::Lockout::new(c.login_failures_per_lock),
         })
     }
 
-    fn check(&self, req: &Request) -> Result<(), ApiError> {
+    /// `c` says where the client address comes from (`client::client_addr`).
+    fn check(&self, req: &Request, c: &RateLimitConfig) -> Result<(), ApiError> {
         let limiter = match classify(req.method(), req.uri().path()) {
             Class::Free => return Ok(()),
             Class::Auth => &self.auth,
             Class::Api => &self.api,
         };
-        let Some(ip) = client_addr(req.headers(), req.extensions(), &self.addresses) else {
+        let Some(ip) = client_addr(req.headers(), req.extensions(), c) else {
             return Ok(());
         };
         limiter.check_key(&bucket_of(ip)).map_err(|not_until| {
@@ -115,7 +113,7 @@ impl Limits {
 
 pub async fn limit(State(state): State<SharedState>, req: Request, next: Next) -> Response {
     if let Some(limits) = &state.limits {
-        if let Err(e) = limits.check(&req) {
+        if let Err(e) = limits.check(&req, &state.config.rate_limits) {
             crate::metrics::rate_limited();
             return e.into_response();
         }
