@@ -230,8 +230,10 @@ const TOP_LEVEL_KEYS: &[&str] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    // Not its `source()` as well: the message already holds figment's,
+    // which an error chain would then print twice.
     #[error("configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
+    Load(Box<figment::Error>),
     #[error("configuration: {0}")]
     Invalid(String),
 }
