@@ -200,7 +200,7 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
 }
 
 /// Seconds of clock skew allowed on `exp`.
-const LEEWAY_S: i64 = 5;
+pub(crate) const LEEWAY_S: i64 = 5;
 
 pub async fn caller_from_token(state: &SharedState, token: &str) -> ApiResult<Caller> {
     let invalid = || ApiError::unauthorized("the access token is invalid or has expired");

@@ -12,10 +12,14 @@ use serde::Serialize;
 use sha2::Sha256;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+use vidhost_core::config::Config;
 use vidhost_db::{DynCatalog, SigningKey};
 
 pub const JWT: &str = "jwt";
 pub const GRANT: &str = "grant";
+/// The key of the pseudonyms of anonymous viewers (analytics). It never
+/// rotates: a new key would make every anonymous viewer a new one.
+pub const VIEWER: &str = "viewer";
 
 #[derive(Clone)]
 pub struct Key {
@@ -49,16 +53,21 @@ fn decode(keys: Vec<SigningKey>) -> Result<Vec<Arc<Key>>, ApiError> {
 impl KeyRing {
     /// Loads the keys for `purpose`, creating the first one if none exists.
     /// The first kid is fixed, so nodes starting together agree on one key.
+    /// Once rotations retired it, it is not made again: there is a newer key.
     pub async fn load(db: &DynCatalog, purpose: &'static str) -> Result<KeyRing, ApiError> {
-        let mut secret = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut secret);
-        let first = SigningKey {
-            kid: format!("{purpose}-1"),
-            purpose: purpose.into(),
-            secret: B64.encode(secret),
-            created_at: vidhost_core::time::now_ms(),
-        };
-        let keys = decode(db.ensure_signing_key(&first).await?)?;
+        let mut keys = db.signing_keys(purpose).await?;
+        if keys.is_empty() {
+            let mut secret = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut secret);
+            let first = SigningKey {
+                kid: format!("{purpose}-1"),
+                purpose: purpose.into(),
+                secret: B64.encode(secret),
+                created_at: vidhost_core::time::now_ms(),
+            };
+            keys = db.ensure_signing_key(&first).await?;
+        }
+        let keys = decode(keys)?;
         Ok(KeyRing {
             purpose,
             keys: RwLock::new(keys),
@@ -76,21 +85,15 @@ impl KeyRing {
         Ok(())
     }
 
+    pub fn purpose(&self) -> &'static str {
+        self.purpose
+    }
+
     pub fn current(&self) -> Arc<Key> {
         self.keys
             .read()
             .expect("not poisoned")
             .last()
-            .cloned()
-            .expect("at least one key")
-    }
-
-    /// The first key: it stays while rotations add newer ones.
-    pub fn oldest(&self) -> Arc<Key> {
-        self.keys
-            .read()
-            .expect("not poisoned")
-            .first()
             .cloned()
             .expect("at least one key")
     }
@@ -130,8 +133,9 @@ impl KeyRing {
 
 /// Adds a new signing key for `purpose` and returns its kid. It signs from
 /// then on: at once on a node that meets a token it signed, otherwise from
-/// the node's next periodic reload. Older keys still verify, so nothing
-/// issued before is cut off.
+/// the node's next periodic reload. Older keys still verify until
+/// [`retire_superseded`] retires them, so nothing issued before is cut off;
+/// after a leak, [`retire_older`] cuts them off at once.
 pub async fn rotate(db: &DynCatalog, purpose: &str) -> Result<String, ApiError> {
     let mut secret = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut secret);
@@ -145,6 +149,48 @@ pub async fn rotate(db: &DynCatalog, purpose: &str) -> Result<String, ApiError> 
     };
     db.ensure_signing_key(&key).await?;
     Ok(key.kid)
+}
+
+/// How long a key still verifies after a newer one replaced it: nodes keep
+/// signing with it until their next reload (`sweep_interval_s`), and what it
+/// signed last lives for the longest lifetime of its purpose (access tokens;
+/// play grants and upload URLs), plus the leeway on `exp` and a minute for
+/// clocks that disagree.
+pub fn retention(config: &Config, purpose: &str) -> Duration {
+    let lifetime = if purpose == JWT {
+        config.auth.access_token_ttl_s
+    } else {
+        config
+            .delivery
+            .grant_ttl_s
+            .max(config.delivery.owner_grant_ttl_s)
+            .max(config.uploads.presign_expiry_s)
+    };
+    Duration::from_secs(
+        lifetime + config.uploads.sweep_interval_s + crate::auth::LEEWAY_S as u64 + 60,
+    )
+}
+
+/// Retires the keys of `purpose` that a newer key replaced longer ago than
+/// [`retention`]: nothing they signed is still valid, so from then on they
+/// could only verify tokens forged with a stolen copy. Runs on every node at
+/// each sweep (a DELETE that finds nothing costs one query). Returns how
+/// many keys went; nodes drop them at their next reload.
+pub async fn retire_superseded(
+    db: &DynCatalog,
+    config: &Config,
+    purpose: &str,
+) -> Result<u64, ApiError> {
+    let cutoff = vidhost_core::time::now_ms() - retention(config, purpose).as_millis() as i64;
+    Ok(db.retire_signing_keys(purpose, cutoff).await?)
+}
+
+/// Retires every key of `purpose` but the newest, at once: for a key that
+/// leaked. What the older keys signed stops working on each node at its
+/// next reload (within `sweep_interval_s`): their users sign in again and
+/// players fetch fresh playback URLs.
+pub async fn retire_older(db: &DynCatalog, purpose: &str) -> Result<u64, ApiError> {
+    Ok(db.retire_signing_keys(purpose, i64::MAX).await?)
 }
 
 /// Compact signed tokens for grants: `kid.payload.mac`, all base64url.

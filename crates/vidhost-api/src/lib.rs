@@ -64,6 +64,10 @@ impl App {
                 .await
                 .map_err(|e| anyhow::anyhow!("signing keys: {}", e.detail))?,
         };
+        let viewer_key = KeyRing::load(&db, keys::VIEWER)
+            .await
+            .map_err(|e| anyhow::anyhow!("signing keys: {}", e.detail))?
+            .current();
         let metrics = metrics::Metrics::install();
         // Fails at start, with a clear message, when ffmpeg/ffprobe are missing.
         let tools = vidhost_pipeline::Tools::discover(config.processing.workers.max(1))?;
@@ -80,6 +84,7 @@ impl App {
             store,
             jwt_keys,
             grants,
+            viewer_key,
             metrics,
             original_types: Default::default(),
             users: Default::default(),
@@ -310,8 +315,18 @@ async fn sweep_loop(state: SharedState) {
         if let Some(l) = &state.limits {
             l.upkeep();
         }
-        // Keys a rotation added (on any node) start signing here.
+        // Keys a rotation added (on any node) start signing here, and keys
+        // retired (on any node) stop verifying.
         for ring in [&state.jwt_keys, &state.grants.ring] {
+            match keys::retire_superseded(&state.db, &state.config, ring.purpose()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    purpose = ring.purpose(),
+                    retired = n,
+                    "superseded signing keys retired"
+                ),
+                Err(e) => tracing::warn!(error = %e.detail, "retiring superseded signing keys"),
+            }
             if let Err(e) = ring.reload(&state.db).await {
                 tracing::warn!(error = %e.detail, "reloading signing keys");
             }

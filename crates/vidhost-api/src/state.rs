@@ -1,4 +1,4 @@
-use crate::keys::{KeyRing, Signer};
+use crate::keys::{Key, KeyRing, Signer};
 use crate::metrics::Metrics;
 use std::sync::Arc;
 use vidhost_core::Config;
@@ -12,6 +12,8 @@ pub struct AppState {
     pub store: DynStore,
     pub jwt_keys: KeyRing,
     pub grants: Signer,
+    /// The key of anonymous viewers' pseudonyms (`keys::VIEWER`).
+    pub viewer_key: Arc<Key>,
     pub metrics: Metrics,
     /// Content type of uploaded originals by video id. Safe to keep: it
     /// never changes once the upload completed, and a deleted video's

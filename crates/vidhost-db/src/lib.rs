@@ -48,6 +48,10 @@ pub trait Catalog: Send + Sync + 'static {
     /// Inserts unless a key with this kid exists; returns every key of `purpose`.
     async fn ensure_signing_key(&self, key: &SigningKey) -> Result<Vec<SigningKey>>;
     async fn signing_keys(&self, purpose: &str) -> Result<Vec<SigningKey>>;
+    /// Deletes the keys of `purpose` that a newer key created at or before
+    /// `superseded_by` replaced. The newest key is never deleted. Returns
+    /// how many went.
+    async fn retire_signing_keys(&self, purpose: &str, superseded_by: Millis) -> Result<u64>;
 
     // sessions and refresh tokens
     async fn create_session(&self, session: &Session, first_token_hash: &str) -> Result<()>;

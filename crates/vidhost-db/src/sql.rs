@@ -286,6 +286,20 @@ macro_rules! catalog_impl {
                 rows.iter().map(Self::key).collect()
             }
 
+            async fn retire_signing_keys(&self, purpose: &str, superseded_by: Millis) -> Result<u64> {
+                // Older than the newest key created by `superseded_by`; with
+                // none that old, the subquery is NULL and nothing matches.
+                let r = sqlx::query(
+                    "DELETE FROM signing_keys WHERE purpose = $1 AND created_at < \
+                     (SELECT MAX(created_at) FROM signing_keys WHERE purpose = $1 AND created_at <= $2)",
+                )
+                .bind(purpose)
+                .bind(superseded_by)
+                .execute(&self.0)
+                .await?;
+                Ok(r.rows_affected())
+            }
+
             async fn create_session(&self, s: &Session, first_token_hash: &str) -> Result<()> {
                 let mut tx = self.0.begin().await?;
                 sqlx::query(

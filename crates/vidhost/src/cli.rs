@@ -107,13 +107,19 @@ enum AdminCommand {
         role: String,
     },
     /// Add new token-signing keys: they sign from now on (running nodes
-    /// switch within a sweep interval); older keys still verify
+    /// switch within a sweep interval); older keys still verify until what
+    /// they signed has expired, then they are retired
     RotateKeys {
         #[command(flatten)]
         common: CommonArgs,
         /// Which keys: access tokens (jwt), playback and upload grants (grant), or all
         #[arg(long, default_value = "all", value_parser = ["all", "jwt", "grant"])]
         purpose: String,
+        /// Retire the older keys now (a key leaked): what they signed stops
+        /// working on every node within a sweep interval, so users sign in
+        /// again and players fetch new playback URLs
+        #[arg(long)]
+        retire_old: bool,
     },
 }
 
@@ -224,7 +230,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin {
-            command: AdminCommand::RotateKeys { common, purpose },
+            command:
+                AdminCommand::RotateKeys {
+                    common,
+                    purpose,
+                    retire_old,
+                },
         } => {
             let config = common.load(None)?;
             init_tracing("warn");
@@ -238,16 +249,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let kid = vidhost_api::keys::rotate(&app.state.db, p)
                     .await
                     .map_err(|e| anyhow::anyhow!("rotating the {p} key: {}", e.detail))?;
+                let retired = if retire_old {
+                    vidhost_api::keys::retire_older(&app.state.db, p)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("retiring the old {p} keys: {}", e.detail))?
+                } else {
+                    0
+                };
                 vidhost_api::audit::record(
                     &app.state,
                     None,
                     None,
                     vidhost_api::audit::action::KEY_ROTATED,
                     Some(&kid),
-                    serde_json::json!({"purpose": p, "via": "cli"}),
+                    serde_json::json!({"purpose": p, "via": "cli", "retired": retired}),
                 )
                 .await;
-                println!("{p}: new signing key {kid}; older keys still verify");
+                let sweep = app.state.config.uploads.sweep_interval_s;
+                if retire_old {
+                    println!(
+                        "{p}: new signing key {kid}; {retired} older key(s) retired: what they \
+                         signed stops working on every node within {sweep} s"
+                    );
+                } else {
+                    let keep = vidhost_api::keys::retention(&app.state.config, p).as_secs();
+                    println!(
+                        "{p}: new signing key {kid}; older keys still verify for {keep} s, \
+                         then they are retired"
+                    );
+                }
             }
             Ok(())
         }

@@ -41,9 +41,7 @@ fn viewer_key(
         .get(header::USER_AGENT)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    // The oldest grant key: a rotation adds keys and must not turn every
-    // anonymous viewer into a new one.
-    let key = state.grants.ring.oldest();
+    let key = &state.viewer_key;
     let mut m = Hmac::<Sha256>::new_from_slice(&key.secret).expect("any key length");
     m.update(b"viewer\0");
     m.update(ip.unwrap_or("-").as_bytes());

@@ -164,43 +164,52 @@ async fn serve_without_ffmpeg_stops_at_start_and_says_what_to_install() {
     assert!(err.contains("apt-get install ffmpeg"), "{err}");
 }
 
-#[tokio::test]
-async fn rotated_keys_sign_new_tokens_and_old_ones_still_verify() {
-    // Two nodes on one database; the rotation runs as a third process.
-    let a = TestServer::start_with(&[("VIDHOST_UPLOADS__SWEEP_INTERVAL_S", "1")]).await;
-    let old = a.user("rot@example.com").await;
-    let kid_of = |t: &str| jsonwebtoken::decode_header(t).unwrap().kid.unwrap();
-    let old_kid = kid_of(&old);
-    let env = [("VIDHOST_DATABASE_URL", a.database_url.as_str())];
-    let dir = a.data_dir.path().to_str().unwrap().to_owned();
-    let out = vidhost(
-        &[
-            "admin",
-            "rotate-keys",
-            "--data-dir",
-            &dir,
-            "--purpose",
-            "jwt",
-        ],
-        &env,
-        "",
-    );
+/// Runs `vidhost admin rotate-keys` on `s`'s database; returns its stdout.
+fn rotate_keys(s: &TestServer, args: &[&str]) -> String {
+    let env = [("VIDHOST_DATABASE_URL", s.database_url.as_str())];
+    let dir = s.data_dir.path().to_str().unwrap().to_owned();
+    let mut all = vec!["admin", "rotate-keys", "--data-dir", &dir];
+    all.extend_from_slice(args);
+    let out = vidhost(&all, &env, "");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn kid_of(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+/// Waits (at most 5 s: nodes here reload keys every second) until `token`
+/// is refused.
+async fn refused_soon(s: &TestServer, token: &str) {
+    for _ in 0..50 {
+        if s.get("/api/v1/me", Some(token)).await.status() == StatusCode::UNAUTHORIZED {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("a token of a retired key still verifies after 5 s");
+}
+
+#[tokio::test]
+async fn rotated_keys_sign_new_tokens_and_old_ones_still_verify() {
+    // Two nodes on one database; the rotation runs as a third process.
+    let a = TestServer::start_with(&[("VIDHOST_UPLOADS__SWEEP_INTERVAL_S", "1")]).await;
+    let old = a.user("rot@example.com").await;
+    let old_kid = kid_of(&old);
+    let stdout = rotate_keys(&a, &["--purpose", "jwt"]);
     assert!(stdout.contains("jwt: new signing key jwt-"), "{stdout}");
+    assert!(stdout.contains("older keys still verify for "), "{stdout}");
 
     // The running node switches at its next periodic reload (here every
     // second) without having seen a token of the new key.
     let mut switched = None;
     for _ in 0..50 {
-        let t = a.login("rot@example.com").await["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let t = a.access_token("rot@example.com").await;
         if kid_of(&t) != old_kid {
             switched = Some(kid_of(&t));
             break;
@@ -211,10 +220,7 @@ async fn rotated_keys_sign_new_tokens_and_old_ones_still_verify() {
 
     // A node started after the rotation signs with the new key too…
     let b = TestServer::start_with(&[("VIDHOST_DATABASE_URL", &a.database_url)]).await;
-    let new = b.login("rot@example.com").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let new = b.access_token("rot@example.com").await;
     let new_kid = kid_of(&new);
     assert_eq!(new_kid, switched);
     assert!(stdout.contains(&new_kid), "{stdout}");
@@ -240,4 +246,101 @@ async fn rotated_keys_sign_new_tokens_and_old_ones_still_verify() {
     assert_eq!(items[0]["target"], new_kid.as_str());
     assert_eq!(items[0]["detail"]["purpose"], "jwt");
     assert_eq!(items[0]["actor"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn superseded_keys_are_retired_once_what_they_signed_has_expired() {
+    let a = TestServer::start_with(&[("VIDHOST_UPLOADS__SWEEP_INTERVAL_S", "1")]).await;
+    let old = a.user("ret@example.com").await;
+    rotate_keys(&a, &["--purpose", "jwt"]);
+    // Sweeps come and go; the old key stays while its tokens may be valid.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(
+        a.get("/api/v1/me", Some(&old)).await.status(),
+        StatusCode::OK
+    );
+    let new = a.access_token("ret@example.com").await;
+    assert_ne!(kid_of(&new), kid_of(&old));
+
+    // Two days later (the keys' dates moved back, as if), every token the
+    // old key signed has expired: only a forged one could still use it.
+    let two_days = 2 * 86_400_000;
+    sql(
+        &a.database_url,
+        &format!(
+            "UPDATE signing_keys SET created_at = created_at - {two_days} WHERE purpose = 'jwt'"
+        ),
+    )
+    .await;
+    refused_soon(&a, &old).await;
+    assert_eq!(
+        a.get("/api/v1/me", Some(&new)).await.status(),
+        StatusCode::OK
+    );
+
+    // A node started now does not bring the first key back.
+    let b = TestServer::start_with(&[("VIDHOST_DATABASE_URL", &a.database_url)]).await;
+    assert_eq!(
+        b.get("/api/v1/me", Some(&old)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let from_b = b.access_token("ret@example.com").await;
+    assert_eq!(kid_of(&from_b), kid_of(&new));
+    assert_eq!(
+        a.get("/api/v1/me", Some(&from_b)).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_leaked_key_is_retired_at_once_with_what_it_signed() {
+    let a = TestServer::start_with(&[("VIDHOST_UPLOADS__SWEEP_INTERVAL_S", "1")]).await;
+    let old = a.user("leak@example.com").await;
+    let video = a.upload_sample(&old, "leaked").await;
+    let id = video["id"].as_str().unwrap();
+    let playback = |t: String| {
+        let a = &a;
+        async move {
+            a.get_json(&format!("/api/v1/videos/{id}/playback"), Some(&t))
+                .await["original"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let old_original = playback(old.clone()).await;
+    assert_eq!(a.get(&old_original, None).await.status(), StatusCode::OK);
+
+    let stdout = rotate_keys(&a, &["--purpose", "all", "--retire-old"]);
+    for p in ["jwt", "grant"] {
+        assert!(
+            stdout.contains(&format!("{p}: new signing key {p}-")),
+            "{stdout}"
+        );
+    }
+    assert!(stdout.contains("1 older key(s) retired"), "{stdout}");
+
+    // Tokens and playback URLs of the old keys stop working…
+    refused_soon(&a, &old).await;
+    let r = a.get(&old_original, None).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // …and signing in again gives ones that work.
+    let new = a.access_token("leak@example.com").await;
+    assert_ne!(kid_of(&new), kid_of(&old));
+    let new_original = playback(new.clone()).await;
+    assert_ne!(new_original, old_original);
+    assert_eq!(
+        a.get(&new_original, None).await.bytes().await.unwrap(),
+        sample_mp4()
+    );
+
+    let admin = a.admin().await;
+    let log = a
+        .get_json("/api/v1/admin/audit?action=key.rotated", Some(&admin))
+        .await;
+    let items = log["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{log}");
+    for i in items {
+        assert_eq!(i["detail"]["retired"], 1, "{log}");
+    }
 }

@@ -229,6 +229,11 @@ impl TestServer {
     /// Registers `email` and returns an access token.
     pub async fn user(&self, email: &str) -> String {
         self.register(email).await;
+        self.access_token(email).await
+    }
+
+    /// Signs `email` in and returns the access token.
+    pub async fn access_token(&self, email: &str) -> String {
         self.login(email).await["access_token"]
             .as_str()
             .unwrap()
@@ -236,10 +241,7 @@ impl TestServer {
     }
 
     pub async fn admin(&self) -> String {
-        self.login(ADMIN_EMAIL).await["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        self.access_token(ADMIN_EMAIL).await
     }
 
     pub async fn post_json(&self, path: &str, token: Option<&str>, body: Value) -> Response {
