@@ -315,6 +315,11 @@ async fn sweep_loop(state: SharedState) {
         if let Some(l) = &state.limits {
             l.upkeep();
         }
+        match routes::analytics::fold_idle_sessions(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(sessions = n, "playback sessions folded into daily totals"),
+            Err(e) => tracing::warn!(error = %e.detail, "folding playback sessions"),
+        }
         // Keys a rotation added (on any node) start signing here, and keys
         // retired (on any node) stop verifying.
         for ring in [&state.jwt_keys, &state.grants.ring] {

@@ -127,6 +127,11 @@ pub trait Catalog: Send + Sync + 'static {
     /// at most as fast as the clock since it started), a `play` counts it
     /// as a view once. Reports naming another viewer's session are ignored.
     async fn record_view(&self, beacon: &ViewBeacon) -> Result<()>;
+    /// Folds up to `limit` sessions last reported before `idle_before` into
+    /// the daily totals and the viewers of their videos, and deletes them;
+    /// the stats stay what they were. Each session is folded once, even by
+    /// nodes folding at the same time. Returns how many were folded.
+    async fn fold_view_sessions(&self, idle_before: Millis, limit: i64) -> Result<u64>;
     async fn video_stats(&self, video_id: &str) -> Result<VideoStats>;
 
     // audit log

@@ -660,21 +660,76 @@ macro_rules! catalog_impl {
                 Ok(())
             }
 
+            async fn fold_view_sessions(&self, idle_before: Millis, limit: i64) -> Result<u64> {
+                use std::collections::{BTreeMap, BTreeSet};
+                let mut tx = self.0.begin().await?;
+                // A row that two nodes' DELETEs both pick is returned to one
+                // of them only: each session is counted once.
+                let gone = sqlx::query(
+                    "DELETE FROM view_sessions WHERE (video_id, session_id) IN \
+                     (SELECT video_id, session_id FROM view_sessions WHERE updated_at < $1 ORDER BY updated_at LIMIT $2) \
+                     RETURNING video_id, day, viewer_key, played, watched_s",
+                )
+                .bind(idle_before)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut days: BTreeMap<(String, String), (i64, f64)> = BTreeMap::new();
+                let mut viewers: BTreeSet<(String, String)> = BTreeSet::new();
+                for r in &gone {
+                    let video: String = r.try_get("video_id")?;
+                    let played: bool = r.try_get("played")?;
+                    if played {
+                        viewers.insert((video.clone(), r.try_get("viewer_key")?));
+                    }
+                    let d = days.entry((video, r.try_get("day")?)).or_default();
+                    d.0 += i64::from(played);
+                    d.1 += r.try_get::<f64, _>("watched_s")?;
+                }
+                for ((video, day), (views, watched)) in &days {
+                    sqlx::query(
+                        "INSERT INTO view_days (video_id, day, views, watch_time_s) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (video_id, day) DO UPDATE SET views = view_days.views + excluded.views, \
+                         watch_time_s = view_days.watch_time_s + excluded.watch_time_s",
+                    )
+                    .bind(video)
+                    .bind(day)
+                    .bind(views)
+                    .bind(watched)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for (video, key) in &viewers {
+                    sqlx::query("INSERT INTO video_viewers (video_id, viewer_key) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                        .bind(video)
+                        .bind(key)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(gone.len() as u64)
+            }
+
             async fn video_stats(&self, video_id: &str) -> Result<VideoStats> {
+                // Folded sessions (view_days, video_viewers) and live ones.
                 let views: Option<i64> = sqlx::query_scalar("SELECT views FROM videos WHERE id = $1")
                     .bind(video_id)
                     .fetch_optional(&self.0)
                     .await?;
                 let row = sqlx::query(
-                    "SELECT COUNT(DISTINCT CASE WHEN played THEN viewer_key END) AS uniq, \
-                     COALESCE(SUM(watched_s), 0.0) AS watched FROM view_sessions WHERE video_id = $1",
+                    "SELECT (SELECT COUNT(*) FROM (SELECT viewer_key FROM video_viewers WHERE video_id = $1 \
+                     UNION SELECT viewer_key FROM view_sessions WHERE video_id = $1 AND played) AS u) AS uniq, \
+                     COALESCE((SELECT SUM(watch_time_s) FROM view_days WHERE video_id = $1), 0.0) \
+                     + COALESCE((SELECT SUM(watched_s) FROM view_sessions WHERE video_id = $1), 0.0) AS watched",
                 )
                 .bind(video_id)
                 .fetch_one(&self.0)
                 .await?;
                 let days = sqlx::query(
-                    "SELECT day, SUM(CASE WHEN played THEN 1 ELSE 0 END) AS views, COALESCE(SUM(watched_s), 0.0) AS watched \
-                     FROM view_sessions WHERE video_id = $1 GROUP BY day ORDER BY day",
+                    "SELECT day, CAST(SUM(views) AS BIGINT) AS views, SUM(watched) AS watched FROM \
+                     (SELECT day, views, watch_time_s AS watched FROM view_days WHERE video_id = $1 \
+                     UNION ALL SELECT day, CASE WHEN played THEN 1 ELSE 0 END, watched_s FROM view_sessions \
+                     WHERE video_id = $1) AS t GROUP BY day ORDER BY day",
                 )
                 .bind(video_id)
                 .fetch_all(&self.0)

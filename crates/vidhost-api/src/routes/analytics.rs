@@ -50,6 +50,30 @@ fn viewer_key(
     format!("a:{}", hex::encode(&m.finalize().into_bytes()[..16]))
 }
 
+/// A session without a report for this long is over (a player reports
+/// every few seconds while it plays); a report after that starts a new one.
+const SESSION_IDLE_MS: i64 = 24 * 3600 * 1000;
+
+/// Sessions folded per transaction, and transactions per sweep: a backlog
+/// (the first sweep after an upgrade) goes over several sweeps.
+const FOLD_CHUNK: i64 = 1000;
+const FOLD_ROUNDS: usize = 20;
+
+/// Folds sessions that are over into the daily totals (at each sweep), so
+/// that `view_sessions` holds only the last day's.
+pub async fn fold_idle_sessions(state: &SharedState) -> ApiResult<u64> {
+    let idle_before = now_ms() - SESSION_IDLE_MS;
+    let mut folded = 0;
+    for _ in 0..FOLD_ROUNDS {
+        let n = state.db.fold_view_sessions(idle_before, FOLD_CHUNK).await?;
+        folded += n;
+        if n < FOLD_CHUNK as u64 {
+            break;
+        }
+    }
+    Ok(folded)
+}
+
 pub async fn record(
     State(state): State<SharedState>,
     caller: MaybeCaller,

@@ -348,3 +348,80 @@ async fn search_by_relevance_ranks_title_then_tags_then_description() {
         .await;
     problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
 }
+
+#[tokio::test]
+async fn sessions_over_for_a_day_fold_into_daily_totals_and_the_stats_stay() {
+    let s = TestServer::start_with(&[("VIDHOST_UPLOADS__SWEEP_INTERVAL_S", "1")]).await;
+    let owner = s.user("owner@example.com").await;
+    let id = video(&s, &owner, "Fjords", "sea", "public", true).await;
+    let stats = || async {
+        s.get_json(&format!("/api/v1/videos/{id}/stats"), Some(&owner))
+            .await
+    };
+    // Two sessions of one browser, one of another, one that never played.
+    for (ua, b) in [
+        ("browser-a", ev("s1", "play", 5.0)),
+        ("browser-a", ev("s2", "play", 2.0)),
+        ("browser-b", ev("s3", "play", 3.0)),
+        ("browser-c", ev("s4", "progress", 1.0)),
+    ] {
+        assert_eq!(beacon(&s, &id, None, ua, b).await, StatusCode::ACCEPTED);
+    }
+    // A day and more later (their dates moved back, as if), they are over…
+    let day = 86_400_000;
+    sql(
+        &s.database_url,
+        &format!(
+            "UPDATE view_sessions SET started_at = started_at - 2 * {day}, \
+             updated_at = updated_at - 2 * {day}, day = '2026-01-01' WHERE video_id = '{id}'"
+        ),
+    )
+    .await;
+    let before = stats().await;
+    assert_eq!(
+        before,
+        json!({"views": 3, "unique_viewers": 2, "watch_time_s": 11.0,
+               "avg_view_duration_s": 11.0 / 3.0,
+               "by_day": [{"date": "2026-01-01", "views": 3, "watch_time_s": 11.0}]})
+    );
+    // …and a sweep folds them into the daily totals.
+    let live = || sql_count(&s.database_url, "SELECT COUNT(*) FROM view_sessions");
+    for _ in 0..50 {
+        if live().await == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(live().await, 0, "sessions a day old are folded within 5 s");
+    assert_eq!(stats().await, before);
+    let rows = |table: &str| {
+        let q = format!("SELECT COUNT(*) FROM {table} WHERE video_id = '{id}'");
+        let url = s.database_url.clone();
+        async move { sql_count(&url, &q).await }
+    };
+    assert_eq!(rows("view_days").await, 1);
+    assert_eq!(rows("video_viewers").await, 2);
+
+    // Later sessions add to the totals; a returning viewer is not a new one.
+    for (ua, b) in [
+        ("browser-a", ev("s5", "play", 1.0)),
+        ("browser-d", ev("s6", "play", 1.5)),
+    ] {
+        assert_eq!(beacon(&s, &id, None, ua, b).await, StatusCode::ACCEPTED);
+    }
+    let after = stats().await;
+    assert_eq!(after["views"], 5, "{after}");
+    assert_eq!(after["unique_viewers"], 3, "{after}");
+    assert_eq!(after["watch_time_s"], 13.5, "{after}");
+    let by_day = after["by_day"].as_array().unwrap();
+    assert_eq!(by_day.len(), 2, "{after}");
+    assert_eq!(by_day[0], before["by_day"][0]);
+    assert_eq!(by_day[1]["views"], 2, "{after}");
+    assert_eq!(by_day[1]["watch_time_s"], 2.5, "{after}");
+
+    // A deleted video takes its totals along.
+    let r = s.delete(&format!("/api/v1/videos/{id}"), &owner).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(rows("view_days").await, 0);
+    assert_eq!(rows("video_viewers").await, 0);
+}

@@ -568,6 +568,18 @@ pub async fn problem(r: Response, status: StatusCode, code: &str) -> Value {
     v
 }
 
+/// The number one query gives on a server's database.
+pub async fn sql_count(database_url: &str, q: &str) -> i64 {
+    use sqlx::Connection;
+    if database_url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(database_url).await.unwrap();
+        sqlx::query_scalar(q).fetch_one(&mut c).await.unwrap()
+    } else {
+        let mut c = sqlx::PgConnection::connect(database_url).await.unwrap();
+        sqlx::query_scalar(q).fetch_one(&mut c).await.unwrap()
+    }
+}
+
 /// Runs one statement on a server's database, as an operator could.
 pub async fn sql(database_url: &str, q: &str) {
     use sqlx::Connection;
