@@ -215,15 +215,88 @@ where
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(rej) => Err(ApiError::new(
-                if rej.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE
-                } else {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                },
-                "validation_failed",
-                rej.body_text(),
+            Err(rej) if rej.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON, with `Content-Type: application/json`",
             )),
+            Err(rej) => Err(ApiError::validation(rej.body_text())),
         }
     }
+}
+
+/// A query string that does not fit its route (`limit=abc`) is bad input
+/// like any other: 422 `validation_failed`, not axum's plain-text 400.
+pub struct Query<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(rej) => Err(ApiError::validation(rej.body_text())),
+        }
+    }
+}
+
+/// The problem+json code of an error answer made outside the handlers: the
+/// router's own 404 and 405, and rejections of extractors without a wrapper
+/// here (a path that is not valid UTF-8, …).
+fn code_for(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "file_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "validation_failed",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    }
+}
+
+/// Every error answer is problem+json: one that is not (the router's empty
+/// 404 and 405, an extractor's plain-text rejection) gets the body its
+/// status calls for, its text as the detail, and keeps its other headers
+/// (`Allow` on a 405). Answers below 400, and problem+json ones, pass as
+/// they are, untouched.
+pub async fn problem_for_bare_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if status.as_u16() < 400 || is_problem {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let detail = match text.trim() {
+        "" => match status {
+            StatusCode::NOT_FOUND => "no such route".to_owned(),
+            StatusCode::METHOD_NOT_ALLOWED => "this route does not take this method".to_owned(),
+            _ => status.canonical_reason().unwrap_or("error").to_owned(),
+        },
+        t => t.to_owned(),
+    };
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let mut fresh = ApiError::new(status, code_for(status), detail).into_response();
+    for (name, value) in parts.headers.drain().filter_map(|(n, v)| n.map(|n| (n, v))) {
+        fresh.headers_mut().entry(name).or_insert(value);
+    }
+    fresh
 }

@@ -3,10 +3,10 @@
 use crate::audit::{self, action};
 use crate::auth::Caller;
 use crate::client::ClientIp;
-use crate::error::{ApiError, ApiResult, Json};
+use crate::error::{ApiError, ApiResult, Json, Query};
 use crate::routes::videos::{decode_cursor, encode_cursor};
 use crate::state::SharedState;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;

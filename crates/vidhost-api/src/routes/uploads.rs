@@ -243,9 +243,16 @@ pub async fn form(
     State(state): State<SharedState>,
     caller: Caller,
     headers: HeaderMap,
-    mut form: Multipart,
+    form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> ApiResult<Response> {
     caller.require_uploader()?;
+    let mut form = form.map_err(|_| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the file as multipart/form-data (a `file` part and optional metadata parts)",
+        )
+    })?;
     let max = state.config.uploads.max_size_bytes;
     let limit = max.min(SINGLE_REQUEST_MAX);
     let declared = headers

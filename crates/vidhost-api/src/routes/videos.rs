@@ -2,11 +2,11 @@
 //! grants.
 
 use crate::auth::{Caller, MaybeCaller};
-use crate::error::{ApiError, ApiResult, Json};
+use crate::error::{ApiError, ApiResult, Json, Query};
 use crate::grants::{bucketed_expiry, GrantKind, PlayGrant, PLAY};
 use crate::state::SharedState;
 use crate::views::VideoView;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;

@@ -145,3 +145,65 @@ async fn uploads_in_progress_is_what_the_catalog_holds_across_restarts() {
     assert_eq!(in_progress(&text, "multipart"), 2.0);
     assert_eq!(in_progress(&text, "presigned"), 1.0);
 }
+
+#[tokio::test]
+async fn every_error_is_problem_json_even_outside_the_handlers() {
+    let s = TestServer::start().await;
+    let token = s.user("errors@example.com").await;
+    let admin = s.admin().await;
+    // Query strings that do not parse are bad input like any other.
+    for (path, t) in [
+        ("/api/v1/videos?limit=abc", None),
+        ("/api/v1/videos?limit=", Some(&token)),
+        ("/api/v1/admin/audit?limit=abc", Some(&admin)),
+    ] {
+        let r = s.get(path, t.map(|t| t.as_str())).await;
+        problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    }
+    // A body of the wrong type says which one to send.
+    let r = s.post_json("/api/v1/upload", Some(&token), json!({})).await;
+    let p = problem(
+        r,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("multipart/form-data"),
+        "{p}"
+    );
+    let r = s
+        .http
+        .post(s.url("/api/v1/auth/login"))
+        .body(r#"{"email":"errors@example.com","password":"x"}"#)
+        .send()
+        .await
+        .unwrap();
+    let p = problem(
+        r,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    assert!(
+        p["detail"].as_str().unwrap().contains("application/json"),
+        "{p}"
+    );
+    // The router's own answers: no such route, and a method a route does not take.
+    let r = s.get("/api/v1/nope", None).await;
+    problem(r, StatusCode::NOT_FOUND, "not_found").await;
+    let r = s.http.put(s.url("/api/v1/videos")).send().await.unwrap();
+    let allow = r.headers()["allow"].to_str().unwrap().to_owned();
+    assert!(allow.contains("GET"), "{allow}");
+    problem(r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+    let r = s
+        .http
+        .delete(s.url("/api/v1/auth/login"))
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+}
