@@ -912,6 +912,8 @@ pub async fn list(
                 .flatten()
                 .map(|m| m.size)
                 .unwrap_or(0),
+            // tus keeps its durable offset in the catalog.
+            (UploadMethod::Tus, _) => up.received as u64,
             _ => 0,
         };
         items.push(json!({

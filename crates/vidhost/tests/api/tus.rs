@@ -171,6 +171,11 @@ async fn protocol_core_creation_checksum_and_termination() {
     let r = patch(&s, &t, &url, 3000, too_much).await;
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(offset(&s, &t, &url).await, 3000);
+    // The list of incomplete uploads (to resume elsewhere) says so too.
+    let listed = s.get_json("/api/v1/uploads", Some(&t)).await;
+    assert_eq!(listed["items"][0]["method"], "tus", "{listed}");
+    assert_eq!(listed["items"][0]["received_bytes"], 3000, "{listed}");
+    assert_eq!(listed["items"][0]["size"], file.len(), "{listed}");
     // HEAD echoes the metadata; someone else's HEAD is 404.
     let r = tus(s.http.head(&url), &t).send().await.unwrap();
     assert_eq!(
