@@ -172,7 +172,10 @@ impl Pipeline {
             // its outputs are theirs now.
             return;
         }
-        let _ = self.db.set_video_failed(&job.video_id, msg).await;
+        let _ = self
+            .db
+            .set_video_failed(&job.video_id, &for_owner(msg))
+            .await;
         // Segments of this run stay only if they are a complete, published stream.
         let generation = generation_of(job);
         if let Ok(Some(v)) = self.db.get_video(&job.video_id).await {
@@ -630,6 +633,40 @@ impl Progress {
 }
 
 /// Where a job's segments go: fixed per job, so a retry overwrites them.
+/// A failure as the video's owner reads it: the tools' words without this
+/// server's paths (`/srv/vidhost-data/objects/videos/…/original: Invalid
+/// data` → `original: Invalid data`) or their context tags with memory
+/// addresses (`[mov,mp4 @ 0x55d0…] `). The job keeps the whole message for
+/// admins, and the log has it.
+fn for_owner(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(c) = rest.chars().next() {
+        let tag_end = rest
+            .starts_with('[')
+            .then(|| rest.find(']'))
+            .flatten()
+            .filter(|&end| rest[..end].contains(" @ 0x"));
+        if let Some(end) = tag_end {
+            rest = rest[end + 1..].trim_start_matches(' ');
+            continue;
+        }
+        let starts_word = out.is_empty() || out.ends_with(|p: char| p.is_whitespace() || p == '\'');
+        if c == '/' && starts_word {
+            let len = rest
+                .find(|p: char| p.is_whitespace() || p == ':' || p == '\'' || p == ',')
+                .unwrap_or(rest.len());
+            let path = &rest[..len];
+            out.push_str(path.rsplit('/').find(|part| !part.is_empty()).unwrap_or(""));
+            rest = &rest[len..];
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 fn generation_of(job: &Job) -> String {
     format!("g{}", &job.id[job.id.len().saturating_sub(12)..])
 }
@@ -647,5 +684,23 @@ struct RemoveOnDrop(PathBuf);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod owner_message_tests {
+    use super::for_owner;
+
+    #[test]
+    fn server_paths_and_tool_addresses_are_left_out() {
+        let raw = "the file is not readable media: [mov,mp4,m4a,3gp,3g2,mj2 @ 0x563c1d2e4f00] moov atom not found\n\
+                   /srv/data/objects/videos/0190abc/original: Invalid data found when processing input";
+        assert_eq!(
+            for_owner(raw),
+            "the file is not readable media: moov atom not found\noriginal: Invalid data found when processing input"
+        );
+        // Words that merely contain a slash stay as they are.
+        assert_eq!(for_owner("audio/video 1/2 done"), "audio/video 1/2 done");
+        assert_eq!(for_owner("[h264] broken"), "[h264] broken");
     }
 }
