@@ -230,7 +230,7 @@ pub async fn caller_from_token(state: &SharedState, token: &str) -> ApiResult<Ca
     };
     // The user row is the authority on role and disabled, so a demotion or a
     // ban takes effect at once rather than when the token expires (on this
-    // node at once, on the others within UserCache's second).
+    // node at once, on the others within `RECENT_TTL`).
     let user = match state.users.get(&verified.sub) {
         Some(u) => u,
         None => {
@@ -240,12 +240,31 @@ pub async fn caller_from_token(state: &SharedState, token: &str) -> ApiResult<Ca
                 .user_by_id(&verified.sub)
                 .await?
                 .ok_or_else(invalid)?;
-            state.users.put(&u, epoch);
+            state.users.put(&u.id, u.clone(), epoch);
             u
         }
     };
     if user.disabled {
         return Err(invalid());
+    }
+    // So is the session: signing out, a revoked session or a stolen refresh
+    // token's family ends its access tokens too, not only its refreshes.
+    let live = match state.sessions.get(&verified.sid) {
+        Some(live) => live,
+        None => {
+            let epoch = state.sessions.epoch();
+            let live = state
+                .db
+                .session_live(&verified.sid, vidhost_core::time::now_ms())
+                .await?;
+            state.sessions.put(&verified.sid, live, epoch);
+            live
+        }
+    };
+    if !live {
+        return Err(ApiError::unauthorized(
+            "this session has ended; sign in again",
+        ));
     }
     Ok(Caller {
         user,
@@ -310,50 +329,71 @@ impl TokenCache {
     }
 }
 
-/// User rows that authentication read within the last second. A request
-/// carrying an access token needs its user's role and disabled flag, and at
-/// thousands of requests per second that read was a database round trip
-/// each. Changes made through this node forget the row at once; another
-/// node's change shows here within `USER_TTL`.
-#[derive(Default)]
-pub struct UserCache {
-    rows: std::sync::Mutex<std::collections::HashMap<String, (User, std::time::Instant)>>,
+/// What authentication read from the catalog within the last second: user
+/// rows (role, disabled) and whether sessions are live. A request carrying
+/// an access token needs both, and at thousands of requests per second each
+/// read was a database round trip. Changes made through this node forget
+/// at once; another node's change shows here within `RECENT_TTL`.
+pub struct Recent<T> {
+    rows: std::sync::Mutex<std::collections::HashMap<String, (T, std::time::Instant)>>,
     /// Bumped by every `forget`: a row read before a change is not cached after it.
     epoch: std::sync::atomic::AtomicU64,
 }
 
-const USER_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+impl<T> Default for Recent<T> {
+    fn default() -> Self {
+        Recent {
+            rows: Default::default(),
+            epoch: Default::default(),
+        }
+    }
+}
 
-impl UserCache {
-    fn get(&self, id: &str) -> Option<User> {
+/// User rows by id.
+pub type UserCache = Recent<User>;
+/// Whether a session (by id) is neither revoked nor expired.
+pub type SessionCache = Recent<bool>;
+
+const RECENT_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl<T: Clone> Recent<T> {
+    fn get(&self, id: &str) -> Option<T> {
         let rows = self.rows.lock().expect("not poisoned");
         rows.get(id)
-            .filter(|(_, at)| at.elapsed() < USER_TTL)
-            .map(|(u, _)| u.clone())
+            .filter(|(_, at)| at.elapsed() < RECENT_TTL)
+            .map(|(v, _)| v.clone())
     }
 
     fn epoch(&self) -> u64 {
         self.epoch.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Caches `user`, read after `epoch()` returned `epoch`, unless a row
-    /// changed since.
-    fn put(&self, user: &User, epoch: u64) {
+    /// Caches `value` for `id`, read after `epoch()` returned `epoch`,
+    /// unless something changed since.
+    fn put(&self, id: &str, value: T, epoch: u64) {
         let mut rows = self.rows.lock().expect("not poisoned");
         if self.epoch() != epoch {
             return;
         }
         if rows.len() >= 10_000 {
-            rows.retain(|_, (_, at)| at.elapsed() < USER_TTL);
+            rows.retain(|_, (_, at)| at.elapsed() < RECENT_TTL);
         }
-        rows.insert(user.id.clone(), (user.clone(), std::time::Instant::now()));
+        rows.insert(id.to_owned(), (value, std::time::Instant::now()));
     }
 
-    /// Call after changing a user's row.
+    /// Call after changing the row of `id`.
     pub fn forget(&self, id: &str) {
         let mut rows = self.rows.lock().expect("not poisoned");
         self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         rows.remove(id);
+    }
+
+    /// Call after a change to rows this cache may not know by id (every
+    /// session of a user, a session family).
+    pub fn forget_all(&self) {
+        let mut rows = self.rows.lock().expect("not poisoned");
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        rows.clear();
     }
 }
 

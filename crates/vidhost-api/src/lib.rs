@@ -88,6 +88,7 @@ impl App {
             metrics,
             original_types: Default::default(),
             users: Default::default(),
+            sessions: Default::default(),
             tokens: Default::default(),
             limits,
         });

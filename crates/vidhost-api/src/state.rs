@@ -21,6 +21,8 @@ pub struct AppState {
     pub original_types: std::sync::Mutex<std::collections::HashMap<String, Arc<str>>>,
     /// User rows read by authentication in the last second.
     pub users: crate::auth::UserCache,
+    /// Whether sessions were live in the last second.
+    pub sessions: crate::auth::SessionCache,
     /// Access tokens already verified here.
     pub tokens: crate::auth::TokenCache,
     /// Request rate limits per client address; None when off.

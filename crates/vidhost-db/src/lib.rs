@@ -62,6 +62,8 @@ pub trait Catalog: Send + Sync + 'static {
         now: Millis,
     ) -> Result<RotateOutcome>;
     async fn session_by_token(&self, token_hash: &str) -> Result<Option<Session>>;
+    /// True while the session is neither revoked nor expired.
+    async fn session_live(&self, session_id: &str, now: Millis) -> Result<bool>;
     async fn revoke_session(&self, user_id: &str, session_id: &str, now: Millis) -> Result<bool>;
     async fn revoke_sessions_except(
         &self,

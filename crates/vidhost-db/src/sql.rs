@@ -382,6 +382,17 @@ macro_rules! catalog_impl {
                 sqlx::query(&sql).bind(token_hash).fetch_optional(&self.0).await?.as_ref().map(Self::session).transpose()
             }
 
+            async fn session_live(&self, session_id: &str, now: Millis) -> Result<bool> {
+                let live: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM sessions WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2",
+                )
+                .bind(session_id)
+                .bind(now)
+                .fetch_one(&self.0)
+                .await?;
+                Ok(live > 0)
+            }
+
             async fn revoke_session(&self, user_id: &str, session_id: &str, now: Millis) -> Result<bool> {
                 let n = sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL")
                     .bind(now)

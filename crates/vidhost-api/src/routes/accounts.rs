@@ -386,6 +386,10 @@ pub async fn refresh(
         RotateOutcome::Reused => {
             tracing::warn!("a rotated refresh token was reused; its session is revoked");
             let session = state.db.session_by_token(&old).await?;
+            match &session {
+                Some(s) => state.sessions.forget(&s.id),
+                None => state.sessions.forget_all(),
+            }
             audit::record(
                 &state,
                 ip.as_deref(),
@@ -401,20 +405,49 @@ pub async fn refresh(
     }
 }
 
+/// Ends the session of the refresh token in the body or, without a body, of
+/// the access token: its refreshes and its access tokens stop working.
 pub async fn logout(
     State(state): State<SharedState>,
     ClientIp(ip): ClientIp,
-    Json(b): Json<RefreshBody>,
+    req: axum::extract::Request,
 ) -> ApiResult<StatusCode> {
-    let hash = auth::hash_refresh_token(&b.refresh_token);
-    if let Some(s) = state.db.session_by_token(&hash).await? {
-        if state.db.revoke_session(&s.user_id, &s.id, now_ms()).await? {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map_err(|_| ApiError::validation("the body is too large"))?;
+    let session = if body.iter().all(u8::is_ascii_whitespace) {
+        let token = auth::bearer(&parts).ok_or_else(|| {
+            ApiError::unauthorized(
+                "send {\"refresh_token\"} or Authorization: Bearer <access token>",
+            )
+        })?;
+        let caller = auth::caller_from_token(&state, token).await?;
+        Some((caller.user.id, caller.session_id))
+    } else {
+        let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(body));
+        let Json(b) =
+            <Json<RefreshBody> as axum::extract::FromRequest<_>>::from_request(req, &state).await?;
+        let hash = auth::hash_refresh_token(&b.refresh_token);
+        state
+            .db
+            .session_by_token(&hash)
+            .await?
+            .map(|s| (s.user_id, s.id))
+    };
+    if let Some((user_id, session_id)) = session {
+        state.sessions.forget(&session_id);
+        if state
+            .db
+            .revoke_session(&user_id, &session_id, now_ms())
+            .await?
+        {
             audit::record(
                 &state,
                 ip.as_deref(),
-                Some(&s.user_id),
+                Some(&user_id),
                 action::LOGOUT,
-                Some(&s.id),
+                Some(&session_id),
                 json!({}),
             )
             .await;
@@ -497,6 +530,7 @@ pub async fn change_password(
         .db
         .revoke_sessions_except(&u.id, Some(&caller.session_id), now_ms())
         .await?;
+    state.sessions.forget_all();
     audit::record(
         &state,
         ip.as_deref(),
@@ -537,6 +571,7 @@ pub async fn revoke_session(
         .revoke_session(&caller.user.id, &id, now_ms())
         .await?
     {
+        state.sessions.forget(&id);
         audit::record(
             &state,
             ip.as_deref(),
@@ -605,6 +640,7 @@ pub async fn admin_patch_user(
     state.users.forget(&id);
     if b.disabled == Some(true) {
         state.db.revoke_sessions_except(&id, None, now_ms()).await?;
+        state.sessions.forget_all();
     }
     tracing::info!(admin = %caller.user.id, user = %id, role = ?role, disabled = ?b.disabled, "user changed");
     audit::record(

@@ -117,10 +117,22 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
         .post_json("/api/v1/auth/refresh", None, json!({"refresh_token": r2}))
         .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // …and the access tokens of that session, whichever refresh made them.
+    for pair in [&first, &second] {
+        let r = s
+            .get("/api/v1/me", Some(pair["access_token"].as_str().unwrap()))
+            .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
 
-    // Logout revokes the session it names.
+    // Logout ends the session it names, refreshes and access tokens.
     let other = s.login("carol@example.com").await;
-    let ro = other["refresh_token"].as_str().unwrap();
+    let (ro, ao) = (
+        other["refresh_token"].as_str().unwrap(),
+        other["access_token"].as_str().unwrap(),
+    );
+    let kept = s.access_token("carol@example.com").await;
+    assert_eq!(s.get("/api/v1/me", Some(ao)).await.status(), StatusCode::OK);
     let r = s
         .post_json("/api/v1/auth/logout", None, json!({"refresh_token": ro}))
         .await;
@@ -129,6 +141,32 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
         .post_json("/api/v1/auth/refresh", None, json!({"refresh_token": ro}))
         .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = s.get("/api/v1/me", Some(ao)).await;
+    problem(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    // Another session of the same user goes on…
+    assert_eq!(
+        s.get("/api/v1/me", Some(&kept)).await.status(),
+        StatusCode::OK
+    );
+    // …until it signs out with just its access token.
+    let r = s
+        .http
+        .post(s.url("/api/v1/auth/logout"))
+        .bearer_auth(&kept)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = s.get("/api/v1/me", Some(&kept)).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Signing out with neither token says what to send.
+    let r = s
+        .http
+        .post(s.url("/api/v1/auth/logout"))
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
 }
 
 #[tokio::test]
