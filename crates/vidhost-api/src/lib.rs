@@ -98,7 +98,7 @@ impl App {
 
     pub fn router(&self) -> axum::Router {
         let cors = CorsLayer::new()
-            .allow_origin(AllowOrigin::mirror_request())
+            .allow_origin(allowed_origins(&self.state.config.cors.allowed_origins))
             .allow_methods([
                 Method::GET,
                 Method::HEAD,
@@ -248,6 +248,16 @@ impl App {
         stop.cancel();
         let _ = workers.await;
         Ok(())
+    }
+}
+
+/// Origins the CORS layer answers: any (echoed back) when the list holds
+/// `"*"`, else just those listed (validated at start).
+fn allowed_origins(list: &[String]) -> AllowOrigin {
+    if list.iter().any(|o| o == "*") {
+        AllowOrigin::mirror_request()
+    } else {
+        AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     }
 }
 

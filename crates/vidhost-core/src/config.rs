@@ -36,6 +36,17 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub processing: ProcessingConfig,
     pub rate_limits: RateLimitConfig,
+    pub cors: CorsConfig,
+}
+
+/// Which web pages (origins) may call the API from a browser.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// `scheme://host[:port]` each, or `"*"` for any origin (the default:
+    /// the API takes bearer tokens, never cookies, so a page elsewhere
+    /// cannot act as a signed-in user it holds no token of).
+    pub allowed_origins: Vec<String>,
 }
 
 /// Limits per client address (token buckets: `burst` requests at once,
@@ -183,6 +194,9 @@ impl Default for Config {
                 grant_ttl_s: 6 * 3600,
                 owner_grant_ttl_s: 3600,
             },
+            cors: CorsConfig {
+                allowed_origins: vec!["*".into()],
+            },
             processing: ProcessingConfig {
                 workers: 1,
                 max_attempts: 3,
@@ -226,7 +240,17 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "delivery",
     "processing",
     "rate_limits",
+    "cors",
 ];
+
+/// `scheme://host[:port]` exactly as a browser sends it in `Origin`.
+fn is_origin(o: &str) -> bool {
+    url::Url::parse(o).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.host_str().is_some()
+            && u.origin().ascii_serialization() == o
+    })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -273,6 +297,14 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        for o in &self.cors.allowed_origins {
+            if o != "*" && !is_origin(o) {
+                return bad(format!(
+                    "cors.allowed_origins: `{o}` is not an origin; write scheme://host[:port] \
+                     (no path, no trailing slash), or \"*\" for any"
+                ));
+            }
+        }
         let ttl = self.auth.access_token_ttl_s;
         if !(900..=86400).contains(&ttl) {
             return bad(format!(
@@ -416,6 +448,28 @@ mod tests {
     #[test]
     fn defaults_validate() {
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn origins_are_scheme_host_and_port_only() {
+        for good in [
+            "https://app.example.org",
+            "http://127.0.0.1:3000",
+            "http://[::1]:8080",
+        ] {
+            assert!(super::is_origin(good), "{good}");
+        }
+        for bad in [
+            "https://app.example.org/",
+            "https://app.example.org/path",
+            "app.example.org",
+            "ftp://app.example.org",
+            "https://APP.example.org",
+            "https://app.example.org:443",
+            "",
+        ] {
+            assert!(!super::is_origin(bad), "{bad}");
+        }
     }
 
     #[test]

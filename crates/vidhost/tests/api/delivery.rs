@@ -668,3 +668,50 @@ async fn browsers_on_other_origins_get_cors_and_caches_keep_them_apart() {
         caps.headers()
     );
 }
+
+/// With `cors.allowed_origins` set, only those pages get CORS answers: a
+/// browser on any other origin is not let read what the API says.
+#[tokio::test]
+async fn cors_answers_only_the_allowed_origins_when_they_are_listed() {
+    let s = TestServer::start_with(&[(
+        "VIDHOST_CORS__ALLOWED_ORIGINS",
+        r#"["https://app.example.org", "http://127.0.0.1:3000"]"#,
+    )])
+    .await;
+    let preflight = |origin: &'static str| {
+        s.http
+            .request(reqwest::Method::OPTIONS, s.url("/api/v1/videos"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let get = |origin: &'static str| {
+        s.http
+            .get(s.url("/api/v1/videos"))
+            .header("origin", origin)
+            .send()
+    };
+    for origin in ["https://app.example.org", "http://127.0.0.1:3000"] {
+        let r = preflight(origin).await.unwrap();
+        assert_eq!(r.headers()["access-control-allow-origin"], origin);
+        let r = get(origin).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["access-control-allow-origin"], origin);
+    }
+    for origin in [
+        "https://evil.example.org",
+        "https://app.example.org.evil.example",
+    ] {
+        let r = preflight(origin).await.unwrap();
+        assert!(
+            !r.headers().contains_key("access-control-allow-origin"),
+            "{origin}"
+        );
+        let r = get(origin).await.unwrap();
+        assert!(
+            !r.headers().contains_key("access-control-allow-origin"),
+            "{origin}"
+        );
+    }
+}

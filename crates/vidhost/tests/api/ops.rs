@@ -96,6 +96,14 @@ async fn bad_configuration_is_explained() {
     assert!(err.contains("database_url"), "{err}");
     let err = refused("VIDHOST_RATE_LIMITS__TRUSTED_PROXIES", "[\"10.0.0.0/33\"]");
     assert!(err.contains("trusted_proxies"), "{err}");
+    let err = refused(
+        "VIDHOST_CORS__ALLOWED_ORIGINS",
+        "[\"https://app.example.org/\"]",
+    );
+    assert!(
+        err.contains("allowed_origins") && err.contains("scheme://host[:port]"),
+        "{err}"
+    );
 }
 
 fn in_progress(metrics: &str, method: &str) -> f64 {
