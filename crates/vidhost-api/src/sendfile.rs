@@ -152,7 +152,8 @@ impl axum::serve::Listener for Listener {
         // back until the previous one is acknowledged.
         let _ = tcp.set_nodelay(true);
         let conn = Conn {
-            tcp,
+            tcp: Some(tcp),
+            closed_here: false,
             outbox: Outbox::default(),
             front: self
                 .quick
@@ -233,10 +234,52 @@ impl axum::body::HttpBody for FileBody {
 
 /// One accepted connection; see the module docs.
 pub struct Conn {
-    tcp: TcpStream,
+    /// Always there until the connection is dropped (see `Drop`).
+    tcp: Option<TcpStream>,
     outbox: Outbox,
     /// Until it hands over, the reader in front of hyper.
     front: Option<Box<Front>>,
+    /// This side closed the connection (hyper shut it down after an
+    /// answer that said `Connection: close`).
+    closed_here: bool,
+}
+
+/// How long, and for how many bytes, a connection this side closed still
+/// reads what its client sends (see `Drop for Conn`).
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(3);
+const LINGER_BYTES: usize = 64 << 20;
+
+impl Drop for Conn {
+    /// A lingering close, as nginx's: when this side closed a connection,
+    /// the client may still be sending the body of a request that was
+    /// answered without reading it (a 401, 403 or 413 before the upload's
+    /// bytes). Closing a socket with unread data resets the connection, and
+    /// the reset can destroy the answer before the client reads it, so the
+    /// client saw a broken connection instead of the error. The FIN went out
+    /// with the shutdown; what still arrives is read and dropped, for at
+    /// most `LINGER_TIME` and `LINGER_BYTES`, before the socket closes.
+    fn drop(&mut self) {
+        let Some(tcp) = self.tcp.take() else { return };
+        if !self.closed_here {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(linger(tcp));
+        }
+    }
+}
+
+async fn linger(mut tcp: TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let until = tokio::time::Instant::now() + LINGER_TIME;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = LINGER_BYTES;
+    while left > 0 {
+        match tokio::time::timeout_at(until, tcp.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+            _ => return,
+        }
+    }
 }
 
 fn broken(what: &str) -> io::Error {
@@ -315,12 +358,22 @@ pub(crate) fn poll_sendfile(
 }
 
 impl Conn {
+    fn tcp(&self) -> &TcpStream {
+        self.tcp.as_ref().expect("open until dropped")
+    }
+
+    fn tcp_mut(&mut self) -> &mut TcpStream {
+        self.tcp.as_mut().expect("open until dropped")
+    }
+}
+
+impl Conn {
     fn poll_op(
         &self,
         cx: &mut Context<'_>,
         op: impl FnMut(i32) -> isize,
     ) -> Poll<io::Result<usize>> {
-        poll_op(&self.tcp, cx, op)
+        poll_op(self.tcp(), cx, op)
     }
 
     /// Sends the front job's bytes in place of `buf`, a placeholder slice
@@ -341,7 +394,7 @@ impl Conn {
             }
             (job.file.clone(), job.offset + job.sent, buf.len() as u64)
         };
-        let n = ready!(poll_sendfile(&self.tcp, cx, &file, offset, count))?;
+        let n = ready!(poll_sendfile(self.tcp(), cx, &file, offset, count))?;
         let mut jobs = self.outbox.0.lock().expect("not poisoned");
         if let Some(job) = jobs.front_mut() {
             job.sent += n as u64;
@@ -358,7 +411,7 @@ impl Conn {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let Some(placeholder) = Placeholder::get() else {
-            return Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+            return Pin::new(self.tcp_mut()).poll_write_vectored(cx, bufs);
         };
         let skip = bufs.iter().take_while(|b| b.is_empty()).count();
         let Some(first) = bufs.get(skip) else {
@@ -413,13 +466,14 @@ impl AsyncRead for Conn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        let tcp = this.tcp.as_mut().expect("open until dropped");
         match &mut this.front {
             Some(front) if front.drained() => {
                 this.front = None;
-                Pin::new(&mut this.tcp).poll_read(cx, buf)
+                Pin::new(tcp).poll_read(cx, buf)
             }
-            Some(front) => front.poll_read(&mut this.tcp, cx, buf),
-            None => Pin::new(&mut this.tcp).poll_read(cx, buf),
+            Some(front) => front.poll_read(tcp, cx, buf),
+            None => Pin::new(tcp).poll_read(cx, buf),
         }
     }
 }
@@ -448,10 +502,11 @@ impl AsyncWrite for Conn {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
+        Pin::new(self.tcp_mut()).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
+        self.closed_here = true;
+        Pin::new(self.tcp_mut()).poll_shutdown(cx)
     }
 }

@@ -1163,3 +1163,32 @@ async fn leftovers_of_interrupted_writes_are_swept_and_live_uploads_kept() {
     let got = s.original_of(&t, v["id"].as_str().unwrap()).await;
     assert_eq!(sha256(&got), sha256(file));
 }
+
+/// An upload refused before its body is read (here: no token) is answered
+/// while the client is still sending, and the connection closes. The client
+/// must be able to send the rest and then read that answer, not find the
+/// connection reset under it.
+#[tokio::test]
+async fn an_upload_refused_before_its_body_is_read_still_gets_its_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start().await;
+    let url = url::Url::parse(&s.url("/")).unwrap();
+    let addr = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+    let body = vec![0u8; 32 << 20];
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/upload HTTP/1.1\r\nHost: {addr}\r\n\
+         Content-Type: multipart/form-data; boundary=x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&body)
+        .await
+        .expect("the server reads what is still sent after its answer");
+    tcp.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.expect("no reset");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+}
