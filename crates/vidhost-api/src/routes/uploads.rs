@@ -18,7 +18,7 @@ use serde_json::json;
 use std::time::Duration;
 use vidhost_core::config::{MIB, SINGLE_REQUEST_MAX};
 use vidhost_core::domain::{
-    is_id, new_id, parse_content_type, sniff_video, split_tags, UploadMethod, VideoStatus,
+    is_id, new_id, parse_content_type, sniff_video, split_tags, UploadMethod, VideoStatus, MAX_TAGS,
 };
 use vidhost_core::time::{now_ms, rfc3339};
 use vidhost_db::{Lease, Upload, UploadDone, Video, VideoPatch};
@@ -300,8 +300,17 @@ pub async fn form(
                     "visibility" => meta.visibility = Some(small_text(field).await?),
                     "tags" => {
                         let text = small_text(field).await?;
-                        tags.get_or_insert_with(Vec::new)
-                            .extend(split_tags(&text).into_iter().map(str::to_owned));
+                        let all = tags.get_or_insert_with(Vec::new);
+                        all.extend(split_tags(&text).into_iter().map(str::to_owned));
+                        // Repeated `tags` parts add up: stop a form that
+                        // sends them by the million long before memory goes.
+                        if all.len() > 10 * MAX_TAGS {
+                            return Err(ApiError::new(
+                                StatusCode::UNPROCESSABLE_ENTITY,
+                                "invalid_tags",
+                                format!("at most {MAX_TAGS} tags"),
+                            ));
+                        }
                     }
                     _ => {}
                 }

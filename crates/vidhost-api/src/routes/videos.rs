@@ -156,8 +156,8 @@ pub async fn patch(
     Path(id): Path<String>,
     Json(b): Json<MetaInput>,
 ) -> ApiResult<impl IntoResponse> {
-    let patch = b.parse()?;
     load_managed(&state, &id, &caller).await?;
+    let patch = b.parse()?;
     state.db.update_video_meta(&id, &patch).await?;
     let v = state
         .db

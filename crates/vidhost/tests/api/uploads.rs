@@ -126,6 +126,13 @@ async fn bad_form_uploads_leave_nothing_behind() {
         )
         .await;
     problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_tags").await;
+    // Tags parts by the thousand (each one tag) are refused, not collected.
+    let many: Vec<String> = (0..5000).map(|i| format!("t{i}")).collect();
+    let fields: Vec<(&str, &str)> = many.iter().map(|t| ("tags", t.as_str())).collect();
+    let r = s
+        .upload_form(&t, sample_mp4().to_vec(), "a.mp4", &fields)
+        .await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_tags").await;
     // No file part at all.
     let r = s
         .http
