@@ -36,6 +36,31 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// What an S3 error document says, as `Code: Message`: not the rest of it,
+/// which can echo the request (a SignatureDoesNotMatch carries the
+/// canonical request and the access key id).
+fn s3_reason(xml: &str) -> String {
+    let field = |name: &str| {
+        let open = format!("<{name}>");
+        let start = xml.find(&open)? + open.len();
+        let end = start + xml[start..].find(&format!("</{name}>"))?;
+        Some(xml[start..end].chars().take(200).collect::<String>())
+    };
+    match (field("Code"), field("Message")) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        (Some(c), None) => c,
+        _ => "no error code given".to_owned(),
+    }
+}
+
+/// A request that failed on the way (connection, timeout, body). Without its
+/// URL: a presigned one carries the access key id and a signature that
+/// stays valid for `SIGN_TTL`, and this text reaches logs, job errors and
+/// `/readyz`.
+fn http_error(e: reqwest::Error) -> StoreError {
+    unavailable(e.without_url())
+}
+
 impl S3Store {
     /// `s3://bucket[/prefix]?endpoint=http://host:port&region=…&public_endpoint=…`
     pub fn from_url(raw: &str) -> Result<S3Store> {
@@ -121,7 +146,7 @@ impl S3Store {
             // Some servers want a Content-Length even on empty writes.
             req = req.header(reqwest::header::CONTENT_LENGTH, "0");
         }
-        req.send().await.map_err(unavailable)
+        req.send().await.map_err(http_error)
     }
 
     async fn expect_ok(resp: reqwest::Response) -> Result<reqwest::Response> {
@@ -138,10 +163,7 @@ impl S3Store {
             {
                 StoreError::PartMismatch(0)
             }
-            _ => unavailable(format!(
-                "S3 answered {status}: {}",
-                text.chars().take(300).collect::<String>()
-            )),
+            _ => unavailable(format!("S3 answered {status}: {}", s3_reason(&text))),
         })
     }
 
@@ -163,7 +185,7 @@ impl S3Store {
             .await?
             .text()
             .await
-            .map_err(unavailable)?;
+            .map_err(http_error)?;
         let parsed = CreateMultipartUpload::parse_response(&text).map_err(unavailable)?;
         Ok(parsed.upload_id().to_owned())
     }
@@ -186,7 +208,7 @@ impl S3Store {
             .http
             .put(url)
             .header(reqwest::header::CONTENT_LENGTH, len);
-        let resp = Self::expect_ok(req.body(body).send().await.map_err(unavailable)?).await?;
+        let resp = Self::expect_ok(req.body(body).send().await.map_err(http_error)?).await?;
         Ok(etag_of(&resp))
     }
 
@@ -204,7 +226,7 @@ impl S3Store {
         )
         .await?;
         // S3 may answer 200 and still report an error in the body.
-        let text = resp.text().await.map_err(unavailable)?;
+        let text = resp.text().await.map_err(http_error)?;
         if text.contains("<Error>") {
             return Err(
                 if text.contains("InvalidPart") || text.contains("EntityTooSmall") {
@@ -366,12 +388,15 @@ impl ObjectStore for S3Store {
         if let Some((a, b)) = range {
             req = req.header(reqwest::header::RANGE, format!("bytes={a}-{b}"));
         }
-        let resp = Self::expect_ok(req.send().await.map_err(unavailable)?).await?;
+        let resp = Self::expect_ok(req.send().await.map_err(http_error)?).await?;
         if range.is_some() && resp.status() != StatusCode::PARTIAL_CONTENT {
             return Err(unavailable("the store ignored a Range request"));
         }
         let meta = meta_from(&resp, total_size(&resp).unwrap_or(0));
-        let stream = resp.bytes_stream().map_err(std::io::Error::other).boxed();
+        let stream = resp
+            .bytes_stream()
+            .map_err(|e| std::io::Error::other(e.without_url()))
+            .boxed();
         Ok(ObjectBody { meta, stream })
     }
 
@@ -413,9 +438,9 @@ impl ObjectStore for S3Store {
             .put(url)
             .header("x-amz-copy-source", source.as_str())
             .header(reqwest::header::CONTENT_LENGTH, "0");
-        let resp = Self::expect_ok(req.send().await.map_err(unavailable)?).await?;
+        let resp = Self::expect_ok(req.send().await.map_err(http_error)?).await?;
         // S3 may answer 200 and still report an error in the body.
-        let text = resp.text().await.map_err(unavailable)?;
+        let text = resp.text().await.map_err(http_error)?;
         if text.contains("<Error>") {
             return Err(if text.contains("NoSuchKey") {
                 StoreError::NotFound
@@ -440,7 +465,7 @@ impl ObjectStore for S3Store {
                 .await?
                 .text()
                 .await
-                .map_err(unavailable)?;
+                .map_err(http_error)?;
             let page = ListObjectsV2::parse_response(&text).map_err(unavailable)?;
             futures::stream::iter(page.contents.into_iter().map(|o| async move {
                 // Listed with encoding-type=url: keys come back percent-encoded.
@@ -559,7 +584,7 @@ impl ObjectStore for S3Store {
                 .await?
                 .text()
                 .await
-                .map_err(unavailable)?;
+                .map_err(http_error)?;
             let page = ListParts::parse_response(&text).map_err(unavailable)?;
             parts.extend(page.parts.iter().map(|p| PartInfo {
                 part_number: p.number as u32,
@@ -621,5 +646,38 @@ impl ObjectStore for S3Store {
     async fn abort_multipart(&self, key: &str, upload: &str) -> Result<()> {
         let key = self.full_key(key)?;
         self.abort(&key, upload).await
+    }
+}
+
+#[cfg(test)]
+mod error_text_tests {
+    use super::{http_error, s3_reason};
+
+    #[tokio::test]
+    async fn failed_requests_do_not_carry_their_signed_url() {
+        // Nothing listens on port 1: the request fails on the way.
+        let url = "http://127.0.0.1:1/bucket/key?X-Amz-Credential=AKIDEXAMPLE%2F20261204&X-Amz-Signature=deadbeef";
+        let e = reqwest::Client::new().get(url).send().await.unwrap_err();
+        assert!(
+            e.to_string().contains("X-Amz-Signature"),
+            "reqwest shows the url: {e}"
+        );
+        let text = http_error(e).to_string();
+        assert!(
+            !text.contains("X-Amz") && !text.contains("AKIDEXAMPLE"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn error_documents_are_reduced_to_code_and_message() {
+        let xml = "<?xml version=\"1.0\"?><Error><Code>SignatureDoesNotMatch</Code>\
+                   <Message>The request signature we calculated does not match</Message>\
+                   <AWSAccessKeyId>AKIDEXAMPLE</AWSAccessKeyId><CanonicalRequest>GET /b/k X-Amz-Credential=AKIDEXAMPLE</CanonicalRequest></Error>";
+        assert_eq!(
+            s3_reason(xml),
+            "SignatureDoesNotMatch: The request signature we calculated does not match"
+        );
+        assert_eq!(s3_reason("<html>bad gateway</html>"), "no error code given");
     }
 }

@@ -17,13 +17,18 @@ pub async fn readyz(State(state): State<SharedState>) -> impl IntoResponse {
         tokio::time::timeout(std::time::Duration::from_secs(5), state.db.ping()),
         tokio::time::timeout(std::time::Duration::from_secs(5), state.store.ping()),
     );
-    let describe = |r: Result<Result<(), String>, tokio::time::error::Elapsed>| match r {
+    // Anyone may ask: the answer names what fails, the log says how.
+    let describe = |what: &str, r: Result<Result<(), String>, tokio::time::error::Elapsed>| match r
+    {
         Ok(Ok(())) => "ok".to_owned(),
-        Ok(Err(e)) => format!("error: {e}"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: the {what} fails");
+            "error".to_owned()
+        }
         Err(_) => "error: no answer within 5 s".to_owned(),
     };
-    let db = describe(db.map(|r| r.map_err(|e| e.to_string())));
-    let store = describe(store.map(|r| r.map_err(|e| e.to_string())));
+    let db = describe("database", db.map(|r| r.map_err(|e| e.to_string())));
+    let store = describe("object store", store.map(|r| r.map_err(|e| e.to_string())));
     let ok = db == "ok" && store == "ok";
     let failing: Vec<&str> = [("database", &db), ("storage", &store)]
         .iter()
