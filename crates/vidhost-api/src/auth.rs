@@ -55,25 +55,25 @@ pub async fn hash_password(cfg: &AuthConfig, password: String) -> ApiResult<Stri
 }
 
 /// Verifies in constant time. With no stored hash, a dummy hash is checked
-/// anyway so an unknown e-mail costs the same time as a wrong password.
+/// anyway so an unknown e-mail costs the same time as a wrong password: one
+/// verification. (The dummy is hashed once per process; hashing it on each
+/// attempt made an unknown e-mail cost two Argon2 runs, which told it apart.)
 pub async fn verify_password(
     cfg: &AuthConfig,
     password: String,
     stored: Option<String>,
 ) -> ApiResult<bool> {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let a = argon(cfg);
     tokio::task::spawn_blocking(move || {
-        let dummy;
         let stored = match &stored {
             Some(s) => s.as_str(),
-            None => {
+            None => DUMMY.get_or_init(|| {
                 let salt = SaltString::generate(&mut rand::rngs::OsRng);
-                dummy = a
-                    .hash_password(b"not-a-password", &salt)
+                a.hash_password(b"not-a-password", &salt)
                     .map(|h| h.to_string())
-                    .unwrap_or_default();
-                &dummy
-            }
+                    .unwrap_or_default()
+            }),
         };
         let Ok(parsed) = PasswordHash::new(stored) else {
             return false;
