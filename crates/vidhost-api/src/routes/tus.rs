@@ -399,6 +399,8 @@ pub async fn patch(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
+    // Appending is uploading (HEAD and DELETE stay open to a demoted caller).
+    caller.require_uploader()?;
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

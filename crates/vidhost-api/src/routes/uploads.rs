@@ -479,6 +479,9 @@ pub async fn complete_presigned(
     caller: Caller,
     Path(video_id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
+    // Going on with an upload is uploading: a caller demoted since it began
+    // may still look at it or abort it, not finish it.
+    caller.require_uploader()?;
     let up = load_upload(&state, &caller, &video_id).await?;
     if up.method != UploadMethod::Presigned {
         return Err(ApiError::upload_not_found());
@@ -640,6 +643,7 @@ pub async fn presign_parts(
     Path(upload_id): Path<String>,
     Json(b): Json<PartsBody>,
 ) -> ApiResult<impl IntoResponse> {
+    caller.require_uploader()?;
     let (up, store_id) = load_multipart(&state, &caller, &upload_id).await?;
     if b.part_numbers.is_empty() || b.part_numbers.len() > MAX_PARTS as usize {
         return Err(ApiError::validation(
@@ -718,6 +722,7 @@ pub async fn complete_multipart(
     Path(upload_id): Path<String>,
     Json(b): Json<CompleteBody>,
 ) -> ApiResult<impl IntoResponse> {
+    caller.require_uploader()?;
     let (up, store_id) = load_multipart(&state, &caller, &upload_id).await?;
     let claimed: Vec<PartInfo> = b
         .parts
@@ -816,6 +821,14 @@ pub async fn direct_put(
         .filter(|u| u.upload_id == t.u)
         .ok_or_else(ApiError::upload_not_found)?;
     check_not_expired(&up)?;
+    // The URL was signed for its uploader when they could upload; a ban or
+    // a demotion since ends it (one read per PUT of a whole object or part).
+    let owner = state.db.user_by_id(&up.owner_id).await?;
+    if !owner.is_some_and(|u| !u.disabled && u.role.can_upload()) {
+        return Err(ApiError::forbidden(
+            "the account this upload belongs to may no longer upload",
+        ));
+    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

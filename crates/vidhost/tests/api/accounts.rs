@@ -397,3 +397,131 @@ async fn access_tokens_are_checked_whole_every_time() {
     assert_eq!(me(short).await, StatusCode::UNAUTHORIZED);
     assert_eq!(me(alice).await, StatusCode::OK);
 }
+
+/// A demotion to viewer (or a ban) also ends the uploads a user had begun:
+/// they may look at them and abort them, not add to them or finish them.
+#[tokio::test]
+async fn uploads_begun_before_a_demotion_cannot_be_finished() {
+    use base64::Engine;
+    let s = TestServer::start().await;
+    let t = s.user("demoted@example.com").await;
+    let admin = s.admin().await;
+    let size = 6 << 20;
+    let mp: serde_json::Value = s
+        .post_json(
+            "/api/v1/uploads/multipart",
+            Some(&t),
+            json!({"filename": "a.mp4", "content_type": "video/mp4", "size": size}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let upload = mp["upload_id"].as_str().unwrap();
+    let parts_path = format!("/api/v1/uploads/multipart/{upload}/parts");
+    let parts: serde_json::Value = s
+        .post_json(&parts_path, Some(&t), json!({"part_numbers": [1]}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let part_url = parts["parts"][0]["url"].as_str().unwrap().to_owned();
+    let pre: serde_json::Value = s
+        .post_json(
+            "/api/v1/uploads/presigned",
+            Some(&t),
+            json!({"filename": "b.mp4", "content_type": "video/mp4", "size": 100}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let tus_at = |r: reqwest::RequestBuilder| r.bearer_auth(&t).header("tus-resumable", "1.0.0");
+    let r = tus_at(s.http.post(s.url("/api/v1/tus")))
+        .header("upload-length", "100")
+        .header(
+            "upload-metadata",
+            format!(
+                "filename {}",
+                base64::engine::general_purpose::STANDARD.encode("c.mp4")
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let tus_url = r.headers()["location"].to_str().unwrap().to_owned();
+
+    let me: serde_json::Value = s.get_json("/api/v1/me", Some(&t)).await;
+    let r = s
+        .http
+        .patch(s.url(&format!(
+            "/api/v1/admin/users/{}",
+            me["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&admin)
+        .json(&json!({"role": "viewer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // Nothing more goes in…
+    let r = s
+        .post_json(&parts_path, Some(&t), json!({"part_numbers": [2]}))
+        .await;
+    problem(r, StatusCode::FORBIDDEN, "forbidden").await;
+    if !s.is_s3() {
+        // (On S3 the part URL is S3's own; there `complete` is what stops it.)
+        let r = s
+            .http
+            .put(&part_url)
+            .body(vec![0u8; 5 << 20])
+            .send()
+            .await
+            .unwrap();
+        problem(r, StatusCode::FORBIDDEN, "forbidden").await;
+    }
+    let r = tus_at(s.http.patch(&tus_url))
+        .header("upload-offset", "0")
+        .header("content-type", "application/offset+octet-stream")
+        .body(vec![0u8; 100])
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::FORBIDDEN, "forbidden").await;
+    // …and nothing is finished.
+    let r = s
+        .post_json(
+            &format!("/api/v1/uploads/multipart/{upload}/complete"),
+            Some(&t),
+            json!({"parts": [{"part_number": 1, "etag": "x"}]}),
+        )
+        .await;
+    problem(r, StatusCode::FORBIDDEN, "forbidden").await;
+    let r = s
+        .post_json(
+            &format!(
+                "/api/v1/uploads/presigned/{}/complete",
+                pre["video_id"].as_str().unwrap()
+            ),
+            Some(&t),
+            json!({}),
+        )
+        .await;
+    problem(r, StatusCode::FORBIDDEN, "forbidden").await;
+
+    // Looking and aborting still work.
+    let r = s
+        .get(&format!("/api/v1/uploads/multipart/{upload}"), Some(&t))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = tus_at(s.http.head(&tus_url)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = s
+        .delete(&format!("/api/v1/uploads/multipart/{upload}"), &t)
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = tus_at(s.http.delete(&tus_url)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+}
