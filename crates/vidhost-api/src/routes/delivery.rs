@@ -22,15 +22,19 @@ use super::videos::original_key;
 
 async fn grant(state: &SharedState, token: &str) -> ApiResult<PlayGrant> {
     let g: PlayGrant = state.grants.verify(&state.db, token).await?;
-    if !usable(&g) {
+    if !usable(state, &g) {
         return Err(ApiError::invalid_token());
     }
     Ok(g)
 }
 
-/// A play grant (not an upload target) that has not expired.
-fn usable(g: &PlayGrant) -> bool {
-    g.p == PLAY && !expired(g.e)
+/// A play grant (not an upload target) that has not expired, and does not
+/// claim to live longer than any grant this server issues (only a key that
+/// leaked could sign one).
+fn usable(state: &SharedState, g: &PlayGrant) -> bool {
+    let d = &state.config.delivery;
+    let longest = d.grant_ttl_s.max(d.owner_grant_ttl_s) as i64 + 60;
+    g.p == PLAY && !expired(g.e) && g.e <= vidhost_core::time::now_ms() / 1000 + longest
 }
 
 /// The content type of a video's original, if this node has it at hand.
@@ -512,9 +516,8 @@ const QUICK_MAX: u64 = 16 * 1024 * 1024;
 /// and the header lines made from the file's metadata, the file lookup.
 /// A request still stats the file, as nginx does; the memo is used only
 /// while the grant is unexpired, the stat finds the version that was opened
-/// and the store still has that file open. (Signing keys are never taken
-/// out of the ring while grants they signed are alive; if that ever
-/// changes, the memo must check the key too.)
+/// and the store still has that file open, and while the key that signed
+/// the grant is loaded (a key retired after a leak ends the memo too).
 #[derive(Default)]
 pub(crate) struct QuickMemo(Option<Memo>);
 
@@ -522,6 +525,8 @@ struct Memo {
     path: Box<str>,
     /// The grant's expiry.
     expires: i64,
+    /// The key id the grant was signed with.
+    kid: Box<str>,
     key: String,
     route: &'static str,
     meta: ObjectMeta,
@@ -548,7 +553,9 @@ pub(crate) fn quick<'a>(
     let remembered = memo
         .0
         .as_ref()
-        .filter(|m| *m.path == *path && !expired(m.expires))
+        .filter(|m| {
+            *m.path == *path && !expired(m.expires) && state.grants.ring.find(&m.kid).is_some()
+        })
         .and_then(|m| {
             let file = m.file.upgrade()?;
             (state.store.local_stamp(&m.key)? == m.stamp).then_some(file)
@@ -615,7 +622,7 @@ fn resolve(state: &SharedState, path: &str) -> Option<(Memo, std::sync::Arc<std:
     use futures::FutureExt;
     let (token, rest) = path.strip_prefix("/play/")?.split_once('/')?;
     let g: PlayGrant = state.grants.verify_loaded(token)?;
-    if !usable(&g) {
+    if !usable(state, &g) {
         return None;
     }
     let v = g.v.as_str();
@@ -673,6 +680,7 @@ fn resolve(state: &SharedState, path: &str) -> Option<(Memo, std::sync::Arc<std:
     let memo = Memo {
         path: path.into(),
         expires: g.e,
+        kid: token.split('.').next().unwrap_or_default().into(),
         key,
         route,
         meta,

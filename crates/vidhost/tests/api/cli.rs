@@ -310,6 +310,34 @@ async fn a_leaked_key_is_retired_at_once_with_what_it_signed() {
     };
     let old_original = playback(old.clone()).await;
     assert_eq!(a.get(&old_original, None).await.status(), StatusCode::OK);
+    // A player on a keep-alive connection of its own, fetching only that
+    // file over and over (the connection answers such runs itself,
+    // remembering the grant it checked).
+    let last = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(0));
+    let player = {
+        let (last, url) = (last.clone(), a.url(&old_original));
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            for _ in 0..1000 {
+                let status = client.get(&url).send().await.unwrap().status();
+                last.store(status.as_u16(), std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let player_sees = |want: u16| {
+        let last = last.clone();
+        async move {
+            for _ in 0..100 {
+                if last.load(std::sync::atomic::Ordering::SeqCst) == want {
+                    return true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            false
+        }
+    };
+    assert!(player_sees(200).await, "the player plays");
 
     let stdout = rotate_keys(&a, &["--purpose", "all", "--retire-old"]);
     for p in ["jwt", "grant"] {
@@ -324,6 +352,11 @@ async fn a_leaked_key_is_retired_at_once_with_what_it_signed() {
     refused_soon(&a, &old).await;
     let r = a.get(&old_original, None).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(
+        player_sees(403).await,
+        "the player's connection is refused too within 5 s"
+    );
+    player.abort();
     // …and signing in again gives ones that work.
     let new = a.access_token("leak@example.com").await;
     assert_ne!(kid_of(&new), kid_of(&old));
