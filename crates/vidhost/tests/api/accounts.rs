@@ -265,14 +265,7 @@ async fn roles_registration_modes_and_disabling() {
     let admin = s.admin().await;
     let me: serde_json::Value = s.get_json("/api/v1/me", Some(&viewer)).await;
     let id = me["id"].as_str().unwrap();
-    let r = s
-        .http
-        .patch(s.url(&format!("/api/v1/admin/users/{id}")))
-        .bearer_auth(&admin)
-        .json(&json!({"role": "uploader"}))
-        .send()
-        .await
-        .unwrap();
+    let r = s.set_user(&admin, id, json!({"role": "uploader"})).await;
     assert_eq!(r.status(), StatusCode::OK);
     let r = s
         .upload_form(&viewer, sample_mp4().to_vec(), "a.mp4", &[])
@@ -280,14 +273,7 @@ async fn roles_registration_modes_and_disabling() {
     assert_eq!(r.status(), StatusCode::CREATED);
 
     // Disabling locks the user out at once.
-    let r = s
-        .http
-        .patch(s.url(&format!("/api/v1/admin/users/{id}")))
-        .bearer_auth(&admin)
-        .json(&json!({"disabled": true}))
-        .send()
-        .await
-        .unwrap();
+    let r = s.set_user(&admin, id, json!({"disabled": true})).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(
         s.get("/api/v1/me", Some(&viewer)).await.status(),
@@ -454,16 +440,12 @@ async fn uploads_begun_before_a_demotion_cannot_be_finished() {
 
     let me: serde_json::Value = s.get_json("/api/v1/me", Some(&t)).await;
     let r = s
-        .http
-        .patch(s.url(&format!(
-            "/api/v1/admin/users/{}",
-            me["id"].as_str().unwrap()
-        )))
-        .bearer_auth(&admin)
-        .json(&json!({"role": "viewer"}))
-        .send()
-        .await
-        .unwrap();
+        .set_user(
+            &admin,
+            me["id"].as_str().unwrap(),
+            json!({"role": "viewer"}),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
 
     // Nothing more goes in…

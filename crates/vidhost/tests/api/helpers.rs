@@ -252,6 +252,17 @@ impl TestServer {
         r.send().await.unwrap()
     }
 
+    /// An admin's change to a user (`PATCH /api/v1/admin/users/{id}`).
+    pub async fn set_user(&self, admin: &str, user_id: &str, change: Value) -> Response {
+        self.http
+            .patch(self.url(&format!("/api/v1/admin/users/{user_id}")))
+            .bearer_auth(admin)
+            .json(&change)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
         let mut r = self.http.get(self.url(path));
         if let Some(t) = token {

@@ -443,14 +443,7 @@ async fn the_audit_log_records_security_events_for_admins_only() {
             .status(),
         StatusCode::NO_CONTENT
     );
-    let r = s
-        .http
-        .patch(s.url(&format!("/api/v1/admin/users/{uid}")))
-        .bearer_auth(&admin)
-        .json(&json!({"role": "viewer"}))
-        .send()
-        .await
-        .unwrap();
+    let r = s.set_user(&admin, &uid, json!({"role": "viewer"})).await;
     assert_eq!(r.status(), StatusCode::OK);
 
     let r = s.get("/api/v1/admin/audit", Some(&user)).await;
