@@ -152,9 +152,7 @@ impl App {
         // Rate limits sit inside CORS: a browser page can read a 429 and its
         // Retry-After only if the answer carries the CORS headers too.
         let app = tower::ServiceBuilder::new()
-            .layer(axum::middleware::map_response(
-                error::problem_for_bare_errors,
-            ))
+            .map_response(error::problem_for_bare_errors)
             .option_layer(self.state.limits.as_ref().map(|_| {
                 axum::middleware::from_fn_with_state(self.state.clone(), ratelimit::limit)
             }))
