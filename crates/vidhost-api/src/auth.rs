@@ -231,36 +231,20 @@ pub async fn caller_from_token(state: &SharedState, token: &str) -> ApiResult<Ca
     // The user row is the authority on role and disabled, so a demotion or a
     // ban takes effect at once rather than when the token expires (on this
     // node at once, on the others within `RECENT_TTL`).
-    let user = match state.users.get(&verified.sub) {
-        Some(u) => u,
-        None => {
-            let epoch = state.users.epoch();
-            let u = state
-                .db
-                .user_by_id(&verified.sub)
-                .await?
-                .ok_or_else(invalid)?;
-            state.users.put(&u.id, u.clone(), epoch);
-            u
-        }
-    };
+    let user = user_row(state, &verified.sub).await?.ok_or_else(invalid)?;
     if user.disabled {
         return Err(invalid());
     }
     // So is the session: signing out, a revoked session or a stolen refresh
     // token's family ends its access tokens too, not only its refreshes.
-    let live = match state.sessions.get(&verified.sid) {
-        Some(live) => live,
-        None => {
-            let epoch = state.sessions.epoch();
-            let live = state
+    let live = state
+        .sessions
+        .get_or_load(&verified.sid, || {
+            state
                 .db
                 .session_live(&verified.sid, vidhost_core::time::now_ms())
-                .await?;
-            state.sessions.put(&verified.sid, live, epoch);
-            live
-        }
-    };
+        })
+        .await?;
     if !live {
         return Err(ApiError::unauthorized(
             "this session has ended; sign in again",
@@ -270,6 +254,14 @@ pub async fn caller_from_token(state: &SharedState, token: &str) -> ApiResult<Ca
         user,
         session_id: verified.sid,
     })
+}
+
+/// The row of user `id` as read within the last second (`UserCache`).
+pub async fn user_row(state: &SharedState, id: &str) -> ApiResult<Option<User>> {
+    Ok(state
+        .users
+        .get_or_load(id, || state.db.user_by_id(id))
+        .await?)
 }
 
 /// What a verified access token says.
@@ -349,8 +341,8 @@ impl<T> Default for Recent<T> {
     }
 }
 
-/// User rows by id.
-pub type UserCache = Recent<User>;
+/// User rows by id (None: no such user).
+pub type UserCache = Recent<Option<User>>;
 /// Whether a session (by id) is neither revoked nor expired.
 pub type SessionCache = Recent<bool>;
 
@@ -379,6 +371,20 @@ impl<T: Clone> Recent<T> {
             rows.retain(|_, (_, at)| at.elapsed() < RECENT_TTL);
         }
         rows.insert(id.to_owned(), (value, std::time::Instant::now()));
+    }
+
+    /// The cached value for `id`, or what `load` reads (then cached).
+    async fn get_or_load<F, E>(&self, id: &str, load: impl FnOnce() -> F) -> Result<T, E>
+    where
+        F: std::future::Future<Output = Result<T, E>>,
+    {
+        if let Some(v) = self.get(id) {
+            return Ok(v);
+        }
+        let epoch = self.epoch();
+        let v = load().await?;
+        self.put(id, v.clone(), epoch);
+        Ok(v)
     }
 
     /// Call after changing the row of `id`.

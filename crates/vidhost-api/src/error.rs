@@ -46,6 +46,9 @@ impl ApiError {
             detail,
         )
     }
+    pub fn invalid_tags(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_tags", detail)
+    }
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
             .with_header(header::WWW_AUTHENTICATE, "Bearer")

@@ -162,8 +162,7 @@ pub fn retention(config: &Config, purpose: &str) -> Duration {
     } else {
         config
             .delivery
-            .grant_ttl_s
-            .max(config.delivery.owner_grant_ttl_s)
+            .longest_grant_s()
             .max(config.uploads.presign_expiry_s)
     };
     Duration::from_secs(

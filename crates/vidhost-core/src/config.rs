@@ -153,6 +153,13 @@ pub struct DeliveryConfig {
     pub owner_grant_ttl_s: u64,
 }
 
+impl DeliveryConfig {
+    /// The longest any play grant issued here lives.
+    pub fn longest_grant_s(&self) -> u64 {
+        self.grant_ttl_s.max(self.owner_grant_ttl_s)
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {

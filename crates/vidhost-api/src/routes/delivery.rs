@@ -32,8 +32,7 @@ async fn grant(state: &SharedState, token: &str) -> ApiResult<PlayGrant> {
 /// claim to live longer than any grant this server issues (only a key that
 /// leaked could sign one).
 fn usable(state: &SharedState, g: &PlayGrant) -> bool {
-    let d = &state.config.delivery;
-    let longest = d.grant_ttl_s.max(d.owner_grant_ttl_s) as i64 + 60;
+    let longest = state.config.delivery.longest_grant_s() as i64 + 60;
     g.p == PLAY && !expired(g.e) && g.e <= vidhost_core::time::now_ms() / 1000 + longest
 }
 

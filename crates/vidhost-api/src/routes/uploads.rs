@@ -305,11 +305,7 @@ pub async fn form(
                         // Repeated `tags` parts add up: stop a form that
                         // sends them by the million long before memory goes.
                         if all.len() > 10 * MAX_TAGS {
-                            return Err(ApiError::new(
-                                StatusCode::UNPROCESSABLE_ENTITY,
-                                "invalid_tags",
-                                format!("at most {MAX_TAGS} tags"),
-                            ));
+                            return Err(ApiError::invalid_tags(format!("at most {MAX_TAGS} tags")));
                         }
                     }
                     _ => {}
@@ -822,8 +818,8 @@ pub async fn direct_put(
         .ok_or_else(ApiError::upload_not_found)?;
     check_not_expired(&up)?;
     // The URL was signed for its uploader when they could upload; a ban or
-    // a demotion since ends it (one read per PUT of a whole object or part).
-    let owner = state.db.user_by_id(&up.owner_id).await?;
+    // a demotion since ends it.
+    let owner = crate::auth::user_row(&state, &up.owner_id).await?;
     if !owner.is_some_and(|u| !u.disabled && u.role.can_upload()) {
         return Err(ApiError::forbidden(
             "the account this upload belongs to may no longer upload",

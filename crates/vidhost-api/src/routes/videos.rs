@@ -128,10 +128,7 @@ impl MetaInput {
             .transpose()?;
         let tags = self
             .tags
-            .map(|t| {
-                normalize_tags(t)
-                    .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_tags", e))
-            })
+            .map(|t| normalize_tags(t).map_err(ApiError::invalid_tags))
             .transpose()?;
         let visibility = self
             .visibility
