@@ -152,6 +152,8 @@ pub trait Catalog: Send + Sync + 'static {
     async fn create_upload(&self, video: &Video, upload: &Upload) -> Result<()>;
     async fn upload_by_video(&self, video_id: &str) -> Result<Option<Upload>>;
     async fn upload_by_id(&self, upload_id: &str) -> Result<Option<Upload>>;
+    /// The video that upload `upload_id` completed (its row is gone by then).
+    async fn completed_by(&self, upload_id: &str) -> Result<Option<Video>>;
     async fn set_store_upload_id(&self, video_id: &str, store_upload_id: &str) -> Result<()>;
     async fn uploads_of(&self, owner_id: &str) -> Result<Vec<Upload>>;
     /// Removes the upload row and marks the video `uploaded` (one transaction).

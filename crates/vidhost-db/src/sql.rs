@@ -919,6 +919,11 @@ macro_rules! catalog_impl {
                 sqlx::query(&sql).bind(upload_id).fetch_optional(&self.0).await?.as_ref().map(Self::upload).transpose()
             }
 
+            async fn completed_by(&self, upload_id: &str) -> Result<Option<Video>> {
+                let sql = format!("{VIDEO_SELECT} WHERE v.completed_upload_id = $1");
+                sqlx::query(&sql).bind(upload_id).fetch_optional(&self.0).await?.as_ref().map(Self::video).transpose()
+            }
+
             async fn set_store_upload_id(&self, video_id: &str, store_upload_id: &str) -> Result<()> {
                 sqlx::query("UPDATE uploads SET store_upload_id = $1 WHERE video_id = $2")
                     .bind(store_upload_id)
@@ -936,21 +941,22 @@ macro_rules! catalog_impl {
 
             async fn finish_upload(&self, video_id: &str, d: &UploadDone) -> Result<bool> {
                 let mut tx = self.0.begin().await?;
-                let n = sqlx::query("DELETE FROM uploads WHERE video_id = $1")
-                    .bind(video_id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if n != 1 {
+                let upload_id: Option<String> =
+                    sqlx::query_scalar("DELETE FROM uploads WHERE video_id = $1 RETURNING upload_id")
+                        .bind(video_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some(upload_id) = upload_id else {
                     return Ok(false);
-                }
+                };
                 sqlx::query(
-                    "UPDATE videos SET status = 'uploaded', size_bytes = $1, content_type = $2, uploaded_at = $3, progress = 0 \
-                     WHERE id = $4",
+                    "UPDATE videos SET status = 'uploaded', size_bytes = $1, content_type = $2, uploaded_at = $3, progress = 0, \
+                     completed_upload_id = $4 WHERE id = $5",
                 )
                 .bind(d.size_bytes)
                 .bind(&d.content_type)
                 .bind(d.uploaded_at)
+                .bind(&upload_id)
                 .bind(video_id)
                 .execute(&mut *tx)
                 .await?;

@@ -478,10 +478,24 @@ pub async fn complete_presigned(
     // Going on with an upload is uploading: a caller demoted since it began
     // may still look at it or abort it, not finish it.
     caller.require_uploader()?;
-    let up = load_upload(&state, &caller, &video_id).await?;
-    if up.method != UploadMethod::Presigned {
-        return Err(ApiError::upload_not_found());
-    }
+    let up = match load_upload(&state, &caller, &video_id).await {
+        Ok(up) if up.method == UploadMethod::Presigned => up,
+        Ok(_) => return Err(ApiError::upload_not_found()),
+        Err(e) if e.code == "upload_not_found" && is_id(&video_id) => {
+            // Completed already (like a tus upload's HEAD after the end):
+            // the same answer again.
+            return match state.db.get_video(&video_id).await? {
+                Some(v)
+                    if caller.may_manage(&v.owner_id)
+                        && v.status != VideoStatus::AwaitingUpload =>
+                {
+                    Ok(axum::Json(super::videos::view(&state, &v)))
+                }
+                _ => Err(ApiError::upload_not_found()),
+            };
+        }
+        Err(e) => return Err(e),
+    };
     // One completion at a time, under the upload's lease (as tus appends
     // take it): a second one running beside this one could otherwise move
     // bytes that a late PUT left at the staged key over the original this
@@ -719,7 +733,13 @@ pub async fn complete_multipart(
     Json(b): Json<CompleteBody>,
 ) -> ApiResult<impl IntoResponse> {
     caller.require_uploader()?;
-    let (up, store_id) = load_multipart(&state, &caller, &upload_id).await?;
+    let (up, store_id) = match load_multipart(&state, &caller, &upload_id).await {
+        Ok(found) => found,
+        Err(e) if e.code == "upload_not_found" => {
+            return completed_before(&state, &caller, &upload_id).await;
+        }
+        Err(e) => return Err(e),
+    };
     let claimed: Vec<PartInfo> = b
         .parts
         .into_iter()
@@ -748,6 +768,23 @@ pub async fn complete_multipart(
     };
     record_upload_outcome(UploadMethod::Multipart, outcome, up.created_at, Some(size));
     Ok(axum::Json(super::videos::view(&state, &result?)))
+}
+
+/// A `complete` of an upload that an earlier `complete` finished (its answer
+/// lost on the way, say): the same answer again, the video, as S3 answers a
+/// repeated CompleteMultipartUpload. 404 for anyone else, as before.
+async fn completed_before(
+    state: &SharedState,
+    caller: &Caller,
+    upload_id: &str,
+) -> ApiResult<axum::Json<super::videos::VideoView>> {
+    if !is_id(upload_id) {
+        return Err(ApiError::upload_not_found());
+    }
+    match state.db.completed_by(upload_id).await? {
+        Some(v) if caller.may_manage(&v.owner_id) => Ok(axum::Json(super::videos::view(state, &v))),
+        _ => Err(ApiError::upload_not_found()),
+    }
 }
 
 /// The size of an upload's joined original, given how joining its parts

@@ -5,7 +5,7 @@ use crate::auth::{Caller, MaybeCaller};
 use crate::error::{ApiError, ApiResult, Json, Query};
 use crate::grants::{bucketed_expiry, GrantKind, PlayGrant, PLAY};
 use crate::state::SharedState;
-use crate::views::VideoView;
+pub(crate) use crate::views::VideoView;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;

@@ -194,15 +194,19 @@ async fn presigned_put_then_complete() {
     assert_eq!(v["status"], "uploaded");
     assert_eq!(v["title"], "Pre");
     assert_eq!(v["size_bytes"], bytes.len());
-    // Completing twice finds nothing to complete.
-    let r = s
-        .post_json(
-            &format!("/api/v1/uploads/presigned/{vid}/complete"),
-            Some(&t),
-            json!({}),
-        )
-        .await;
+    // Completing again (the first answer lost, say) answers the same video
+    // and changes nothing; to anyone else the upload does not exist.
+    let complete_url = format!("/api/v1/uploads/presigned/{vid}/complete");
+    let r = s.post_json(&complete_url, Some(&t), json!({})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(again["id"], v["id"]);
+    assert_eq!(again["status"], "uploaded");
+    let other = s.user("other@example.com").await;
+    let r = s.post_json(&complete_url, Some(&other), json!({})).await;
     problem(r, StatusCode::NOT_FOUND, "upload_not_found").await;
+    let jobs = format!("SELECT COUNT(*) FROM jobs WHERE video_id = '{vid}'");
+    assert_eq!(sql_count(&s.database_url, &jobs).await, 1);
     assert_eq!(
         s.object_keys().await,
         vec![format!("videos/{vid}/original")]
@@ -922,6 +926,32 @@ async fn a_broken_re_put_or_a_repeated_complete_keeps_the_bytes_right() {
     let v: Value = r.json().await.unwrap();
     let body = s.original_of(&t, v["id"].as_str().unwrap()).await;
     assert_eq!(sha256(&body), sha256(file));
+
+    // A complete sent again after the upload completed (its answer lost)
+    // answers the same video, as S3 answers a repeated
+    // CompleteMultipartUpload, and queues no second job; anyone else still
+    // finds no such upload.
+    let r = s
+        .post_json(&complete_url, Some(&t), json!({"parts": []}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(again["id"], v["id"]);
+    assert_ne!(again["status"], "awaiting_upload");
+    let other = s.user("other@example.com").await;
+    let r = s
+        .post_json(&complete_url, Some(&other), json!({"parts": []}))
+        .await;
+    problem(r, StatusCode::NOT_FOUND, "upload_not_found").await;
+    let jobs = format!(
+        "SELECT COUNT(*) FROM jobs WHERE video_id = '{}'",
+        v["id"].as_str().unwrap()
+    );
+    assert_eq!(sql_count(&s.database_url, &jobs).await, 1);
+    assert_eq!(
+        sha256(&s.original_of(&t, v["id"].as_str().unwrap()).await),
+        sha256(file)
+    );
 }
 
 /// Starts a PUT of `body` that sends its first `split` bytes at once and
