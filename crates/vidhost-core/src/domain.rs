@@ -137,7 +137,10 @@ pub fn parse_content_type(declared: Option<&str>) -> Result<Option<&'static str>
 /// Recognises a video container from its first bytes; returns the content
 /// type it implies. At least 16 bytes should be given (more helps MPEG-TS).
 pub fn sniff_video(head: &[u8]) -> Option<&'static str> {
-    if head.len() >= 12 && &head[4..8] == b"ftyp" {
+    // An `ftyp` box is a few dozen bytes; its size is the first four. Text
+    // that merely spells `ftyp` at offset 4 (`<!--ftyp…`) is no box.
+    let box_size = |h: &[u8]| u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+    if head.len() >= 12 && &head[4..8] == b"ftyp" && (8..=4096).contains(&box_size(head)) {
         let brand = &head[8..12];
         return Some(if brand == b"qt  " {
             "video/quicktime"
@@ -236,6 +239,10 @@ mod tests {
         ];
         assert_eq!(sniff_video(&mkv), Some("video/webm"));
         assert_eq!(sniff_video(b"hello, this is text, not video"), None);
+        assert_eq!(
+            sniff_video(b"<!--ftypjp2 -->\n<MPD xmlns=\"urn:mpeg:dash\">"),
+            None
+        );
         assert_eq!(
             sniff_video(b"RIFF\0\0\0\0AVI LIST"),
             Some("video/x-msvideo")

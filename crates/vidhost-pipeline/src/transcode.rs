@@ -11,6 +11,27 @@ fn s(x: impl ToString) -> String {
     x.to_string()
 }
 
+/// The demuxers an upload is read with: the containers the upload check
+/// admits (`domain::sniff_video`). Left to itself ffmpeg reads a file with
+/// whichever demuxer scores it highest, and a file can carry the magic bytes
+/// the check looks for and still be, say, a DASH manifest or a playlist
+/// whose entries are other files on this disk (another user's private
+/// video): it would be transcoded into the uploader's. `mov` does not follow
+/// external references (its `enable_drefs` is off by default).
+pub const SOURCE_FORMATS: &str = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpeg,mpegts";
+
+/// `-i src` for an uploaded file: only [`SOURCE_FORMATS`], only local files.
+pub fn source_input(src: &Path) -> [String; 6] {
+    [
+        s("-format_whitelist"),
+        s(SOURCE_FORMATS),
+        s("-protocol_whitelist"),
+        s("file"),
+        s("-i"),
+        s(src.display()),
+    ]
+}
+
 /// A representative frame (ffmpeg's `thumbnail` filter picks the frame most
 /// like its neighbours' average out of a window, which skips transition
 /// frames), taken a little into the video. With `skip_dark`, frames whose
@@ -38,8 +59,10 @@ pub fn poster_args(src: &Path, info: &MediaInfo, out: &Path, skip_dark: bool) ->
         format!("{at:.3}"),
         s("-t"),
         s("120"),
-        s("-i"),
-        s(src.display()),
+    ]
+    .into_iter()
+    .chain(source_input(src))
+    .chain([
         s("-vf"),
         // Non-square pixels are made square (JPEG viewers ignore a pixel
         // aspect), so an anamorphic source's poster is not squeezed.
@@ -49,7 +72,8 @@ pub fn poster_args(src: &Path, info: &MediaInfo, out: &Path, skip_dark: bool) ->
         s("-q:v"),
         s("3"),
         s(out.display()),
-    ]
+    ])
+    .collect()
 }
 
 /// Mean luma (0–255) of a picture: ffmpeg prints `lavfi.signalstats.YAVG=…`.
@@ -196,16 +220,9 @@ pub fn ladder_args(
             r.width, r.height
         ));
     }
-    let mut a = vec![
-        s("-nostdin"),
-        s("-y"),
-        s("-v"),
-        s("error"),
-        s("-i"),
-        s(src.display()),
-        s("-filter_complex"),
-        graph,
-    ];
+    let mut a = vec![s("-nostdin"), s("-y"), s("-v"), s("error")];
+    a.extend(source_input(src));
+    a.extend([s("-filter_complex"), graph]);
     for i in 0..n {
         a.extend([s("-map"), format!("[v{i}]")]);
     }
@@ -367,6 +384,11 @@ pub fn mp4_args(out_dir: &Path, mp4: &Path) -> Vec<String> {
         s("-y"),
         s("-v"),
         s("error"),
+        // Our own playlist and segments; still only what they are made of.
+        s("-format_whitelist"),
+        s("hls,mov,mp4,m4a,3gp,3g2,mj2"),
+        s("-protocol_whitelist"),
+        s("file"),
         s("-i"),
         s(out_dir.join("master.m3u8").display()),
         s("-map"),

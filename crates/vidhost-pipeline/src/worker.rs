@@ -251,7 +251,7 @@ impl Pipeline {
         ]
         .iter()
         .map(|s| s.to_string())
-        .chain([src.display().to_string()])
+        .chain(crate::transcode::source_input(&src))
         .collect();
         let json = match self
             .tools

@@ -62,6 +62,11 @@ async fn bad_form_uploads_leave_nothing_behind() {
         )
         .await;
     problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_media").await;
+    // Text that spells `ftyp` where an MP4's first box names itself (a DASH
+    // manifest behind an XML comment, which ffmpeg would read as one): no box.
+    let posing = b"<!--ftypjp2 -->\n<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\"></MPD>";
+    let r = s.upload_form(&t, posing.to_vec(), "posing.mp4", &[]).await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_media").await;
     // A declared type that is no video: 415.
     let form = reqwest::multipart::Form::new().part(
         "file",
