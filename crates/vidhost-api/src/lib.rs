@@ -70,7 +70,10 @@ impl App {
             .current();
         let metrics = metrics::Metrics::install();
         // Fails at start, with a clear message, when ffmpeg/ffprobe are missing.
-        let tools = vidhost_pipeline::Tools::discover(config.processing.workers.max(1))?;
+        let tools = vidhost_pipeline::Tools::discover(
+            config.processing.workers.max(1),
+            config.processing.tool_memory_mb,
+        )?;
         let pipeline = Arc::new(vidhost_pipeline::Pipeline {
             config: config.clone(),
             db: db.clone(),

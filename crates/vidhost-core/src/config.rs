@@ -126,6 +126,10 @@ pub struct ProcessingConfig {
     pub lease_s: u64,
     /// Threads per ffmpeg (0: ffmpeg decides).
     pub ffmpeg_threads: u32,
+    /// Memory one ffmpeg/ffprobe may take (its data segment, `RLIMIT_DATA`),
+    /// MiB. A file that needs more fails for good instead of taking the
+    /// machine. (A 4K source's ladder took ~1.8 GiB on two cores.)
+    pub tool_memory_mb: u64,
     /// x264 preset for the ladder.
     pub preset: String,
     /// Segment (and GOP) duration of HLS/DASH, seconds.
@@ -211,6 +215,7 @@ impl Default for Config {
                 step_timeout_s: 4 * 3600,
                 lease_s: 60,
                 ffmpeg_threads: 0,
+                tool_memory_mb: 8192,
                 preset: "veryfast".into(),
                 segment_duration_s: 4,
                 ladder: [
@@ -362,6 +367,9 @@ impl Config {
         }
         if p.lease_s < 3 {
             return bad("processing.lease_s must be at least 3".into());
+        }
+        if p.tool_memory_mb < 256 {
+            return bad("processing.tool_memory_mb must be at least 256 (MiB)".into());
         }
         if p.step_timeout_s == 0 {
             return bad("processing.step_timeout_s must be at least 1".into());

@@ -19,11 +19,14 @@ pub struct Tools {
     pub ffmpeg: PathBuf,
     pub ffprobe: PathBuf,
     limit: Arc<Semaphore>,
+    /// Each run's `RLIMIT_DATA`, bytes.
+    memory: u64,
 }
 
 impl Tools {
     /// Finds ffmpeg and ffprobe on PATH; a clear error when they are missing.
-    pub fn discover(concurrency: usize) -> Result<Tools, PipelineError> {
+    /// Each run may take `memory_mb` MiB of data memory.
+    pub fn discover(concurrency: usize, memory_mb: u64) -> Result<Tools, PipelineError> {
         let find = |name: &str| {
             std::env::var_os("PATH")
                 .and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|c| c.is_file()))
@@ -37,6 +40,7 @@ impl Tools {
             ffmpeg: find("ffmpeg")?,
             ffprobe: find("ffprobe")?,
             limit: Arc::new(Semaphore::new(concurrency.max(1))),
+            memory: memory_mb.saturating_mul(1 << 20),
         })
     }
 
@@ -67,7 +71,7 @@ impl Tools {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        die_with_parent(&mut cmd);
+        die_with_parent(&mut cmd, self.memory);
         let mut child = cmd
             .spawn()
             .map_err(|e| PipelineError::Transient(format!("starting {name}: {e}")))?;
@@ -159,10 +163,14 @@ const LOCAL_TROUBLE: &[&str] = &["No space left on device", "Too many open files
 /// directory its retry will use. Spawns happen in tasks on the runtime's
 /// worker threads, which live as long as the process: never spawn from
 /// `spawn_blocking` or `block_in_place`, whose threads retire when idle.
-fn die_with_parent(cmd: &mut Command) {
+/// Its data memory (heap and private mappings, `RLIMIT_DATA`) is capped at
+/// `memory` bytes: an allocation past it fails, and ffmpeg exits with
+/// "Cannot allocate memory" instead of growing until the OOM killer picks
+/// something (and a kill would be retried).
+fn die_with_parent(cmd: &mut Command, memory: u64) {
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec and only
-    // makes async-signal-safe calls (prctl, getppid).
+    // makes async-signal-safe calls (prctl, getppid, setrlimit).
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -172,6 +180,13 @@ fn die_with_parent(cmd: &mut Command) {
             // with its pid, not 1: vidhost may itself be PID 1 in a container).
             if libc::getppid() != parent {
                 return Err(std::io::Error::other("parent gone"));
+            }
+            let cap = libc::rlimit {
+                rlim_cur: memory as libc::rlim_t,
+                rlim_max: memory as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_DATA, &cap) != 0 {
+                return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
@@ -187,6 +202,7 @@ mod tests {
             ffmpeg: PathBuf::from("/bin/sh"),
             ffprobe: PathBuf::from("/bin/sh"),
             limit: Arc::new(Semaphore::new(limit)),
+            memory: 1 << 30,
         }
     }
 
@@ -205,6 +221,19 @@ mod tests {
             |_| {},
         )
         .await
+    }
+
+    #[tokio::test]
+    async fn each_run_gets_the_memory_cap() {
+        let t = tools(1);
+        let none = CancellationToken::new();
+        let args = vec!["-c".to_owned(), "ulimit -d".to_owned()];
+        let out = t
+            .run(&t.ffmpeg, &args, Duration::from_secs(5), &none, |_| {})
+            .await
+            .unwrap();
+        // KiB, as the shell reports it.
+        assert_eq!(String::from_utf8_lossy(&out).trim(), "1048576");
     }
 
     fn alive(pid: i32) -> bool {

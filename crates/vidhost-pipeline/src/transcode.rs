@@ -177,19 +177,30 @@ impl Storyboard {
 /// BT.709, 10-bit becomes 8-bit 4:2:0, variable frame rate becomes
 /// constant (so a fixed GOP lines keyframes up across renditions).
 fn prelude(v: &VideoInfo, fps: f64) -> String {
-    let mut f = Vec::new();
-    if v.hdr() {
-        f.push(s("zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,tonemap=hable:desat=0,zscale=t=bt709:m=bt709:r=tv"));
-    }
+    let mut f: Vec<String> = tone_map(v).into_iter().map(s).collect();
     f.push(format!("fps={fps:.3}"));
     f.push(s("format=yuv420p"));
     f.join(",")
 }
 
+/// HDR (PQ, HLG) to SDR BT.709, for the ladder and the storyboard alike.
+fn tone_map(v: &VideoInfo) -> Option<&'static str> {
+    v.hdr().then_some(
+        "zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,tonemap=hable:desat=0,zscale=t=bt709:m=bt709:r=tv",
+    )
+}
+
 /// One ffmpeg process: decode once, split, scale per rung, encode H.264 with
 /// a fixed GOP of one segment, AAC stereo, and write CMAF segments with a
-/// DASH manifest and HLS playlists over the same files. One more branch of
-/// the same split tiles the storyboard sprites into `storyboard_dir`.
+/// DASH manifest and HLS playlists over the same files.
+///
+/// The storyboard is not a branch of this graph (it was): a sprite comes out
+/// once per 100 thumbnails, and ffmpeg 5.1 serves the output that is most
+/// behind, so it ran the graph until the next sprite while every rung's
+/// frames piled up unencoded. With dense frames that stayed small; a source
+/// with a gap in its timestamps (which `fps` fills with copies) grew it by
+/// gigabytes within a minute (a 1 MB file, 60 frames over an hour: 12 GB).
+/// Its `-progress` also said nothing until the end.
 pub fn ladder_args(
     src: &Path,
     info: &MediaInfo,
@@ -197,16 +208,14 @@ pub fn ladder_args(
     rungs: &[Rung],
     cfg: &ProcessingConfig,
     out_dir: &Path,
-    storyboard: (&Storyboard, &Path),
 ) -> Vec<String> {
     let fps = rungs.first().map(|r| r.frame_rate).unwrap_or(30.0);
     let gop = (fps * cfg.segment_duration_s as f64).round().max(1.0) as u32;
     let n = rungs.len();
-    let mut graph = format!("[0:v:0]{},split={}", prelude(v, fps), n + 1);
+    let mut graph = format!("[0:v:0]{},split={}", prelude(v, fps), n);
     for i in 0..n {
         graph.push_str(&format!("[s{i}]"));
     }
-    graph.push_str(&format!("[sb];[sb]{}[sbo]", storyboard.0.filter()));
     // Even sizes cannot all keep the exact same ratio; DASH wants one picture
     // aspect ratio per adaptation set, so every rung declares the top rung's
     // (the pixel aspect absorbs the rounding, a fraction of a percent).
@@ -303,16 +312,38 @@ pub fn ladder_args(
         s("pipe:1"),
         s("-nostats"),
         s(out_dir.join("manifest.mpd").display()),
-        // Second output: the storyboard sprites.
+    ]);
+    a
+}
+
+/// The storyboard sprites into `dir`, a pass of their own (see
+/// [`ladder_args`]): the source decoded again, which costs a fraction of
+/// encoding the ladder.
+pub fn storyboard_args(
+    src: &Path,
+    v: &VideoInfo,
+    storyboard: &Storyboard,
+    dir: &Path,
+) -> Vec<String> {
+    let filter: Vec<String> = tone_map(v)
+        .into_iter()
+        .map(s)
+        .chain([storyboard.filter()])
+        .collect();
+    let mut a = vec![s("-nostdin"), s("-y"), s("-v"), s("error")];
+    a.extend(source_input(src));
+    a.extend([
         s("-map"),
-        s("[sbo]"),
+        s("0:v:0"),
+        s("-vf"),
+        filter.join(","),
         s("-c:v"),
         s("mjpeg"),
         s("-q:v"),
         s("5"),
         s("-f"),
         s("image2"),
-        s(storyboard.1.join("sb-%03d.jpg").display()),
+        s(dir.join("sb-%03d.jpg").display()),
     ]);
     a
 }

@@ -100,8 +100,19 @@ impl Pipeline {
             self.lease_ms(),
             cancel.clone(),
         ));
-        let result = self.steps(&job, owner, &cancel).await;
+        let mut result = self.steps(&job, owner, &cancel).await;
         heartbeat.abort();
+        if let Ok(None) = self.db.get_video(&job.video_id).await {
+            // Deleted while we worked, whatever became of the work: the
+            // delete removed what was stored then, this what we wrote since
+            // (a delete after the last cancel check, during publishing, is
+            // noticed only here).
+            let _ = self
+                .store
+                .delete_prefix(&format!("videos/{}/", job.video_id))
+                .await;
+            result = Err(PipelineError::Cancelled);
+        }
         let kind = job.kind.as_str();
         let outcome = match result {
             Ok(()) => {
@@ -109,16 +120,7 @@ impl Pipeline {
                 tracing::info!(video = %job.video_id, secs = started.elapsed().as_secs_f64(), "processed");
                 "completed"
             }
-            Err(PipelineError::Cancelled) => {
-                // Deleted while we worked: remove anything we wrote after the purge.
-                if let Ok(None) = self.db.get_video(&job.video_id).await {
-                    let _ = self
-                        .store
-                        .delete_prefix(&format!("videos/{}/", job.video_id))
-                        .await;
-                }
-                "cancelled"
-            }
+            Err(PipelineError::Cancelled) => "cancelled",
             Err(e @ (PipelineError::Invalid(_) | PipelineError::ToolFailed { .. })) => {
                 self.bury(owner, &job, &e.to_string()).await;
                 "dead"
@@ -283,8 +285,8 @@ impl Pipeline {
             .set_video_outputs(id, &renditions_before, &outputs)
             .await?;
 
-        // One ffmpeg: the ladder and the storyboard sprites from one decode;
-        // segments go out as they are finished.
+        // One ffmpeg for the ladder, its segments out as they are finished;
+        // then one for the storyboard sprites.
         check(cancel)?;
         progress.set("transcode", 0.05).await?;
         let rungs = ladder::plan(&info, &v, &cfg.ladder);
@@ -303,8 +305,7 @@ impl Pipeline {
         let storyboard = transcode::Storyboard::plan(&info, &v);
         let sb_dir = work.join("storyboard");
         tokio::fs::create_dir_all(&sb_dir).await?;
-        let args =
-            transcode::ladder_args(&src, &info, &v, &rungs, cfg, &out, (&storyboard, &sb_dir));
+        let args = transcode::ladder_args(&src, &info, &v, &rungs, cfg, &out);
         let stream_prefix = format!("videos/{id}/stream/");
         let mut publisher = LivePublisher::new(
             self.store.clone(),
@@ -326,7 +327,7 @@ impl Pipeline {
             async move {
                 while rx.changed().await.is_ok() {
                     let done = (*rx.borrow() as f64 / total_us).clamp(0.0, 1.0);
-                    let _ = progress.set("transcode", 0.05 + 0.85 * done).await;
+                    let _ = progress.set("transcode", 0.05 + 0.8 * done).await;
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
@@ -396,6 +397,17 @@ impl Pipeline {
         published?;
         ran?;
         publisher.pass(true).await?;
+        check(cancel)?;
+        progress.set("transcode", 0.86).await?;
+        self.tools
+            .run(
+                &self.tools.ffmpeg,
+                &transcode::storyboard_args(&src, &v, &storyboard, &sb_dir),
+                timeout,
+                cancel,
+                |_| {},
+            )
+            .await?;
         let mp4 = work.join("video.mp4");
         self.tools
             .run(

@@ -457,7 +457,20 @@ impl ObjectStore for DiskStore {
     async fn delete_prefix(&self, prefix: &str) -> Result<()> {
         let dir = self.object_path(prefix.trim_end_matches('/'))?;
         self.maps.forget(&dir);
-        let removed = fs::remove_dir_all(&dir).await;
+        let mut removed = fs::remove_dir_all(&dir).await;
+        // A writer racing the removal (a worker publishing the video being
+        // deleted) can put a file into a directory between its emptying and
+        // its removal: go over it again. (The worker also removes what it
+        // wrote once it sees the video gone.)
+        for _ in 0..8 {
+            match &removed {
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    removed = fs::remove_dir_all(&dir).await;
+                }
+                _ => break,
+            }
+        }
         // Requests racing the removal may have mapped a file again.
         self.maps.forget(&dir);
         match removed {

@@ -1350,3 +1350,117 @@ async fn a_video_plays_while_its_ladder_is_still_being_made() {
     assert_eq!(extinf(&done).len(), 6, "12 s in 2 s segments: {done}");
     decode_and_probe(&s.url(&hls));
 }
+
+/// A source with a long gap in its timestamps (60 frames, the last at
+/// 10 min: `fps` fills the gap with copies). With the storyboard as a second
+/// output of the ladder's ffmpeg, that ffmpeg outgrew 512 MiB within two
+/// seconds (and 12 GB within two minutes from a 1 MB upload at one hour).
+/// Under a 512 MiB cap per tool it now processes like any video.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_in_the_timestamps_does_not_balloon_ffmpeg() {
+    let s = TestServer::start_with(&[
+        WORKER,
+        ("VIDHOST_PROCESSING__PRESET", "ultrafast"),
+        ("VIDHOST_PROCESSING__TOOL_MEMORY_MB", "512"),
+    ])
+    .await;
+    let t = s.user("g@example.com").await;
+    let gap = make(
+        "gap.mkv",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+            "-frames:v",
+            "60",
+            "-vf",
+            "setpts='if(eq(N,59),600/TB,PTS)'",
+            "-c:v",
+            "mjpeg",
+            "-q:v",
+            "4",
+            "-r",
+            "30",
+        ],
+    );
+    let (v, pb) = processed(&s, &t, gap, "gap.mkv").await;
+    assert_eq!(v["status"], "ready", "{v}");
+    assert!(
+        (v["duration_s"].as_f64().unwrap() - 600.0).abs() < 1.0,
+        "{v}"
+    );
+    // The storyboard covers the whole length: sprites every 2 s, 100 each.
+    let vtt_url = pb["storyboard_vtt"].as_str().expect("a storyboard");
+    let vtt = s
+        .http
+        .get(s.url(vtt_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        vtt.contains("00:09:58.000 --> 00:10:00.000") || vtt.contains("--> 00:10:00"),
+        "{vtt}"
+    );
+    assert!(vtt.contains("storyboard/sb-003.jpg"), "{vtt}");
+}
+
+/// Deleted near the end of processing (the storyboard, the MP4, the
+/// publishing: after the last point where a worker looks for a deletion),
+/// nothing of the video remains once its job has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_video_as_it_finishes_leaves_nothing() {
+    let s = TestServer::start_with(&[WORKER, ("VIDHOST_PROCESSING__PRESET", "ultrafast")]).await;
+    let t = s.user("late@example.com").await;
+    let source = make(
+        "late.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30",
+            "-t",
+            "20",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
+    );
+    let id = created_id(s.upload_form(&t, source, "late.mp4", &[]).await).await;
+    let mut late = false;
+    for _ in 0..2400 {
+        let v: Value = s.get_json(&format!("/api/v1/videos/{id}"), Some(&t)).await;
+        assert_ne!(v["status"], "failed", "{v}");
+        if v["progress"].as_f64().unwrap() >= 0.92 && v["status"] == "processing" {
+            late = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(late, "caught after the ladder");
+    let r = s
+        .http
+        .delete(s.url(&format!("/api/v1/videos/{id}")))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // The job ends (cancelled or finished) within seconds; then nothing is left.
+    let mut keys = s.object_keys().await;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        keys = s.object_keys().await;
+        let work_left = std::fs::read_dir(s.data_dir.path().join("work"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if keys.is_empty() && work_left == 0 {
+            break;
+        }
+    }
+    assert!(keys.is_empty(), "left behind: {keys:?}");
+}
