@@ -42,7 +42,14 @@ pub fn source_input(src: &Path) -> [String; 6] {
 /// minutes from there hold no bright frame, ffmpeg writes nothing and the
 /// dark poster stays.
 pub fn poster_args(src: &Path, info: &MediaInfo, out: &Path, skip_dark: bool) -> Vec<String> {
-    let at = (info.duration_s * 0.1).min(10.0);
+    poster_at((info.duration_s * 0.1).min(10.0), src, out, skip_dark)
+}
+
+/// The poster from `at` seconds on. [`poster_args`]'s point can lie past
+/// the picture's end (one frame, or a picture shorter than the sound, or a
+/// container that claims too long a duration): ffmpeg then writes nothing
+/// and succeeds, and the worker asks again from the start.
+pub fn poster_at(at: f64, src: &Path, out: &Path, skip_dark: bool) -> Vec<String> {
     let not_dark = if skip_dark {
         // 8-bit limited range first, so the threshold means the same for a
         // 10-bit or full-range source.

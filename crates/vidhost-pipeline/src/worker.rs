@@ -502,6 +502,14 @@ impl Pipeline {
         };
         let poster = work.join("poster.jpg");
         ffmpeg(transcode::poster_args(src, info, &poster, false)).await?;
+        if !poster.is_file() {
+            ffmpeg(transcode::poster_at(0.0, src, &poster, false)).await?;
+        }
+        if !poster.is_file() {
+            return Err(PipelineError::Invalid(
+                "no picture could be taken from the video".into(),
+            ));
+        }
         let luma = best_effort(ffmpeg(transcode::luma_args(&poster)).await)?
             .and_then(|out| transcode::parse_luma(&out));
         if luma.is_some_and(|l| l < transcode::DARK_LUMA) {

@@ -1464,3 +1464,55 @@ async fn deleting_a_video_as_it_finishes_leaves_nothing() {
     }
     assert!(keys.is_empty(), "left behind: {keys:?}");
 }
+
+/// A picture that ends before the point the poster is taken from (one
+/// frame; one second of picture under twelve of sound) still gets a poster
+/// and a stream, instead of retrying a missing file into dead letters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_pictures_get_a_poster_and_a_stream() {
+    let s = TestServer::start_with(&[WORKER, ("VIDHOST_PROCESSING__PRESET", "ultrafast")]).await;
+    let t = s.user("short@example.com").await;
+    let one_frame = make(
+        "one.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=30",
+            "-frames:v",
+            "1",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+        ],
+    );
+    let short_picture = make(
+        "short.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=30:duration=1",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=duration=12",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+        ],
+    );
+    for (bytes, name) in [(one_frame, "one.mp4"), (short_picture, "short.mp4")] {
+        let (v, pb) = processed(&s, &t, bytes, name).await;
+        assert_eq!(v["status"], "ready", "{name}: {v}");
+        let poster = pb["poster"].as_str().expect("a poster");
+        let r = s.http.get(s.url(poster)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{name}");
+        let jpeg = r.bytes().await.unwrap();
+        assert!(jpeg.starts_with(&[0xFF, 0xD8]), "{name}: a JPEG");
+    }
+}
