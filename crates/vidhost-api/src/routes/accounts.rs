@@ -252,9 +252,18 @@ pub async fn login(
             .and_then(|a| a.parse().ok())
             .map(crate::ratelimit::bucket_of),
     );
-    if let (Some(u), Some((logins, addr))) = (&user, lock) {
-        if let Some(left) = logins.locked(&u.id, addr) {
-            failed(Some(u), "locked").await;
+    // An e-mail without an account locks the same way, so that the lockout
+    // does not tell which e-mails have accounts.
+    let lock_key = match &user {
+        Some(u) => u.id.clone(),
+        None => {
+            let email: String = b.email.trim().to_lowercase().chars().take(254).collect();
+            format!("no-account:{email}")
+        }
+    };
+    if let Some((logins, addr)) = lock {
+        if let Some(left) = logins.locked(&lock_key, addr) {
+            failed(user.as_ref(), "locked").await;
             return Err(ApiError::rate_limited(
                 left.as_millis() as i64,
                 "too many wrong passwords for this account from here; try again later",
@@ -274,8 +283,8 @@ pub async fn login(
                 Some(ref u) if ok && u.disabled => "disabled",
                 _ => "invalid_credentials",
             };
-            if let (Some(u), false, Some((logins, addr))) = (&u, ok, lock) {
-                logins.failed(&u.id, addr);
+            if let (false, Some((logins, addr))) = (ok, lock) {
+                logins.failed(&lock_key, addr);
             }
             failed(u.as_ref(), reason).await;
             return Err(bad());

@@ -243,6 +243,7 @@ pub async fn storyboard_image(
 /// What a request asks of a representation, after conditionals.
 #[derive(Debug, PartialEq, Eq)]
 enum Plan {
+    PreconditionFailed,
     NotModified,
     Full,
     Partial(u64, u64),
@@ -275,7 +276,20 @@ fn etag_matches(list: &str, etag: &str, weak_ok: bool) -> bool {
 /// What a request asks of `meta`; `h` looks up a request header (its first
 /// value, if it is text).
 fn plan<'a>(h: impl Fn(header::HeaderName) -> Option<&'a str>, meta: &ObjectMeta) -> Plan {
-    // RFC 9110 §13.2.2: If-None-Match wins over If-Modified-Since.
+    // RFC 9110 §13.2.2, in its order: If-Match (strong), else
+    // If-Unmodified-Since; then If-None-Match, which wins over
+    // If-Modified-Since.
+    if let Some(im) = h(header::IF_MATCH) {
+        if !etag_matches(im, &meta.etag, false) {
+            return Plan::PreconditionFailed;
+        }
+    } else if let Some(ius) =
+        h(header::IF_UNMODIFIED_SINCE).and_then(|v| httpdate::parse_http_date(v).ok())
+    {
+        if secs(meta.last_modified) > secs(ius) {
+            return Plan::PreconditionFailed;
+        }
+    }
     if let Some(inm) = h(header::IF_NONE_MATCH) {
         if etag_matches(inm, &meta.etag, true) {
             return Plan::NotModified;
@@ -419,6 +433,13 @@ pub async fn serve(
     let plan = plan(|n| req.headers.get(n).and_then(|v| v.to_str().ok()), &meta);
     let (status, range) = match plan {
         Plan::NotModified => (StatusCode::NOT_MODIFIED, None),
+        Plan::PreconditionFailed => {
+            return Err(ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                "the file is not the one the request's If-Match or If-Unmodified-Since names",
+            ))
+        }
         Plan::Unsatisfiable => {
             let mut resp = ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
@@ -573,7 +594,7 @@ pub(crate) fn quick<'a>(
     let (status, range) = match plan(header, &m.meta) {
         Plan::Full => (StatusCode::OK, None),
         Plan::Partial(a, z) => (StatusCode::PARTIAL_CONTENT, Some((a, z))),
-        Plan::NotModified | Plan::Unsatisfiable => return None,
+        Plan::NotModified | Plan::Unsatisfiable | Plan::PreconditionFailed => return None,
     };
     let (offset, len) = match range {
         Some((a, z)) => (a, z - a + 1),
@@ -774,6 +795,24 @@ mod tests {
     fn conditionals() {
         let m = meta();
         let date = httpdate::fmt_http_date(m.last_modified);
+        let earlier = httpdate::fmt_http_date(m.last_modified - Duration::from_secs(60));
+        assert_eq!(plan_of(&with(&[("if-match", "\"abc\"")]), &m), Plan::Full);
+        assert_eq!(plan_of(&with(&[("if-match", "*")]), &m), Plan::Full);
+        for (name, value) in [
+            ("if-match", "\"nope\""),
+            ("if-match", "W/\"abc\""),
+            ("if-unmodified-since", earlier.as_str()),
+        ] {
+            assert_eq!(
+                plan_of(&with(&[(name, value), ("range", "bytes=0-1")]), &m),
+                Plan::PreconditionFailed,
+                "{name}: {value}"
+            );
+        }
+        assert_eq!(
+            plan_of(&with(&[("if-unmodified-since", &date)]), &m),
+            Plan::Full
+        );
         assert_eq!(
             plan_of(&with(&[("if-none-match", "\"abc\"")]), &m),
             Plan::NotModified

@@ -170,10 +170,9 @@ pub(crate) async fn accept_original(
         job_id: new_id(),
         max_attempts: state.config.processing.max_attempts as i64,
         size_bytes: size as i64,
-        content_type: video
-            .content_type
-            .clone()
-            .unwrap_or_else(|| sniffed.to_owned()),
+        // What the bytes are, not what the client said (players and the
+        // `original`'s Content-Type go by it).
+        content_type: sniffed.to_owned(),
         uploaded_at: now_ms(),
     };
     if !state.db.finish_upload(&video.id, &done).await? {

@@ -250,6 +250,15 @@ async fn wrong_passwords_lock_out_the_address_that_sent_them_not_the_owner() {
         .collect();
     assert_eq!(locked.len(), 1, "{log}");
     assert_eq!(locked[0]["ip"], "10.6.6.6");
+
+    // An e-mail without an account locks alike, so the lockout does not
+    // tell which e-mails have accounts.
+    for _ in 0..3 {
+        let r = wrong_login(&s, "Nobody@example.com", "10.6.6.7").await;
+        problem(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    }
+    let r = wrong_login(&s, "nobody@example.com", "10.6.6.7").await;
+    problem(r, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
 }
 
 #[tokio::test]

@@ -89,6 +89,32 @@ async fn bad_form_uploads_leave_nothing_behind() {
         "unsupported_media_type",
     )
     .await;
+    // A video declared as another kind of video is stored as what it is
+    // (its `original` is served with that type).
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(sample_mp4().to_vec())
+            .file_name("a.webm")
+            .mime_str("video/webm")
+            .unwrap(),
+    );
+    let r = s
+        .http
+        .post(s.url("/api/v1/upload"))
+        .bearer_auth(&t)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["content_type"], "video/mp4");
+    s.http
+        .delete(s.url(&format!("/api/v1/videos/{}", v["id"].as_str().unwrap())))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
     // Over the maximum: 413, whether announced or discovered while streaming.
     let big = vec![0u8; 200_000];
     let r = s.upload_form(&t, big, "big.mp4", &[]).await;
