@@ -236,15 +236,29 @@ impl App {
     }
 
     /// `vidhost worker`: processing only, until `shutdown` resolves.
+    /// Processing workers only. With `metrics`, the process also answers
+    /// `GET /metrics` and `/healthz` there: its job counters and durations
+    /// exist only in it.
     pub async fn run_workers(
         self,
+        metrics: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let stop = tokio_util::sync::CancellationToken::new();
         let n = self.state.config.processing.workers.max(1);
         let workers = tokio::spawn(self.pipeline.clone().run(n, stop.clone()));
         let upkeep = tokio::spawn(self.state.metrics.clone().upkeep_loop());
+        let scrape = metrics.map(|listener| {
+            let router = axum::Router::new()
+                .route("/metrics", axum::routing::get(routes::ops::metrics))
+                .route("/healthz", axum::routing::get(routes::ops::healthz))
+                .with_state(self.state.clone());
+            tokio::spawn(async move { axum::serve(listener, router).await })
+        });
         shutdown.await;
+        if let Some(s) = scrape {
+            s.abort();
+        }
         upkeep.abort();
         stop.cancel();
         let _ = workers.await;

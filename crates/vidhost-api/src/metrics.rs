@@ -147,6 +147,20 @@ pub async fn count_uploads_in_progress(state: &crate::state::SharedState) {
     }
 }
 
+/// Sets `vidhost_jobs_queued` and `vidhost_jobs_dead` from the catalog when
+/// scraped, so every node reports them (the cluster's numbers: aggregate
+/// with `max`), also a `serve` that runs no workers of its own. Workers set
+/// them too, as they claim jobs.
+pub async fn count_jobs(state: &crate::state::SharedState) {
+    if let (Ok(q), Ok(d)) = (
+        state.db.count_jobs("queued").await,
+        state.db.count_jobs("dead").await,
+    ) {
+        metrics::gauge!("vidhost_jobs_queued").set(q as f64);
+        metrics::gauge!("vidhost_jobs_dead").set(d as f64);
+    }
+}
+
 /// Counts an upload from start to its outcome; dropping it unfinished counts
 /// as `failed` (the request died or errored).
 pub struct UploadTracker {

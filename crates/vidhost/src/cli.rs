@@ -24,7 +24,7 @@ enum Command {
     /// HTTP API server (zero config: 127.0.0.1:8080, data under ./vidhost-data)
     Serve(ServeArgs),
     /// Processing workers only (scale-out: many workers, one database and store)
-    Worker(CommonArgs),
+    Worker(WorkerArgs),
     /// Apply database migrations and exit
     Migrate(CommonArgs),
     /// Administrative tasks
@@ -91,6 +91,16 @@ struct ServeArgs {
     /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port)
     #[arg(long)]
     listen: Option<SocketAddr>,
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Also answer GET /metrics (this process's job counters and durations)
+    /// and /healthz on this address, e.g. 127.0.0.1:9464 (port 0 picks one)
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -178,15 +188,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(%addr, db = app.state.db.backend(), store = app.state.store.kind(), "serving");
             app.run(listener, shutdown_signal()).await
         }
-        Command::Worker(common) => {
-            let config = common.load(None)?;
+        Command::Worker(args) => {
+            let config = args.common.load(None)?;
             init_tracing(&config.log);
             let app = App::build(config).await?;
+            let metrics = match args.metrics_listen {
+                Some(addr) => {
+                    let l = tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("binding {addr}"))?;
+                    println!("vidhost worker metrics on http://{}", l.local_addr()?);
+                    Some(l)
+                }
+                None => None,
+            };
             tracing::info!(
                 workers = app.state.config.processing.workers.max(1),
                 "processing"
             );
-            app.run_workers(shutdown_signal()).await
+            app.run_workers(metrics, shutdown_signal()).await
         }
         Command::Migrate(common) => {
             let config = common.load(None)?;

@@ -59,6 +59,7 @@ pub async fn readyz(State(state): State<SharedState>) -> impl IntoResponse {
 
 pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
     crate::metrics::count_uploads_in_progress(&state).await;
+    crate::metrics::count_jobs(&state).await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -188,6 +188,36 @@ impl TestServer {
         cmd.spawn().expect("spawn vidhost worker")
     }
 
+    /// A `vidhost worker` that also answers /metrics; returns it and its
+    /// base URL.
+    pub async fn spawn_worker_with_metrics(&self, workers: usize) -> (Child, String) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vidhost"));
+        cmd.arg("worker")
+            .arg("--data-dir")
+            .arg(self.data_dir.path())
+            .arg("--metrics-listen")
+            .arg("127.0.0.1:0");
+        cmd.env_clear().envs(self.envs.iter().map(|(k, v)| (k, v)));
+        cmd.env("VIDHOST_PROCESSING__WORKERS", workers.to_string());
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn vidhost worker");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the worker did not start within 60 s")
+            .unwrap()
+            .expect("the worker exited before listening");
+        let base = line
+            .trim()
+            .strip_prefix("vidhost worker metrics on ")
+            .expect("metrics line")
+            .to_owned();
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        (child, base)
+    }
+
     /// Kills the server with SIGKILL (no chance to clean up) and starts it
     /// again on the same data, database and store, on a new port.
     pub async fn crash_and_restart(&mut self) {
