@@ -1543,8 +1543,6 @@ async fn job_metrics_of_separate_workers_can_be_scraped() {
             "{gauge} on the API node:\n{server}"
         );
     }
-    assert_eq!(
-        scrape(format!("{worker_url}/healthz")).await.is_empty(),
-        false
-    );
+    // 200, or `scrape` fails.
+    scrape(format!("{worker_url}/healthz")).await;
 }
