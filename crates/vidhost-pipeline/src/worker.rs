@@ -423,6 +423,7 @@ impl Pipeline {
         progress.set("publish", 0.92).await?;
         put_file(&self.store, &format!("videos/{id}/mp4"), &mp4).await?;
         let mut sprites = tokio::fs::read_dir(&sb_dir).await?;
+        let mut sprite_count = 0;
         while let Some(e) = sprites.next_entry().await? {
             let name = e.file_name().to_string_lossy().into_owned();
             put_file(
@@ -431,9 +432,14 @@ impl Pipeline {
                 &e.path(),
             )
             .await?;
+            sprite_count += 1;
         }
-        let vtt = storyboard.vtt(info.duration_s).into_bytes();
-        put_bytes(&self.store, &format!("videos/{id}/storyboard.vtt"), vtt).await?;
+        // A picture shorter than one thumbnail's interval (a single frame)
+        // makes no sprite: then there is no storyboard to point at.
+        if sprite_count > 0 {
+            let vtt = storyboard.vtt(info.duration_s).into_bytes();
+            put_bytes(&self.store, &format!("videos/{id}/storyboard.vtt"), vtt).await?;
+        }
         // The manifests switch to the new generation last, with the rates
         // the segments really have.
         let measured =
@@ -458,7 +464,7 @@ impl Pipeline {
             stream: true,
             mp4: true,
             poster: true,
-            storyboard: true,
+            storyboard: sprite_count > 0,
             generation: Some(generation.clone()),
             partial: false,
         };

@@ -1511,6 +1511,28 @@ async fn short_pictures_get_a_poster_and_a_stream() {
         assert_eq!(r.status(), StatusCode::OK, "{name}");
         let jpeg = r.bytes().await.unwrap();
         assert!(jpeg.starts_with(&[0xFF, 0xD8]), "{name}: a JPEG");
+        // A storyboard only where there are sprites to show (one frame
+        // makes none: no VTT pointing at missing pictures).
+        match pb["storyboard_vtt"].as_str() {
+            None => assert_eq!(name, "one.mp4", "{pb}"),
+            Some(url) => {
+                let vtt = s
+                    .http
+                    .get(s.url(url))
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                let sprite = vtt.lines().find(|l| l.contains(".jpg#")).expect("a cue");
+                let path = url.rsplit_once('/').unwrap().0.to_owned()
+                    + "/"
+                    + sprite.split('#').next().unwrap();
+                let r = s.http.get(s.url(&path)).send().await.unwrap();
+                assert_eq!(r.status(), StatusCode::OK, "{name}: {path}");
+            }
+        }
     }
 }
 

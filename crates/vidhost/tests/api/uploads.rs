@@ -48,6 +48,21 @@ async fn form_upload_stores_the_file_and_metadata() {
     );
 }
 
+/// A form upload of the sample MP4 under `name`, declared as `mime`.
+async fn upload_declared(s: &TestServer, t: &str, name: &str, mime: &str) -> reqwest::Response {
+    let part = reqwest::multipart::Part::bytes(sample_mp4().to_vec())
+        .file_name(name.to_owned())
+        .mime_str(mime)
+        .unwrap();
+    s.http
+        .post(s.url("/api/v1/upload"))
+        .bearer_auth(t)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn bad_form_uploads_leave_nothing_behind() {
     let s = TestServer::start_with(&[("VIDHOST_UPLOADS__MAX_SIZE_BYTES", "100000")]).await;
@@ -68,21 +83,7 @@ async fn bad_form_uploads_leave_nothing_behind() {
     let r = s.upload_form(&t, posing.to_vec(), "posing.mp4", &[]).await;
     problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_media").await;
     // A declared type that is no video: 415.
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(sample_mp4().to_vec())
-            .file_name("a.png")
-            .mime_str("image/png")
-            .unwrap(),
-    );
-    let r = s
-        .http
-        .post(s.url("/api/v1/upload"))
-        .bearer_auth(&t)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let r = upload_declared(&s, &t, "a.png", "image/png").await;
     problem(
         r,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -91,21 +92,7 @@ async fn bad_form_uploads_leave_nothing_behind() {
     .await;
     // A video declared as another kind of video is stored as what it is
     // (its `original` is served with that type).
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(sample_mp4().to_vec())
-            .file_name("a.webm")
-            .mime_str("video/webm")
-            .unwrap(),
-    );
-    let r = s
-        .http
-        .post(s.url("/api/v1/upload"))
-        .bearer_auth(&t)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let r = upload_declared(&s, &t, "a.webm", "video/webm").await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["content_type"], "video/mp4");
