@@ -203,18 +203,7 @@ impl TestServer {
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
         let mut child = cmd.spawn().expect("spawn vidhost worker");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .expect("the worker did not start within 60 s")
-            .unwrap()
-            .expect("the worker exited before listening");
-        let base = line
-            .trim()
-            .strip_prefix("vidhost worker metrics on ")
-            .expect("metrics line")
-            .to_owned();
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let base = announced(&mut child, "vidhost worker metrics on ").await;
         (child, base)
     }
 
@@ -494,8 +483,15 @@ async fn spawn(data_dir: &Path, envs: &[(String, String)]) -> (Child, String) {
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
     let mut child = cmd.spawn().expect("spawn vidhost");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
+    let base = announced(&mut child, "vidhost listening on ").await;
+    (child, base)
+}
+
+/// The URL a starting vidhost prints on its first stdout line after
+/// `prefix`; the rest of its stdout is drained so it never blocks on a
+/// full pipe.
+async fn announced(child: &mut Child, prefix: &str) -> String {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
         .await
         .expect("vidhost did not start within 60 s")
@@ -503,12 +499,11 @@ async fn spawn(data_dir: &Path, envs: &[(String, String)]) -> (Child, String) {
         .expect("vidhost exited before listening");
     let base = line
         .trim()
-        .strip_prefix("vidhost listening on ")
-        .expect("listening line")
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("`{prefix}…` expected, got `{line}`"))
         .to_owned();
-    // Keep draining stdout so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, base)
+    base
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {

@@ -1392,15 +1392,7 @@ async fn a_gap_in_the_timestamps_does_not_balloon_ffmpeg() {
     );
     // The storyboard covers the whole length: a thumbnail every 2 s.
     let vtt_url = pb["storyboard_vtt"].as_str().expect("a storyboard");
-    let vtt = s
-        .http
-        .get(s.url(vtt_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let vtt = s.get(vtt_url, None).await.text().await.unwrap();
     assert!(vtt.contains("--> 00:03:20.000"), "{vtt}");
     assert!(vtt.contains("storyboard/sb-001.jpg#xywh="), "{vtt}");
 }
@@ -1439,13 +1431,7 @@ async fn deleting_a_video_as_it_finishes_leaves_nothing() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(late, "caught after the ladder");
-    let r = s
-        .http
-        .delete(s.url(&format!("/api/v1/videos/{id}")))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete(&format!("/api/v1/videos/{id}"), &t).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     // The job ends (cancelled or finished) within seconds; then nothing is left.
     let mut keys = s.object_keys().await;
@@ -1507,7 +1493,7 @@ async fn short_pictures_get_a_poster_and_a_stream() {
         let (v, pb) = processed(&s, &t, bytes, name).await;
         assert_eq!(v["status"], "ready", "{name}: {v}");
         let poster = pb["poster"].as_str().expect("a poster");
-        let r = s.http.get(s.url(poster)).send().await.unwrap();
+        let r = s.get(poster, None).await;
         assert_eq!(r.status(), StatusCode::OK, "{name}");
         let jpeg = r.bytes().await.unwrap();
         assert!(jpeg.starts_with(&[0xFF, 0xD8]), "{name}: a JPEG");
@@ -1516,20 +1502,12 @@ async fn short_pictures_get_a_poster_and_a_stream() {
         match pb["storyboard_vtt"].as_str() {
             None => assert_eq!(name, "one.mp4", "{pb}"),
             Some(url) => {
-                let vtt = s
-                    .http
-                    .get(s.url(url))
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
+                let vtt = s.get(url, None).await.text().await.unwrap();
                 let sprite = vtt.lines().find(|l| l.contains(".jpg#")).expect("a cue");
                 let path = url.rsplit_once('/').unwrap().0.to_owned()
                     + "/"
                     + sprite.split('#').next().unwrap();
-                let r = s.http.get(s.url(&path)).send().await.unwrap();
+                let r = s.get(&path, None).await;
                 assert_eq!(r.status(), StatusCode::OK, "{name}: {path}");
             }
         }
