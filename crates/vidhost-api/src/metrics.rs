@@ -149,8 +149,8 @@ pub async fn count_uploads_in_progress(state: &crate::state::SharedState) {
 
 /// Sets `vidhost_jobs_queued` and `vidhost_jobs_dead` from the catalog when
 /// scraped, so every node reports them (the cluster's numbers: aggregate
-/// with `max`), also a `serve` that runs no workers of its own. Workers set
-/// them too, as they claim jobs.
+/// with `max`), also a `serve` that runs no workers of its own (a `vidhost
+/// worker` reports them at its `--metrics-listen` scrape the same way).
 pub async fn count_jobs(state: &crate::state::SharedState) {
     if let (Ok(q), Ok(d)) = (
         state.db.count_jobs("queued").await,

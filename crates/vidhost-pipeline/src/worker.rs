@@ -62,22 +62,11 @@ impl Pipeline {
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
             }
-            self.update_gauges().await;
         }
     }
 
     fn lease_ms(&self) -> i64 {
         self.config.processing.lease_s as i64 * 1000
-    }
-
-    async fn update_gauges(&self) {
-        if let (Ok(q), Ok(d)) = (
-            self.db.count_jobs("queued").await,
-            self.db.count_jobs("dead").await,
-        ) {
-            metrics::gauge!("vidhost_jobs_queued").set(q as f64);
-            metrics::gauge!("vidhost_jobs_dead").set(d as f64);
-        }
     }
 
     async fn process(&self, owner: &str, job: Job, shutdown: &CancellationToken) {
