@@ -181,10 +181,17 @@ fn die_with_parent(cmd: &mut Command, memory: u64) {
             if libc::getppid() != parent {
                 return Err(std::io::Error::other("parent gone"));
             }
-            let cap = libc::rlimit {
-                rlim_cur: memory as libc::rlim_t,
-                rlim_max: memory as libc::rlim_t,
+            // Never above a hard limit the process inherited (systemd's
+            // LimitDATA, a container's ulimit): raising it is refused, and
+            // the hard limit itself stays, so the child may not raise it.
+            let mut cap = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
             };
+            if libc::getrlimit(libc::RLIMIT_DATA, &mut cap) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            cap.rlim_cur = (memory as libc::rlim_t).min(cap.rlim_max);
             if libc::setrlimit(libc::RLIMIT_DATA, &cap) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -221,6 +228,33 @@ mod tests {
             |_| {},
         )
         .await
+    }
+
+    #[tokio::test]
+    async fn a_lower_inherited_hard_limit_is_kept() {
+        // This process (nextest runs each test in its own) inherits a 2 GiB
+        // hard limit; a 4 GiB cap must not try to raise it (refused without
+        // privilege, so no tool would start): the child gets 2 GiB.
+        let two_gib = libc::rlimit {
+            rlim_cur: 2 << 30,
+            rlim_max: 2 << 30,
+        };
+        // SAFETY: a plain syscall on this process's own limits.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_DATA, &two_gib) }, 0);
+        let t = Tools {
+            memory: 4 << 30,
+            ..tools(1)
+        };
+        let none = CancellationToken::new();
+        let args = vec!["-c".to_owned(), "ulimit -d; ulimit -H -d".to_owned()];
+        let out = t
+            .run(&t.ffmpeg, &args, Duration::from_secs(5), &none, |_| {})
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out);
+        let got: Vec<&str> = text.split_whitespace().collect();
+        // KiB: soft and hard both 2 GiB.
+        assert_eq!(got, ["2097152", "2097152"]);
     }
 
     #[tokio::test]

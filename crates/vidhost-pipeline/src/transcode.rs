@@ -18,7 +18,7 @@ fn s(x: impl ToString) -> String {
 /// whose entries are other files on this disk (another user's private
 /// video): it would be transcoded into the uploader's. `mov` does not follow
 /// external references (its `enable_drefs` is off by default).
-pub const SOURCE_FORMATS: &str = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpeg,mpegts";
+pub const SOURCE_FORMATS: &str = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpeg,mpegvideo,mpegts";
 
 /// `-i src` for an uploaded file: only [`SOURCE_FORMATS`], only local files.
 pub fn source_input(src: &Path) -> [String; 6] {

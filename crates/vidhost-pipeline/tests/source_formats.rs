@@ -86,6 +86,8 @@ fn the_containers_uploads_may_be_are_read() {
         ("a.avi", "mpeg4"),
         ("a.ts", "libx264"),
         ("a.mpg", "mpeg2video"),
+        // An elementary stream (`00 00 01 B3`), which the upload check admits.
+        ("a.m2v", "mpeg2video"),
         ("a.3gp", "libx264"),
     ] {
         let out = dir.path().join(name);
