@@ -5,6 +5,10 @@
 //! per account alone lets anyone keep any account, an admin's included,
 //! locked with a few requests an hour). Kept in each process, like the
 //! address buckets: spread over n nodes, a guesser gets n times the tries.
+//! At most [`MAX_ENTRIES`] are kept (each e-mail tried is one, whether or
+//! not it has an account): past that, the oldest one that locks nothing
+//! makes room, so guesses at made-up e-mails cannot grow the process
+//! without bound, nor push out a lock that is running.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,6 +17,8 @@ use std::time::{Duration, Instant};
 
 const LOCK: Duration = Duration::from_secs(60);
 const MAX_LOCK: Duration = Duration::from_secs(3600);
+/// About 30 MiB at the longest e-mail addresses.
+pub const MAX_ENTRIES: usize = 100_000;
 
 struct Entry {
     failures: u32,
@@ -22,13 +28,19 @@ struct Entry {
 
 pub struct Lockout {
     every: u32,
+    max_entries: usize,
     map: Mutex<HashMap<(String, IpAddr), Entry>>,
 }
 
 impl Lockout {
     pub fn new(every: u32) -> Lockout {
+        Lockout::bounded(every, MAX_ENTRIES)
+    }
+
+    fn bounded(every: u32, max_entries: usize) -> Lockout {
         Lockout {
             every: every.max(1),
+            max_entries: max_entries.max(1),
             map: Mutex::default(),
         }
     }
@@ -43,7 +55,11 @@ impl Lockout {
     pub fn failed(&self, user: &str, ip: IpAddr) {
         let now = Instant::now();
         let mut map = self.map.lock().expect("not poisoned");
-        let e = map.entry((user.to_owned(), ip)).or_insert(Entry {
+        let key = (user.to_owned(), ip);
+        if map.len() >= self.max_entries && !map.contains_key(&key) {
+            make_room(&mut map, now);
+        }
+        let e = map.entry(key).or_insert(Entry {
             failures: 0,
             locked_until: None,
             last: now,
@@ -65,10 +81,38 @@ impl Lockout {
 
     /// Forgets entries that lock nothing and saw no failure for an hour.
     pub fn upkeep(&self) {
-        let now = Instant::now();
-        self.map.lock().expect("not poisoned").retain(|_, e| {
-            e.locked_until.is_some_and(|t| t > now) || now.duration_since(e.last) < MAX_LOCK
-        });
+        forget_stale(&mut self.map.lock().expect("not poisoned"), Instant::now());
+    }
+}
+
+type Map = HashMap<(String, IpAddr), Entry>;
+
+fn locks(e: &Entry, now: Instant) -> bool {
+    e.locked_until.is_some_and(|t| t > now)
+}
+
+fn forget_stale(map: &mut Map, now: Instant) {
+    map.retain(|_, e| locks(e, now) || now.duration_since(e.last) < MAX_LOCK);
+}
+
+/// Frees one entry of a full map: a stale one, else the one that locks
+/// nothing and failed longest ago, else (every entry a running lock) the
+/// one whose lock ends first. A scan, at most once per wrong password,
+/// which costs an Argon2 hash anyway.
+fn make_room(map: &mut Map, now: Instant) {
+    let before = map.len();
+    forget_stale(map, now);
+    if map.len() < before {
+        return;
+    }
+    let victim = map
+        .iter()
+        .filter(|(_, e)| !locks(e, now))
+        .min_by_key(|(_, e)| e.last)
+        .or_else(|| map.iter().min_by_key(|(_, e)| e.locked_until))
+        .map(|(k, _)| k.clone());
+    if let Some(k) = victim {
+        map.remove(&k);
     }
 }
 
@@ -96,5 +140,25 @@ mod tests {
         assert!(l.locked("u", a).unwrap() > Duration::from_secs(115));
         l.succeeded("u", a);
         assert!(l.locked("u", a).is_none());
+    }
+
+    #[test]
+    fn made_up_emails_stay_bounded_and_never_push_out_a_lock() {
+        let l = Lockout::bounded(3, 10);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..3 {
+            l.failed("victim", ip);
+        }
+        assert!(l.locked("victim", ip).is_some());
+        for i in 0..1000 {
+            l.failed(&format!("no-account:guess{i}@example.com"), ip);
+            assert!(l.map.lock().unwrap().len() <= 10);
+        }
+        assert!(l.locked("victim", ip).is_some(), "the running lock is kept");
+        // The newest guesses are the ones counted: two more on the last one
+        // make three, a lock.
+        l.failed("no-account:guess999@example.com", ip);
+        l.failed("no-account:guess999@example.com", ip);
+        assert!(l.locked("no-account:guess999@example.com", ip).is_some());
     }
 }

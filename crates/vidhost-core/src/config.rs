@@ -128,7 +128,8 @@ pub struct ProcessingConfig {
     pub ffmpeg_threads: u32,
     /// Memory one ffmpeg/ffprobe may take (its data segment, `RLIMIT_DATA`),
     /// MiB. A file that needs more fails for good instead of taking the
-    /// machine. (A 4K source's ladder took ~1.8 GiB on two cores.)
+    /// machine. (A 4K source's ladder took ~1.8 GiB on two cores.) 0: by
+    /// the machine's cores, 512 MiB each and at least 8 GiB.
     pub tool_memory_mb: u64,
     /// x264 preset for the ladder.
     pub preset: String,
@@ -215,7 +216,7 @@ impl Default for Config {
                 step_timeout_s: 4 * 3600,
                 lease_s: 60,
                 ffmpeg_threads: 0,
-                tool_memory_mb: 8192,
+                tool_memory_mb: 0,
                 preset: "veryfast".into(),
                 segment_duration_s: 4,
                 ladder: [
@@ -368,8 +369,10 @@ impl Config {
         if p.lease_s < 3 {
             return bad("processing.lease_s must be at least 3".into());
         }
-        if p.tool_memory_mb < 256 {
-            return bad("processing.tool_memory_mb must be at least 256 (MiB)".into());
+        if p.tool_memory_mb != 0 && p.tool_memory_mb < 256 {
+            return bad(
+                "processing.tool_memory_mb must be 0 (by the cores) or at least 256 (MiB)".into(),
+            );
         }
         if p.step_timeout_s == 0 {
             return bad("processing.step_timeout_s must be at least 1".into());

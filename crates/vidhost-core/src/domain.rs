@@ -134,9 +134,13 @@ pub fn parse_content_type(declared: Option<&str>) -> Result<Option<&'static str>
         .ok_or(essence)
 }
 
-/// Recognises a video container from its first bytes; returns the content
-/// type it implies. At least 16 bytes should be given (more helps MPEG-TS).
-pub fn sniff_video(head: &[u8]) -> Option<&'static str> {
+/// Recognises a video container from its first bytes (`head`, at least 16
+/// and better 512 of them) and the file's whole `size`; returns the content
+/// type it implies. Where a format's magic is a size and a short tag
+/// (QuickTime boxes, MPEG-TS sync bytes), the size must fit the file and
+/// the tag repeat where the format repeats it: text that happens to spell
+/// the tag is not a video.
+pub fn sniff_video(head: &[u8], size: u64) -> Option<&'static str> {
     // An `ftyp` box is a few dozen bytes; its size is the first four. Text
     // that merely spells `ftyp` at offset 4 (`<!--ftyp…`) is no box.
     let box_size = |h: &[u8]| u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
@@ -151,7 +155,32 @@ pub fn sniff_video(head: &[u8]) -> Option<&'static str> {
         });
     }
     if head.len() >= 8 && matches!(&head[4..8], b"moov" | b"mdat" | b"wide" | b"free" | b"skip") {
-        return Some("video/quicktime");
+        // Old QuickTime files start with one of these boxes. Its size fits
+        // the file (`wide` is always 8; `mdat` may say 0, to the end, or 1,
+        // a 64-bit size after the tag).
+        let n = box_size(head) as u64;
+        let fits = match &head[4..8] {
+            b"wide" => n == 8,
+            b"mdat" if n == 0 => true,
+            b"mdat" if n == 1 => {
+                head.len() >= 16 && {
+                    let large = u64::from_be_bytes(head[8..16].try_into().expect("8 bytes"));
+                    (16..=size).contains(&large)
+                }
+            }
+            _ => (8..=size).contains(&n),
+        };
+        // And the next box, when it starts within `head`, has a tag of
+        // letters (`moov`, `mdat`, `free`, …).
+        let next = usize::try_from(n)
+            .ok()
+            .filter(|&n| n >= 8 && n + 8 <= head.len());
+        let next_ok = next.is_none_or(|at| {
+            head[at + 4..at + 8]
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || *c == b' ')
+        });
+        return (fits && next_ok).then_some("video/quicktime");
     }
     if head.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
         // EBML: WebM and Matroska share it; the DocType a few bytes in tells.
@@ -168,7 +197,10 @@ pub fn sniff_video(head: &[u8]) -> Option<&'static str> {
     if head.starts_with(&[0x00, 0x00, 0x01, 0xBA]) || head.starts_with(&[0x00, 0x00, 0x01, 0xB3]) {
         return Some("video/mpeg");
     }
-    if head.first() == Some(&0x47) && (head.len() < 189 || head[188] == 0x47) && head.len() >= 4 {
+    // MPEG-TS: 188-byte packets, each starting with the sync byte 0x47 (a
+    // `G`); at least two of them, every one within `head` synced.
+    const TS: usize = 188;
+    if size >= 2 * TS as u64 && head.len() > TS && head.iter().step_by(TS).all(|&b| b == 0x47) {
         return Some("video/mp2t");
     }
     None
@@ -230,23 +262,61 @@ mod tests {
 
     #[test]
     fn sniffs_common_containers() {
+        let sniff = |h: &[u8]| sniff_video(h, h.len() as u64);
         let mut mp4 = vec![0, 0, 0, 0x20];
         mp4.extend_from_slice(b"ftypisom\0\0\0\0");
-        assert_eq!(sniff_video(&mp4), Some("video/mp4"));
+        assert_eq!(sniff(&mp4), Some("video/mp4"));
         let mkv = [
             0x1A, 0x45, 0xDF, 0xA3, 0, 0, 0, 0, 0, 0, 0, 0, 0x42, 0x82, 0x84, b'w', b'e', b'b',
             b'm',
         ];
-        assert_eq!(sniff_video(&mkv), Some("video/webm"));
-        assert_eq!(sniff_video(b"hello, this is text, not video"), None);
+        assert_eq!(sniff(&mkv), Some("video/webm"));
+        assert_eq!(sniff(b"hello, this is text, not video"), None);
         assert_eq!(
-            sniff_video(b"<!--ftypjp2 -->\n<MPD xmlns=\"urn:mpeg:dash\">"),
+            sniff(b"<!--ftypjp2 -->\n<MPD xmlns=\"urn:mpeg:dash\">"),
             None
         );
-        assert_eq!(
-            sniff_video(b"RIFF\0\0\0\0AVI LIST"),
-            Some("video/x-msvideo")
-        );
+        assert_eq!(sniff(b"RIFF\0\0\0\0AVI LIST"), Some("video/x-msvideo"));
+    }
+
+    #[test]
+    fn old_quicktime_boxes_must_fit_the_file() {
+        // `wide`, then `mdat` to the end: the start of many .mov files.
+        let mut mov = vec![0, 0, 0, 8];
+        mov.extend_from_slice(b"wide\0\0\x01\0mdat");
+        mov.resize(300, 0);
+        assert_eq!(sniff_video(&mov, 1 << 20), Some("video/quicktime"));
+        let mut moov = vec![0, 0, 0x01, 0];
+        moov.extend_from_slice(b"moov");
+        assert_eq!(sniff_video(&moov, 1 << 20), Some("video/quicktime"));
+        assert_eq!(sniff_video(&moov, 100), None, "a box larger than the file");
+        let mut large = vec![0, 0, 0, 1];
+        large.extend_from_slice(b"mdat");
+        large.extend_from_slice(&(1u64 << 32).to_be_bytes());
+        assert_eq!(sniff_video(&large, 1 << 33), Some("video/quicktime"));
+        assert_eq!(sniff_video(&large, 1 << 20), None);
+        // Text that spells a tag at offset 4: its "size" is four letters.
+        assert_eq!(sniff_video(b"see moov later", 14), None);
+        assert_eq!(sniff_video(b"abc free text, a lot of it", 1 << 20), None);
+        // A box whose successor within the head is no box.
+        let mut bad_next = vec![0, 0, 0, 16];
+        bad_next.extend_from_slice(b"free\0\0\0\0\0\0\0\0\0\0\0\x10\x01\x02\x03\x04");
+        assert_eq!(sniff_video(&bad_next, 1 << 20), None);
+    }
+
+    #[test]
+    fn transport_streams_need_their_sync_bytes() {
+        let mut ts = vec![0u8; 512];
+        for at in (0..512).step_by(188) {
+            ts[at] = 0x47;
+        }
+        assert_eq!(sniff_video(&ts, 188 * 100), Some("video/mp2t"));
+        // One packet is not a stream; nor a text that starts with a G.
+        assert_eq!(sniff_video(&ts[..188], 188), None);
+        assert_eq!(sniff_video(b"Good morning", 12), None);
+        let mut text = vec![b'G'; 1];
+        text.resize(512, b'x');
+        assert_eq!(sniff_video(&text, 4096), None);
     }
 
     #[test]

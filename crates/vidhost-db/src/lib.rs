@@ -19,6 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
+use vidhost_core::domain::UploadMethod;
 use vidhost_core::time::Millis;
 
 pub type Result<T, E = DbError> = std::result::Result<T, E>;
@@ -154,6 +155,8 @@ pub trait Catalog: Send + Sync + 'static {
     async fn upload_by_id(&self, upload_id: &str) -> Result<Option<Upload>>;
     /// The video that upload `upload_id` completed (its row is gone by then).
     async fn completed_by(&self, upload_id: &str) -> Result<Option<Video>>;
+    /// Video `video_id` if an upload made `method`-wise completed it.
+    async fn completed_with(&self, video_id: &str, method: UploadMethod) -> Result<Option<Video>>;
     async fn set_store_upload_id(&self, video_id: &str, store_upload_id: &str) -> Result<()>;
     async fn uploads_of(&self, owner_id: &str) -> Result<Vec<Upload>>;
     /// Removes the upload row and marks the video `uploaded` (one transaction).

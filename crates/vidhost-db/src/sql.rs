@@ -12,7 +12,7 @@ use crate::{
 };
 use async_trait::async_trait;
 use sqlx::Row;
-use vidhost_core::domain::{Role, VideoStatus};
+use vidhost_core::domain::{Role, UploadMethod, VideoStatus};
 use vidhost_core::time::Millis;
 
 fn parse<T: std::str::FromStr>(what: &str, s: String) -> Result<T> {
@@ -924,6 +924,18 @@ macro_rules! catalog_impl {
                 sqlx::query(&sql).bind(upload_id).fetch_optional(&self.0).await?.as_ref().map(Self::video).transpose()
             }
 
+            async fn completed_with(&self, video_id: &str, method: UploadMethod) -> Result<Option<Video>> {
+                let sql = format!("{VIDEO_SELECT} WHERE v.id = $1 AND v.completed_upload_method = $2");
+                sqlx::query(&sql)
+                    .bind(video_id)
+                    .bind(method.as_str())
+                    .fetch_optional(&self.0)
+                    .await?
+                    .as_ref()
+                    .map(Self::video)
+                    .transpose()
+            }
+
             async fn set_store_upload_id(&self, video_id: &str, store_upload_id: &str) -> Result<()> {
                 sqlx::query("UPDATE uploads SET store_upload_id = $1 WHERE video_id = $2")
                     .bind(store_upload_id)
@@ -941,22 +953,23 @@ macro_rules! catalog_impl {
 
             async fn finish_upload(&self, video_id: &str, d: &UploadDone) -> Result<bool> {
                 let mut tx = self.0.begin().await?;
-                let upload_id: Option<String> =
-                    sqlx::query_scalar("DELETE FROM uploads WHERE video_id = $1 RETURNING upload_id")
+                let upload: Option<(String, String)> =
+                    sqlx::query_as("DELETE FROM uploads WHERE video_id = $1 RETURNING upload_id, method")
                         .bind(video_id)
                         .fetch_optional(&mut *tx)
                         .await?;
-                let Some(upload_id) = upload_id else {
+                let Some((upload_id, method)) = upload else {
                     return Ok(false);
                 };
                 sqlx::query(
                     "UPDATE videos SET status = 'uploaded', size_bytes = $1, content_type = $2, uploaded_at = $3, progress = 0, \
-                     completed_upload_id = $4 WHERE id = $5",
+                     completed_upload_id = $4, completed_upload_method = $5 WHERE id = $6",
                 )
                 .bind(d.size_bytes)
                 .bind(&d.content_type)
                 .bind(d.uploaded_at)
                 .bind(&upload_id)
+                .bind(&method)
                 .bind(video_id)
                 .execute(&mut *tx)
                 .await?;

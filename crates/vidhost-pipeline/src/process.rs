@@ -25,8 +25,13 @@ pub struct Tools {
 
 impl Tools {
     /// Finds ffmpeg and ffprobe on PATH; a clear error when they are missing.
-    /// Each run may take `memory_mb` MiB of data memory.
+    /// Each run may take `memory_mb` MiB of data memory (0: [`auto_memory_mb`]
+    /// for this machine's cores).
     pub fn discover(concurrency: usize, memory_mb: u64) -> Result<Tools, PipelineError> {
+        let memory_mb = match memory_mb {
+            0 => auto_memory_mb(std::thread::available_parallelism().map_or(1, |n| n.get())),
+            mb => mb,
+        };
         let find = |name: &str| {
             std::env::var_os("PATH")
                 .and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|c| c.is_file()))
@@ -158,6 +163,16 @@ impl Tools {
 /// (Not EIO or ENOMEM: ffmpeg reports broken media with those too.)
 const LOCAL_TROUBLE: &[&str] = &["No space left on device", "Too many open files"];
 
+/// The data-memory cap of one tool when none is configured, MiB. ffmpeg
+/// starts threads by the core (x264 takes 1.5 per core and rung, the
+/// decoder and scalers more), and `RLIMIT_DATA` counts each thread's stack
+/// (8 MiB) and the malloc arena it dirties: a 3-rung 1080p ladder on two
+/// cores had 730 MiB of data for 425 MiB resident. A cap fixed for two
+/// cores would fail every large ladder, for good, on a 64-core machine.
+pub fn auto_memory_mb(cores: usize) -> u64 {
+    (cores as u64).saturating_mul(512).max(8192)
+}
+
 /// The child gets SIGKILL when the thread that spawned it dies, so a
 /// worker killed with -9 leaves no ffmpeg behind writing into a work
 /// directory its retry will use. Spawns happen in tasks on the runtime's
@@ -268,6 +283,17 @@ mod tests {
             .unwrap();
         // KiB, as the shell reports it.
         assert_eq!(String::from_utf8_lossy(&out).trim(), "1048576");
+    }
+
+    #[test]
+    fn the_default_cap_grows_with_the_cores() {
+        assert_eq!(auto_memory_mb(2), 8192);
+        assert_eq!(auto_memory_mb(16), 8192);
+        assert_eq!(auto_memory_mb(64), 32768);
+        // Unset means by the cores; set means exactly that.
+        // (The test command installs ffmpeg.)
+        assert!(Tools::discover(1, 0).unwrap().memory >= 8192 << 20);
+        assert_eq!(Tools::discover(1, 300).unwrap().memory, 300 << 20);
     }
 
     fn alive(pid: i32) -> bool {

@@ -162,7 +162,7 @@ pub(crate) async fn accept_original(
 ) -> ApiResult<Video> {
     let head =
         vidhost_store::read_head(state.store.as_ref(), &original_key(&video.id), 512).await?;
-    let Some(sniffed) = sniff_video(&head) else {
+    let Some(sniffed) = sniff_video(&head, size) else {
         purge_video(state, &video.id).await?;
         return Err(ApiError::invalid_media());
     };
@@ -480,18 +480,8 @@ pub async fn complete_presigned(
     let up = match load_upload(&state, &caller, &video_id).await {
         Ok(up) if up.method == UploadMethod::Presigned => up,
         Ok(_) => return Err(ApiError::upload_not_found()),
-        Err(e) if e.code == "upload_not_found" && is_id(&video_id) => {
-            // Completed already (like a tus upload's HEAD after the end):
-            // the same answer again.
-            return match state.db.get_video(&video_id).await? {
-                Some(v)
-                    if caller.may_manage(&v.owner_id)
-                        && v.status != VideoStatus::AwaitingUpload =>
-                {
-                    Ok(axum::Json(super::videos::view(&state, &v)))
-                }
-                _ => Err(ApiError::upload_not_found()),
-            };
+        Err(e) if e.code == "upload_not_found" => {
+            return presigned_before(&state, &caller, &video_id).await;
         }
         Err(e) => return Err(e),
     };
@@ -506,7 +496,8 @@ pub async fn complete_presigned(
         .await?
     {
         Lease::Acquired => {}
-        Lease::Missing => return Err(ApiError::upload_not_found()),
+        // A completion beside this one finished in between.
+        Lease::Missing => return presigned_before(&state, &caller, &video_id).await,
         Lease::Held => {
             return Err(ApiError::new(
                 StatusCode::LOCKED,
@@ -522,6 +513,27 @@ pub async fn complete_presigned(
         tracing::warn!(video = %video_id, error = %e, "releasing a lease (it will expire)");
     }
     Ok(axum::Json(super::videos::view(&state, &result?)))
+}
+
+/// A presigned `complete` of an upload that an earlier one finished (its
+/// answer lost on the way, say): the same answer again, the video, if a
+/// presigned upload made it. 404 otherwise, as before.
+async fn presigned_before(
+    state: &SharedState,
+    caller: &Caller,
+    video_id: &str,
+) -> ApiResult<axum::Json<super::videos::VideoView>> {
+    if !is_id(video_id) {
+        return Err(ApiError::upload_not_found());
+    }
+    match state
+        .db
+        .completed_with(video_id, UploadMethod::Presigned)
+        .await?
+    {
+        Some(v) if caller.may_manage(&v.owner_id) => Ok(axum::Json(super::videos::view(state, &v))),
+        _ => Err(ApiError::upload_not_found()),
+    }
 }
 
 /// How long a presigned completion holds the upload's lease at most (a
@@ -760,6 +772,10 @@ pub async fn complete_multipart(
         .await?
         .ok_or_else(ApiError::upload_not_found)?;
     let result = accept_original(&state, &video, size).await;
+    if matches!(&result, Err(e) if e.code == "upload_not_found") {
+        // A completion beside this one finished first: its answer.
+        return completed_before(&state, &caller, &upload_id).await;
+    }
     let outcome = if result.is_ok() {
         "completed"
     } else {

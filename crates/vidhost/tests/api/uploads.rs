@@ -244,6 +244,17 @@ async fn presigned_put_then_complete() {
     let r = s.delete(&format!("/api/v1/videos/{vid}"), &t).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert!(s.object_keys().await.is_empty(), "nothing remains");
+
+    // Nor is a video its owner uploaded another way a presigned upload.
+    let r = s.upload_form(&t, sample_mp4().to_vec(), "f.mp4", &[]).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let form: Value = r.json().await.unwrap();
+    let url_of_form = format!(
+        "/api/v1/uploads/presigned/{}/complete",
+        form["id"].as_str().unwrap()
+    );
+    let r = s.post_json(&url_of_form, Some(&t), json!({})).await;
+    problem(r, StatusCode::NOT_FOUND, "upload_not_found").await;
 }
 
 /// Runs one statement on the server's database, SQLite or PostgreSQL.
@@ -970,6 +981,59 @@ async fn a_broken_re_put_or_a_repeated_complete_keeps_the_bytes_right() {
         sha256(&s.original_of(&t, v["id"].as_str().unwrap()).await),
         sha256(file)
     );
+}
+
+#[tokio::test]
+async fn completes_sent_at_once_all_answer_the_one_video() {
+    let s = TestServer::start().await;
+    let t = s.user("u@example.com").await;
+    let file = big_avi();
+    let m = start_multipart(&s, &t, file.len()).await;
+    let upload_id = m["upload_id"].as_str().unwrap();
+    let part_size = m["part_size"].as_u64().unwrap() as usize;
+    let count = m["part_count"].as_u64().unwrap() as u32;
+    let numbers: Vec<u32> = (1..=count).collect();
+    let urls = part_urls(&s, &t, upload_id, &numbers).await;
+    for (&n, url) in numbers.iter().zip(&urls) {
+        let start = (n as usize - 1) * part_size;
+        let chunk = file[start..(start + part_size).min(file.len())].to_vec();
+        let r = s.http.put(url).body(chunk).send().await.unwrap();
+        assert!(r.status().is_success(), "part {n}: {}", r.status());
+    }
+    let parts = listed_parts(&s, &t, upload_id).await;
+    let body = json!({"parts": parts.iter().map(|(n, e)| json!({"part_number": n, "etag": e})).collect::<Vec<_>>()});
+    let complete_url = format!("/api/v1/uploads/multipart/{upload_id}/complete");
+
+    // A client that timed out and retried while its first `complete` was
+    // still running: every answer is the video, or "locked, retry" (one
+    // completion at a time on disk), never "no such upload".
+    let sent = (0..4).map(|_| s.post_json(&complete_url, Some(&t), body.clone()));
+    let mut ids = std::collections::BTreeSet::new();
+    let mut locked = 0;
+    for r in futures::future::join_all(sent).await {
+        match r.status() {
+            StatusCode::OK => {
+                let v: Value = r.json().await.unwrap();
+                ids.insert(v["id"].as_str().unwrap().to_owned());
+            }
+            StatusCode::LOCKED => locked += 1,
+            other => panic!("complete answered {other}: {}", r.text().await.unwrap()),
+        }
+    }
+    assert!(locked < 4, "one of them completed");
+    for _ in 0..locked {
+        let r = s.post_json(&complete_url, Some(&t), body.clone()).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let v: Value = r.json().await.unwrap();
+        ids.insert(v["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 1, "one video: {ids:?}");
+    let id = ids.into_iter().next().unwrap();
+    assert_eq!(id, m["video_id"].as_str().unwrap());
+    let jobs = format!("SELECT COUNT(*) FROM jobs WHERE video_id = '{id}'");
+    assert_eq!(sql_count(&s.database_url, &jobs).await, 1);
+    assert_eq!(sha256(&s.original_of(&t, &id).await), sha256(file));
+    assert_eq!(s.object_keys().await, vec![format!("videos/{id}/original")]);
 }
 
 /// Starts a PUT of `body` that sends its first `split` bytes at once and
