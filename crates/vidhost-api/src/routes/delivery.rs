@@ -52,15 +52,8 @@ pub async fn original(
     req: Request,
 ) -> ApiResult<Response> {
     let g = grant(&state, &token).await?;
-    let not_found = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such file for this video",
-        )
-    };
     if g.k != GrantKind::Owner {
-        return Err(not_found());
+        return Err(no_such_file());
     }
     let ct = match known_original_type(&state, &g.v) {
         Some(ct) => ct,
@@ -71,7 +64,7 @@ pub async fn original(
                 .await?
                 .ok_or_else(ApiError::video_not_found)?;
             if video.status == VideoStatus::AwaitingUpload {
-                return Err(not_found());
+                return Err(no_such_file());
             }
             let ct: std::sync::Arc<str> = video
                 .content_type
@@ -87,7 +80,9 @@ pub async fn original(
         }
     };
     let key = original_key(&g.v);
-    let meta = state.store.head(&key).await?.ok_or_else(not_found)?;
+    let Some(meta) = state.store.head(&key).await? else {
+        return Err(missing(&state, &g.v).await);
+    };
     serve(
         &state,
         &key,
@@ -110,16 +105,30 @@ async fn output(
     req: &Parts,
 ) -> ApiResult<Response> {
     let g = grant(state, token).await?;
-    let not_found = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such file for this video",
-        )
+    let key = key_of(&g.v).ok_or_else(no_such_file)?;
+    let Some(meta) = state.store.head(&key).await? else {
+        return Err(missing(state, &g.v).await);
     };
-    let key = key_of(&g.v).ok_or_else(not_found)?;
-    let meta = state.store.head(&key).await?.ok_or_else(not_found)?;
     serve(state, &key, meta, content_type, cache_control, req).await
+}
+
+/// 404 for a file a video does not have (yet, or of that kind).
+fn no_such_file() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such file for this video",
+    )
+}
+
+/// 404 for a file not in the store: `video_not_found` when its video is
+/// gone (deleted while a grant for it lives), else `not_found`.
+async fn missing(state: &SharedState, video_id: &str) -> ApiError {
+    match state.db.get_video(video_id).await {
+        Ok(None) => ApiError::video_not_found(),
+        Ok(Some(_)) => no_such_file(),
+        Err(e) => e.into(),
+    }
 }
 
 const PLAYLIST_CACHE: &str = "public, max-age=5";

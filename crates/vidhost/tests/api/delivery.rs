@@ -595,6 +595,30 @@ async fn tokens_are_checked() {
     .await;
 }
 
+/// A grant outlives what it points at: a file the video does not have yet
+/// is `not_found`, any file of a deleted video `video_not_found`.
+#[tokio::test]
+async fn a_deleted_videos_urls_say_the_video_is_gone() {
+    let s = TestServer::start().await;
+    let t = s.user("u@example.com").await;
+    let v = s.upload_sample(&t, "x").await;
+    let id = v["id"].as_str().unwrap();
+    let url = original_url(&s, &t, id).await;
+    let token = url
+        .trim_start_matches("/play/")
+        .trim_end_matches("/original");
+    assert_eq!(s.get(&url, None).await.status(), StatusCode::OK);
+    // No worker runs here: nothing is transcoded.
+    let mp4 = format!("/play/{token}/mp4");
+    problem(s.get(&mp4, None).await, StatusCode::NOT_FOUND, "not_found").await;
+    let r = s.delete(&format!("/api/v1/videos/{id}"), &t).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    for path in [&url, &mp4] {
+        let r = s.get(path, None).await;
+        problem(r, StatusCode::NOT_FOUND, "video_not_found").await;
+    }
+}
+
 /// A web player on another origin: preflights pass, answers carry the CORS
 /// headers it needs (range and validator headers exposed); requests without
 /// an Origin still say `Vary: Origin`, so a shared cache keeps them apart.
