@@ -43,6 +43,8 @@ pub async fn readyz(State(state): State<SharedState>) -> impl IntoResponse {
     let mut body =
         json!({"status": if ok { "ok" } else { "unavailable" }, "database": db, "storage": store});
     if !ok {
+        // A problem document: `status` is the HTTP status (RFC 9457).
+        body["status"] = status.as_u16().into();
         body["type"] = "about:blank".into();
         body["title"] = "Service Unavailable".into();
         body["code"] = "not_ready".into();

@@ -166,18 +166,21 @@ pub async fn patch(
 
 /// Removes every stored object of a video, its upload in flight and its row.
 /// Objects go first: if we crash halfway, the row is still there to delete again.
-pub async fn purge_video(state: &SharedState, video_id: &str) -> ApiResult<()> {
-    if let Some(up) = state.db.upload_by_video(video_id).await? {
-        if let Some(store_id) = &up.store_upload_id {
-            state
-                .store
-                .abort_multipart(&original_key(video_id), store_id)
-                .await?;
-        }
+/// Answers the upload that was in flight, if one was.
+pub async fn purge_video(
+    state: &SharedState,
+    video_id: &str,
+) -> ApiResult<Option<vidhost_db::Upload>> {
+    let upload = state.db.upload_by_video(video_id).await?;
+    if let Some(store_id) = upload.as_ref().and_then(|up| up.store_upload_id.as_ref()) {
+        state
+            .store
+            .abort_multipart(&original_key(video_id), store_id)
+            .await?;
     }
     state.store.delete_prefix(&video_prefix(video_id)).await?;
     state.db.delete_video(video_id).await?;
-    Ok(())
+    Ok(upload)
 }
 
 pub async fn delete(
@@ -187,7 +190,10 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let video = load_managed(&state, &id, &caller).await?;
-    purge_video(&state, &id).await?;
+    if let Some(up) = purge_video(&state, &id).await? {
+        // Deleting a video whose upload is in flight aborts the upload.
+        crate::metrics::record_upload_outcome(up.method, "aborted", up.created_at, None);
+    }
     tracing::info!(video = %id, by = %caller.user.id, "video deleted");
     crate::audit::record(
         &state,
@@ -308,10 +314,14 @@ pub async fn list(
         sort,
         after,
         offset,
-        limit,
+        // One more than a page: whether there is a next page, so the last
+        // one says `next_cursor: null` rather than lead to an empty one.
+        limit: limit + 1,
     };
-    let items = state.db.list_videos(&q).await?;
-    let next = (items.len() as i64 == limit)
+    let mut items = state.db.list_videos(&q).await?;
+    let more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    let next = more
         .then(|| {
             items.last().map(|v| match sort {
                 Sort::Recent => encode_cursor(v.created_at, &v.id),

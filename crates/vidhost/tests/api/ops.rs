@@ -48,6 +48,10 @@ async fn readyz_names_the_failing_store() {
     assert_eq!(v["database"], "ok");
     assert!(v["storage"].as_str().unwrap().starts_with("error"), "{v}");
     assert!(v["detail"].as_str().unwrap().contains("storage"));
+    assert_eq!(
+        (v["status"].clone(), v["code"].clone()),
+        (json!(503), json!("not_ready"))
+    );
 }
 
 #[tokio::test]

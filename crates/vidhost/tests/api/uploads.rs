@@ -1016,7 +1016,10 @@ async fn completes_sent_at_once_all_answer_the_one_video() {
                 let v: Value = r.json().await.unwrap();
                 ids.insert(v["id"].as_str().unwrap().to_owned());
             }
-            StatusCode::LOCKED => locked += 1,
+            StatusCode::LOCKED => {
+                assert!(r.headers().contains_key("retry-after"));
+                locked += 1;
+            }
             other => panic!("complete answered {other}: {}", r.text().await.unwrap()),
         }
     }

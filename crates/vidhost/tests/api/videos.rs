@@ -210,6 +210,12 @@ async fn delete_removes_every_object() {
     assert_eq!(s.pending_multipart_count().await, 0);
     let ups: Value = s.get_json("/api/v1/uploads", Some(&t)).await;
     assert_eq!(ups["items"], json!([]));
+    // And it counts as one.
+    let text = s.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        text.contains(r#"vidhost_uploads_total{method="multipart",outcome="aborted"} 1"#),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -259,6 +265,10 @@ async fn list_filters_and_cursor_pagination() {
         .collect();
     assert_eq!(got, vec![ids[0].as_str()]);
     assert!(page2["next_cursor"].is_null());
+    // A last page that is full says so too: no cursor to an empty page.
+    let all: Value = s.get_json("/api/v1/videos?limit=3", Some(&t)).await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 3);
+    assert!(all["next_cursor"].is_null(), "{all}");
 
     let cats: Value = s.get_json("/api/v1/videos?tag=CATS", Some(&t)).await;
     assert_eq!(cats["items"].as_array().unwrap().len(), 2);
