@@ -99,7 +99,8 @@ pub(crate) fn new_video(
         .title
         .filter(|t| !t.is_empty())
         .or_else(|| filename.as_deref().map(title_from))
-        .unwrap_or_default();
+        .filter(|t| !t.trim().is_empty())
+        .unwrap_or_else(|| "Untitled".to_owned());
     Video {
         id: new_id(),
         owner_id: caller.user.id.clone(),

@@ -155,6 +155,13 @@ pub async fn patch(
 ) -> ApiResult<impl IntoResponse> {
     load_managed(&state, &id, &caller).await?;
     let patch = b.parse()?;
+    // At creation an empty title means "from the file name"; here it would
+    // leave the video without one.
+    if patch.title.as_deref() == Some("") {
+        return Err(ApiError::validation(
+            "title must have 1 to 200 printable characters",
+        ));
+    }
     state.db.update_video_meta(&id, &patch).await?;
     let v = state
         .db

@@ -409,6 +409,11 @@ async fn expired_uploads_are_gone_with_their_bytes() {
     .await;
     let t = s.user("u@example.com").await;
     let url = create(&s, &t, 6 << 20, "").await;
+    // Neither a title nor a file name: still a title to show.
+    let v: Value = s
+        .get_json(&format!("/api/v1/videos/{}", id_of(&url)), Some(&t))
+        .await;
+    assert_eq!(v["title"], "Untitled");
     assert_eq!(
         patch(&s, &t, &url, 0, big_avi()[..(5 << 20) + 100].to_vec())
             .await

@@ -123,6 +123,19 @@ async fn edit_metadata() {
         .await
         .unwrap();
     problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    for blank in ["", "   "] {
+        let r = s
+            .http
+            .patch(s.url(&path))
+            .bearer_auth(&t)
+            .json(&json!({"title": blank}))
+            .send()
+            .await
+            .unwrap();
+        problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    }
+    let kept: Value = s.get_json(&path, Some(&t)).await;
+    assert_eq!(kept["title"], "After");
     let r = s
         .http
         .patch(s.url(&path))
