@@ -206,6 +206,10 @@ pub trait Catalog: Send + Sync + 'static {
         retry_at: Option<Millis>,
         now: Millis,
     ) -> Result<bool>;
+    /// Puts a job its worker stopped (a graceful shutdown) back in the
+    /// queue, due at once, without the attempt its claim counted; false
+    /// when `owner` no longer holds it.
+    async fn release_job(&self, id: &str, owner: &str, now: Millis) -> Result<bool>;
     async fn list_jobs(&self, state: Option<&str>, limit: i64) -> Result<Vec<Job>>;
     async fn count_jobs(&self, state: &str) -> Result<i64>;
     /// Re-queues a dead job; its video goes back to `uploaded`.

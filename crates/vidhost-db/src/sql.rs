@@ -1036,6 +1036,20 @@ macro_rules! catalog_impl {
                 Ok(r.rows_affected() == 1)
             }
 
+            async fn release_job(&self, id: &str, owner: &str, now: Millis) -> Result<bool> {
+                let r = sqlx::query(
+                    "UPDATE jobs SET state = 'queued', run_at = $1, lease_owner = NULL, lease_expires = NULL, \
+                     attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = $1 \
+                     WHERE id = $2 AND lease_owner = $3 AND state = 'running'",
+                )
+                .bind(now)
+                .bind(id)
+                .bind(owner)
+                .execute(&self.0)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
             async fn list_jobs(&self, state: Option<&str>, limit: i64) -> Result<Vec<Job>> {
                 let sql = format!(
                     "SELECT {JOB_COLS} FROM jobs WHERE ($1 IS NULL OR state = $1) ORDER BY updated_at DESC, id DESC LIMIT $2"

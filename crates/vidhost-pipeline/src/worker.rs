@@ -109,6 +109,22 @@ impl Pipeline {
                 tracing::info!(video = %job.video_id, secs = started.elapsed().as_secs_f64(), "processed");
                 "completed"
             }
+            Err(PipelineError::Cancelled) if shutdown.is_cancelled() => {
+                // The process is stopping (a deploy, say): the job goes
+                // back to the queue for the next worker at once, rather
+                // than stay `running` until its lease lapses, and the
+                // interruption costs it no attempt.
+                match self.db.release_job(&job.id, owner, now_ms()).await {
+                    Ok(true) => {
+                        tracing::info!(video = %job.video_id, "stopping: processing handed back to the queue")
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(video = %job.video_id, error = %e, "stopping: the job stays leased until its lease lapses")
+                    }
+                }
+                "cancelled"
+            }
             Err(PipelineError::Cancelled) => "cancelled",
             Err(e @ (PipelineError::Invalid(_) | PipelineError::ToolFailed { .. })) => {
                 self.bury(owner, &job, &e.to_string()).await;

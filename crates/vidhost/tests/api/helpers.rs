@@ -217,6 +217,25 @@ impl TestServer {
         self.base = base;
     }
 
+    /// Stops the server as a deploy does (SIGTERM, waiting for it to exit,
+    /// at most 60 s) and leaves it stopped until `restart`.
+    pub async fn stop_gracefully(&mut self) {
+        let pid = self.pid().to_string();
+        let term = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        let exited = tokio::time::timeout(Duration::from_secs(60), self._child.wait()).await;
+        assert!(exited.is_ok(), "the server exits within 60 s of SIGTERM");
+    }
+
+    pub async fn restart(&mut self) {
+        let (child, base) = spawn(self.data_dir.path(), &self.envs).await;
+        self._child = child;
+        self.base = base;
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

@@ -977,6 +977,29 @@ async fn a_worker_killed_mid_transcode_does_not_lose_the_job() {
     assert!(keys.iter().all(|k| k.starts_with(&format!("videos/{id}/"))));
 }
 
+/// A deploy stops the server with SIGTERM: its job goes back to the queue
+/// at once (not `running` until the lease lapses) without losing an
+/// attempt, and the next start finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_hands_the_job_back() {
+    let (mut s, _, id) = long_upload_caught_transcoding("g@example.com").await;
+    s.stop_gracefully().await;
+    let queued = format!(
+        "SELECT COUNT(*) FROM jobs WHERE video_id = '{id}' AND state = 'queued' \
+         AND attempts = 0 AND lease_owner IS NULL"
+    );
+    assert_eq!(sql_count(&s.database_url, &queued).await, 1);
+    s.restart().await;
+    let t = s.login("g@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let v = wait_done(&s, &t, &id).await;
+    assert_eq!(v["status"], "ready", "{v}");
+    let once = format!("SELECT COUNT(*) FROM jobs WHERE video_id = '{id}' AND attempts = 1");
+    assert_eq!(sql_count(&s.database_url, &once).await, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hdr_variable_frame_rate_and_4k_sources() {
     let s = TestServer::start_with(&[WORKER, ("VIDHOST_PROCESSING__PRESET", "ultrafast")]).await;
