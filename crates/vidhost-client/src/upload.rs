@@ -54,6 +54,10 @@ struct State {
     video_id: String,
     upload_id: Option<String>,
     tus_url: Option<String>,
+    /// The server and file it is an upload of, whatever the file's size and
+    /// mtime were (`source_key`).
+    #[serde(default)]
+    source: Option<String>,
 }
 
 struct Job<'a> {
@@ -63,7 +67,15 @@ struct Job<'a> {
     filename: String,
     opts: &'a UploadOptions,
     state_path: PathBuf,
+    source: String,
     pb: ProgressBar,
+}
+
+/// Names the (server, file) pair an upload is of, across versions of the file.
+fn source_key(server: &str, path: &Path) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("{server}\n{}", path.display()));
+    hex::encode(&h.finalize()[..16])
 }
 
 fn fingerprint(server: &str, path: &Path, meta: &std::fs::Metadata) -> String {
@@ -169,12 +181,16 @@ pub async fn upload_file(
         filename,
         opts,
         state_path,
+        source: source_key(&session.server, &abs),
         pb,
     };
     let saved: Option<State> = std::fs::read(&job.state_path)
         .ok()
         .and_then(|raw| serde_json::from_slice(&raw).ok())
         .filter(|s: &State| s.protocol == opts.protocol);
+    if saved.is_none() {
+        job.abandon_earlier().await;
+    }
     let (video_id, already) = match opts.protocol {
         Protocol::Multipart => job.multipart(saved).await?,
         Protocol::Tus => job.tus(saved).await?,
@@ -191,6 +207,64 @@ pub async fn upload_file(
 impl Job<'_> {
     fn save(&self, s: &State) -> anyhow::Result<()> {
         write_private(&self.state_path, &serde_json::to_vec(s)?)
+    }
+
+    /// Aborts the uploads this client left unfinished of an earlier version
+    /// of the same file (it changed since: another size or mtime, so a new
+    /// upload starts), which would otherwise hold their bytes on the server
+    /// until they expire. Best effort: what cannot be aborted now stays for
+    /// the next run, or the server's expiry.
+    async fn abandon_earlier(&self) {
+        let Some(dir) = self.state_path.parent() else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let s = self.session;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path == self.state_path || path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            let Some(st) = std::fs::read(&path)
+                .ok()
+                .and_then(|raw| serde_json::from_slice::<State>(&raw).ok())
+            else {
+                continue;
+            };
+            if st.source.as_deref() != Some(self.source.as_str()) {
+                continue;
+            }
+            let aborted = match (st.protocol, &st.upload_id, &st.tus_url) {
+                (Protocol::Multipart, Some(id), _) => {
+                    api(s, |c, t| {
+                        c.delete(format!("{}/api/v1/uploads/multipart/{id}", s.server))
+                            .bearer_auth(t)
+                    })
+                    .await
+                }
+                (Protocol::Tus, _, Some(url)) => {
+                    api(s, |c, t| {
+                        c.delete(url)
+                            .bearer_auth(t)
+                            .header("Tus-Resumable", "1.0.0")
+                    })
+                    .await
+                }
+                _ => continue,
+            };
+            // Aborted, or gone already (completed, expired): forget it.
+            let gone = match aborted {
+                Ok(_) => true,
+                Err(e) => e
+                    .downcast_ref::<ApiFailure>()
+                    .is_some_and(|f| matches!(f.status, 404 | 410)),
+            };
+            if gone {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
     }
 
     fn create_body(&self) -> Value {
@@ -262,6 +336,7 @@ impl Job<'_> {
                     video_id: l.1.clone(),
                     upload_id: Some(l.0.clone()),
                     tus_url: None,
+                    source: Some(self.source.clone()),
                 })?;
                 l
             }
@@ -476,6 +551,7 @@ impl Job<'_> {
                     video_id: id.clone(),
                     upload_id: None,
                     tus_url: Some(url.clone()),
+                    source: Some(self.source.clone()),
                 })?;
                 (id, url, 0)
             }

@@ -6,7 +6,7 @@
 use crate::helpers::*;
 use crate::proxy::{Faults, Proxy};
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -248,45 +248,7 @@ async fn interrupted_with_sigint_then_resumed_without_resending() {
     let cli = Cli::new();
     cli.login(&server, "int@example.com");
     let (path, data) = video_file(cli.dir.path(), 40);
-    let mut child = cli
-        .command(&["upload", path.to_str().unwrap(), "--parallel", "2"])
-        .spawn()
-        .unwrap();
-    drop(child.stdin.take());
-    // Wait until the server holds at least two parts, then press Ctrl-C.
-    let state_dir = cli.dir.path().join("uploads");
-    let mut upload_id = String::new();
-    for _ in 0..300 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let Some(entry) = std::fs::read_dir(&state_dir)
-            .ok()
-            .and_then(|mut d| d.next())
-        else {
-            continue;
-        };
-        let st: Value = serde_json::from_slice(&std::fs::read(entry.unwrap().path()).unwrap())
-            .unwrap_or_default();
-        let Some(id) = st["upload_id"].as_str() else {
-            continue;
-        };
-        upload_id = id.to_owned();
-        let got: Value = s
-            .get_json(&format!("/api/v1/uploads/multipart/{id}"), Some(&t))
-            .await;
-        if got["parts"].as_array().is_some_and(|p| p.len() >= 2) {
-            break;
-        }
-    }
-    assert!(!upload_id.is_empty(), "the upload started");
-    unsafe_sigint(child.id());
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("resume"));
+    let upload_id = upload_then_ctrl_c(&s, &t, &cli, &path).await;
     let got: Value = s
         .get_json(&format!("/api/v1/uploads/multipart/{upload_id}"), Some(&t))
         .await;
@@ -318,6 +280,86 @@ async fn interrupted_with_sigint_then_resumed_without_resending() {
             got["part_count"].as_u64().unwrap()
         );
     }
+}
+
+/// Starts `vidhost upload` of `path` and presses Ctrl-C once the server
+/// holds two of its parts; answers the upload's id.
+async fn upload_then_ctrl_c(s: &TestServer, t: &str, cli: &Cli, path: &Path) -> String {
+    let mut child = cli
+        .command(&["upload", path.to_str().unwrap(), "--parallel", "2"])
+        .spawn()
+        .unwrap();
+    drop(child.stdin.take());
+    // Wait until the server holds at least two parts, then press Ctrl-C.
+    let state_dir = cli.dir.path().join("uploads");
+    let mut upload_id = String::new();
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Some(entry) = std::fs::read_dir(&state_dir)
+            .ok()
+            .and_then(|mut d| d.next())
+        else {
+            continue;
+        };
+        let st: Value = serde_json::from_slice(&std::fs::read(entry.unwrap().path()).unwrap())
+            .unwrap_or_default();
+        let Some(id) = st["upload_id"].as_str() else {
+            continue;
+        };
+        upload_id = id.to_owned();
+        let got: Value = s
+            .get_json(&format!("/api/v1/uploads/multipart/{id}"), Some(t))
+            .await;
+        if got["parts"].as_array().is_some_and(|p| p.len() >= 2) {
+            break;
+        }
+    }
+    assert!(!upload_id.is_empty(), "the upload started");
+    unsafe_sigint(child.id());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resume"));
+    upload_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_changed_since_an_interrupted_upload_is_sent_anew() {
+    let (s, _proxy, server) = server_behind(Faults {
+        throttle_bps: 8 << 20,
+        drop_once_after: None,
+    })
+    .await;
+    let t = s.user("chg@example.com").await;
+    let cli = Cli::new();
+    cli.login(&server, "chg@example.com");
+    let (path, mut data) = video_file(cli.dir.path(), 40);
+    let old = upload_then_ctrl_c(&s, &t, &cli, &path).await;
+    // Edited since: the parts on the server are of another file.
+    let at = data.len() / 2;
+    data[at..at + 1000].fill(0x5a);
+    std::fs::write(&path, &data).unwrap();
+    let out = cli.run(&["upload", path.to_str().unwrap(), "--parallel", "2"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = field(&out, "video_id");
+    assert_eq!(original_sha(&s, &t, &id).await, sha256(&data));
+    // The earlier upload was aborted, not left to expire; no state is left.
+    let r = s
+        .get(&format!("/api/v1/uploads/multipart/{old}"), Some(&t))
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let ups: Value = s.get_json("/api/v1/uploads", Some(&t)).await;
+    assert_eq!(ups["items"], json!([]));
+    let states = std::fs::read_dir(cli.dir.path().join("uploads")).unwrap();
+    assert_eq!(states.count(), 0);
 }
 
 fn unsafe_sigint(pid: u32) {
