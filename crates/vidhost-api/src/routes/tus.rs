@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
-use vidhost_core::domain::{is_id, new_id, split_tags, UploadMethod, VideoStatus};
+use vidhost_core::domain::{is_id, new_id, split_tags, UploadMethod};
 use vidhost_core::time::now_ms;
 use vidhost_db::{Lease as LeaseState, Renewal, Upload};
 use vidhost_store::{MultipartLayout, PartInfo, StoreError, WriteEnd};
@@ -238,14 +238,10 @@ async fn load(state: &SharedState, caller: &Caller, id: &str) -> ApiResult<Optio
         Some(_) => Err(ApiError::upload_not_found()),
         None => {
             // A finished upload still answers HEAD, so a client that lost the
-            // last 204 learns that it is done.
-            match state.db.get_video(id).await? {
-                Some(v)
-                    if caller.may_manage(&v.owner_id)
-                        && v.status != VideoStatus::AwaitingUpload =>
-                {
-                    Ok(None)
-                }
+            // last 204 learns that it is done; a video uploaded another way
+            // was never a tus upload.
+            match state.db.completed_with(id, UploadMethod::Tus).await? {
+                Some(v) if caller.may_manage(&v.owner_id) => Ok(None),
                 _ => Err(ApiError::upload_not_found()),
             }
         }

@@ -220,8 +220,23 @@ async fn protocol_core_creation_checksum_and_termination() {
     assert_eq!(v["visibility"], "unlisted");
     assert_eq!(v["original_filename"], "a.mp4");
     assert_eq!(sha256(&original_of(&s, &t, &video_id).await), sha256(&file));
-    // A finished upload still reports its offset.
+    // A finished upload still reports its offset; a video uploaded another
+    // way was never a tus upload.
     assert_eq!(offset(&s, &t, &url).await, file.len());
+    let form: Value = s
+        .upload_form(&t, file.clone(), "f.mp4", &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let form_url = url.replace(video_id.as_str(), form["id"].as_str().unwrap());
+    let r = tus(s.http.head(&form_url), &t).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let form_path = format!("/api/v1/videos/{}", form["id"].as_str().unwrap());
+    assert_eq!(
+        s.delete(&form_path, &t).await.status(),
+        StatusCode::NO_CONTENT
+    );
 
     // Termination: 204, then 404, and nothing of it remains.
     let url2 = create(&s, &t, 10_000, &format!("filename {}", b64("b.mp4"))).await;
