@@ -527,11 +527,21 @@ async fn presigned_before(
     if !is_id(video_id) {
         return Err(ApiError::upload_not_found());
     }
-    match state
+    let video = state
         .db
         .completed_with(video_id, UploadMethod::Presigned)
-        .await?
-    {
+        .await?;
+    answer_again(state, caller, video)
+}
+
+/// The video an earlier completion made, to the caller who may manage it;
+/// to anyone else the upload does not exist.
+fn answer_again(
+    state: &SharedState,
+    caller: &Caller,
+    video: Option<Video>,
+) -> ApiResult<axum::Json<super::videos::VideoView>> {
+    match video {
         Some(v) if caller.may_manage(&v.owner_id) => Ok(axum::Json(super::videos::view(state, &v))),
         _ => Err(ApiError::upload_not_found()),
     }
@@ -797,10 +807,8 @@ async fn completed_before(
     if !is_id(upload_id) {
         return Err(ApiError::upload_not_found());
     }
-    match state.db.completed_by(upload_id).await? {
-        Some(v) if caller.may_manage(&v.owner_id) => Ok(axum::Json(super::videos::view(state, &v))),
-        _ => Err(ApiError::upload_not_found()),
-    }
+    let video = state.db.completed_by(upload_id).await?;
+    answer_again(state, caller, video)
 }
 
 /// The size of an upload's joined original, given how joining its parts

@@ -870,6 +870,27 @@ async fn listed_parts(s: &TestServer, t: &str, upload_id: &str) -> Vec<(u64, Str
         .collect()
 }
 
+/// PUTs every part of `file` for multipart upload `m`, in order; answers the
+/// part URLs, the part size and the part count.
+async fn put_every_part(
+    s: &TestServer,
+    t: &str,
+    m: &Value,
+    file: &[u8],
+) -> (Vec<String>, usize, u32) {
+    let part_size = m["part_size"].as_u64().unwrap() as usize;
+    let count = m["part_count"].as_u64().unwrap() as u32;
+    let numbers: Vec<u32> = (1..=count).collect();
+    let urls = part_urls(s, t, m["upload_id"].as_str().unwrap(), &numbers).await;
+    for (&n, url) in numbers.iter().zip(&urls) {
+        let start = (n as usize - 1) * part_size;
+        let chunk = file[start..(start + part_size).min(file.len())].to_vec();
+        let r = s.http.put(url).body(chunk).send().await.unwrap();
+        assert!(r.status().is_success(), "part {n}: {}", r.status());
+    }
+    (urls, part_size, count)
+}
+
 #[tokio::test]
 async fn a_broken_re_put_or_a_repeated_complete_keeps_the_bytes_right() {
     let s = TestServer::start().await;
@@ -877,16 +898,7 @@ async fn a_broken_re_put_or_a_repeated_complete_keeps_the_bytes_right() {
     let file = big_avi();
     let m = start_multipart(&s, &t, file.len()).await;
     let upload_id = m["upload_id"].as_str().unwrap();
-    let part_size = m["part_size"].as_u64().unwrap() as usize;
-    let count = m["part_count"].as_u64().unwrap() as u32;
-    let numbers: Vec<u32> = (1..=count).collect();
-    let urls = part_urls(&s, &t, upload_id, &numbers).await;
-    for (&n, url) in numbers.iter().zip(&urls) {
-        let start = (n as usize - 1) * part_size;
-        let chunk = file[start..(start + part_size).min(file.len())].to_vec();
-        let r = s.http.put(url).body(chunk).send().await.unwrap();
-        assert!(r.status().is_success(), "part {n}: {}", r.status());
-    }
+    let (urls, part_size, count) = put_every_part(&s, &t, &m, file).await;
     let before = listed_parts(&s, &t, upload_id).await;
     assert_eq!(before.len(), count as usize);
 
@@ -990,16 +1002,7 @@ async fn completes_sent_at_once_all_answer_the_one_video() {
     let file = big_avi();
     let m = start_multipart(&s, &t, file.len()).await;
     let upload_id = m["upload_id"].as_str().unwrap();
-    let part_size = m["part_size"].as_u64().unwrap() as usize;
-    let count = m["part_count"].as_u64().unwrap() as u32;
-    let numbers: Vec<u32> = (1..=count).collect();
-    let urls = part_urls(&s, &t, upload_id, &numbers).await;
-    for (&n, url) in numbers.iter().zip(&urls) {
-        let start = (n as usize - 1) * part_size;
-        let chunk = file[start..(start + part_size).min(file.len())].to_vec();
-        let r = s.http.put(url).body(chunk).send().await.unwrap();
-        assert!(r.status().is_success(), "part {n}: {}", r.status());
-    }
+    put_every_part(&s, &t, &m, file).await;
     let parts = listed_parts(&s, &t, upload_id).await;
     let body = json!({"parts": parts.iter().map(|(n, e)| json!({"part_number": n, "etag": e})).collect::<Vec<_>>()});
     let complete_url = format!("/api/v1/uploads/multipart/{upload_id}/complete");
