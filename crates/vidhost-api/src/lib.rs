@@ -94,6 +94,7 @@ impl App {
             sessions: Default::default(),
             tokens: Default::default(),
             limits,
+            stopping: tokio_util::sync::CancellationToken::new(),
         });
         bootstrap_admin(&state).await?;
         Ok(App { state, pipeline })
@@ -207,7 +208,8 @@ impl App {
     ) -> anyhow::Result<()> {
         let sweeper = tokio::spawn(sweep_loop(self.state.clone()));
         let upkeep = tokio::spawn(self.state.metrics.clone().upkeep_loop());
-        let stop_workers = tokio_util::sync::CancellationToken::new();
+        // The workers stop with the server's children: at the signal.
+        let stop_workers = self.state.stopping.child_token();
         let n = self.state.config.processing.workers;
         let workers = tokio::spawn(self.pipeline.clone().run(n, stop_workers.clone()));
         let app = self.router();
@@ -218,16 +220,29 @@ impl App {
         let quick =
             (self.state.store.kind() == "disk").then(|| (self.state.clone(), drain.clone()));
         let listener = sendfile::Listener::new(listener, quick);
+        let stopping = self.state.stopping.clone();
         let shutdown = async move {
             shutdown.await;
+            // At once, not when the last connection closes: the workers
+            // hand their jobs back, event streams end.
+            stopping.cancel();
             drain.finish(Duration::from_secs(30)).await;
         };
-        let result = axum::serve(
+        let serve = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<sendfile::ConnInfo>(),
         )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        .with_graceful_shutdown(shutdown);
+        let stopping = self.state.stopping.clone();
+        let result = tokio::select! {
+            r = serve => r,
+            // Answers still running a minute after the signal (a slow
+            // download) are cut rather than hold the stop up for ever.
+            _ = async { stopping.cancelled().await; tokio::time::sleep(GRACE).await } => {
+                tracing::warn!("stopping with answers still running after {} s", GRACE.as_secs());
+                Ok(())
+            }
+        };
         sweeper.abort();
         upkeep.abort();
         stop_workers.cancel();
@@ -265,6 +280,9 @@ impl App {
         Ok(())
     }
 }
+
+/// How long a stopping server lets answers in flight finish.
+const GRACE: Duration = Duration::from_secs(60);
 
 /// Origins the CORS layer answers: any (echoed back) when the list holds
 /// `"*"`, else just those listed (validated at start).

@@ -8,7 +8,9 @@
 //! At most [`MAX_ENTRIES`] are kept (each e-mail tried is one, whether or
 //! not it has an account): past that, the oldest one that locks nothing
 //! makes room, so guesses at made-up e-mails cannot grow the process
-//! without bound, nor push out a lock that is running.
+//! without bound, nor push out a lock that is running while any entry
+//! locks nothing (only a map of 100,000 running locks, each `every` wrong
+//! passwords, gives up the one that ends first).
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -27,6 +27,9 @@ pub struct AppState {
     pub tokens: crate::auth::TokenCache,
     /// Request rate limits per client address; None when off.
     pub limits: Option<crate::ratelimit::Limits>,
+    /// Fires when the process starts to stop: long-lived answers (event
+    /// streams) end, so the graceful shutdown need not wait for them.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 pub type SharedState = Arc<AppState>;

@@ -153,6 +153,24 @@ impl Session {
         })
     }
 
+    /// The account the stored tokens are of (the access token's `sub`; read,
+    /// not verified: the server verifies it).
+    pub async fn account(&self) -> String {
+        use base64::Engine;
+        let c = self.creds.lock().await;
+        c.access_token
+            .split('.')
+            .nth(1)
+            .and_then(|p| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p)
+                    .ok()
+            })
+            .and_then(|raw| serde_json::from_slice::<serde_json::Value>(&raw).ok())
+            .and_then(|claims| claims["sub"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
     /// A valid access token, refreshing it first if it expires within a minute.
     pub async fn token(&self) -> anyhow::Result<String> {
         let c = self.creds.lock().await;

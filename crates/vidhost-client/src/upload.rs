@@ -68,14 +68,36 @@ struct Job<'a> {
     opts: &'a UploadOptions,
     state_path: PathBuf,
     source: String,
+    /// Held for the whole run (`lock_of`): no other run of this client
+    /// resumes, or aborts, this upload meanwhile.
+    _lock: std::fs::File,
     pb: ProgressBar,
 }
 
-/// Names the (server, file) pair an upload is of, across versions of the file.
-fn source_key(server: &str, path: &Path) -> String {
+/// Names the (server, account, file) an upload is of, across versions of
+/// the file.
+fn source_key(server: &str, account: &str, path: &Path) -> String {
     let mut h = Sha256::new();
-    h.update(format!("{server}\n{}", path.display()));
+    h.update(format!("{server}\n{account}\n{}", path.display()));
     hex::encode(&h.finalize()[..16])
+}
+
+/// The lock beside a state file, taken without waiting; None while another
+/// run holds it.
+fn lock_of(state_path: &Path) -> anyhow::Result<Option<std::fs::File>> {
+    if let Some(dir) = state_path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(state_path.with_extension("lock"))?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
 }
 
 fn fingerprint(server: &str, path: &Path, meta: &std::fs::Metadata) -> String {
@@ -174,6 +196,12 @@ pub async fn upload_file(
         .progress_chars("=> "),
     );
     pb.set_message(filename.clone());
+    let Some(lock) = lock_of(&state_path)? else {
+        bail!(
+            "another `vidhost upload` of {} is running; wait for it to finish",
+            path.display()
+        );
+    };
     let job = Job {
         session,
         path: &abs,
@@ -181,7 +209,8 @@ pub async fn upload_file(
         filename,
         opts,
         state_path,
-        source: source_key(&session.server, &abs),
+        source: source_key(&session.server, &session.account().await, &abs),
+        _lock: lock,
         pb,
     };
     let saved: Option<State> = std::fs::read(&job.state_path)
@@ -197,6 +226,7 @@ pub async fn upload_file(
     };
     job.pb.finish_and_clear();
     let _ = std::fs::remove_file(&job.state_path);
+    let _ = std::fs::remove_file(job.state_path.with_extension("lock"));
     Ok(Uploaded {
         watch_url: format!("{}/watch/{video_id}", session.server),
         video_id,
@@ -236,6 +266,10 @@ impl Job<'_> {
             if st.source.as_deref() != Some(self.source.as_str()) {
                 continue;
             }
+            // Another run is sending it (the file changed under it): not ours.
+            let Ok(Some(_held)) = lock_of(&path) else {
+                continue;
+            };
             let aborted = match (st.protocol, &st.upload_id, &st.tus_url) {
                 (Protocol::Multipart, Some(id), _) => {
                     api(s, |c, t| {
@@ -263,6 +297,7 @@ impl Job<'_> {
             };
             if gone {
                 let _ = std::fs::remove_file(&path);
+                let _ = std::fs::remove_file(path.with_extension("lock"));
             }
         }
     }

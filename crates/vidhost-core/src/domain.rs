@@ -174,7 +174,7 @@ pub fn sniff_video(head: &[u8], size: u64) -> Option<&'static str> {
         // letters (`moov`, `mdat`, `free`, …).
         let next = usize::try_from(n)
             .ok()
-            .filter(|&n| n >= 8 && n + 8 <= head.len());
+            .filter(|&n| n >= 8 && n.checked_add(8).is_some_and(|end| end <= head.len()));
         let next_ok = next.is_none_or(|at| {
             head[at + 4..at + 8]
                 .iter()

@@ -292,7 +292,11 @@ mod tests {
         assert_eq!(auto_memory_mb(64), 32768);
         // Unset means by the cores; set means exactly that.
         // (The test command installs ffmpeg.)
-        assert!(Tools::discover(1, 0).unwrap().memory >= 8192 << 20);
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(
+            Tools::discover(1, 0).unwrap().memory,
+            auto_memory_mb(cores) << 20
+        );
         assert_eq!(Tools::discover(1, 300).unwrap().memory, 300 << 20);
     }
 

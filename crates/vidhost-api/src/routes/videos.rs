@@ -173,7 +173,8 @@ pub async fn patch(
 
 /// Removes every stored object of a video, its upload in flight and its row.
 /// Objects go first: if we crash halfway, the row is still there to delete again.
-/// Answers the upload that was in flight, if one was.
+/// Answers the upload that was in flight, if one was and this call deleted
+/// the video (of two deletes at once, one).
 pub async fn purge_video(
     state: &SharedState,
     video_id: &str,
@@ -186,8 +187,8 @@ pub async fn purge_video(
             .await?;
     }
     state.store.delete_prefix(&video_prefix(video_id)).await?;
-    state.db.delete_video(video_id).await?;
-    Ok(upload)
+    let deleted = state.db.delete_video(video_id).await?;
+    Ok(upload.filter(|_| deleted))
 }
 
 pub async fn delete(
@@ -462,7 +463,11 @@ pub async fn events(
                 if finished {
                     return None;
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                    // The server is stopping: a client reconnects elsewhere.
+                    _ = state.stopping.cancelled() => return None,
+                }
             }
         },
     );

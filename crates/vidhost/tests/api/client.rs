@@ -295,13 +295,16 @@ async fn upload_then_ctrl_c(s: &TestServer, t: &str, cli: &Cli, path: &Path) -> 
     let mut upload_id = String::new();
     for _ in 0..300 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let Some(entry) = std::fs::read_dir(&state_dir)
-            .ok()
-            .and_then(|mut d| d.next())
-        else {
+        let Some(state) = std::fs::read_dir(&state_dir).ok().and_then(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "json"))
+        }) else {
             continue;
         };
-        let st: Value = serde_json::from_slice(&std::fs::read(entry.unwrap().path()).unwrap())
+        let st: Value = std::fs::read(state)
+            .ok()
+            .and_then(|raw| serde_json::from_slice(&raw).ok())
             .unwrap_or_default();
         let Some(id) = st["upload_id"].as_str() else {
             continue;
@@ -360,6 +363,46 @@ async fn a_file_changed_since_an_interrupted_upload_is_sent_anew() {
     assert_eq!(ups["items"], json!([]));
     let states = std::fs::read_dir(cli.dir.path().join("uploads")).unwrap();
     assert_eq!(states.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_upload_of_a_file_being_sent_is_refused() {
+    let (s, _proxy, server) = server_behind(Faults {
+        throttle_bps: 4 << 20,
+        drop_once_after: None,
+    })
+    .await;
+    s.user("two@example.com").await;
+    let cli = Cli::new();
+    cli.login(&server, "two@example.com");
+    let (path, _) = video_file(cli.dir.path(), 24);
+    let mut first = cli
+        .command(&["upload", path.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    drop(first.stdin.take());
+    let state_dir = cli.dir.path().join("uploads");
+    let started = || {
+        std::fs::read_dir(&state_dir)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.path().extension().is_some_and(|x| x == "json"))
+            })
+            .unwrap_or(false)
+    };
+    for _ in 0..100 {
+        if started() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(started(), "the first upload started");
+    let out = cli.run(&["upload", path.to_str().unwrap()], "");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is running"), "{err}");
+    first.kill().unwrap();
+    first.wait().unwrap();
 }
 
 fn unsafe_sigint(pid: u32) {

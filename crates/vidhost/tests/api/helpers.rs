@@ -218,7 +218,7 @@ impl TestServer {
     }
 
     /// Stops the server as a deploy does (SIGTERM, waiting for it to exit,
-    /// at most 60 s) and leaves it stopped until `restart`.
+    /// at most 30 s) and leaves it stopped until `restart`.
     pub async fn stop_gracefully(&mut self) {
         let pid = self.pid().to_string();
         let term = std::process::Command::new("kill")
@@ -226,8 +226,8 @@ impl TestServer {
             .status()
             .unwrap();
         assert!(term.success());
-        let exited = tokio::time::timeout(Duration::from_secs(60), self._child.wait()).await;
-        assert!(exited.is_ok(), "the server exits within 60 s of SIGTERM");
+        let exited = tokio::time::timeout(Duration::from_secs(30), self._child.wait()).await;
+        assert!(exited.is_ok(), "the server exits within 30 s of SIGTERM");
     }
 
     pub async fn restart(&mut self) {

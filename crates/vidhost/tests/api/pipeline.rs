@@ -982,8 +982,18 @@ async fn a_worker_killed_mid_transcode_does_not_lose_the_job() {
 /// attempt, and the next start finishes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_stop_hands_the_job_back() {
-    let (mut s, _, id) = long_upload_caught_transcoding("g@example.com").await;
+    let (mut s, t, id) = long_upload_caught_transcoding("g@example.com").await;
+    // Someone follows its progress: the stream does not hold the stop up.
+    let events = s
+        .http
+        .get(s.url(&format!("/api/v1/videos/{id}/events")))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
     s.stop_gracefully().await;
+    drop(events);
     let queued = format!(
         "SELECT COUNT(*) FROM jobs WHERE video_id = '{id}' AND state = 'queued' \
          AND attempts = 0 AND lease_owner IS NULL"
