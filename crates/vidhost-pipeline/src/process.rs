@@ -119,12 +119,25 @@ impl Tools {
             let status = child.wait().await;
             (out, err, status)
         };
-        let (out, err, status) = tokio::select! {
-            r = tokio::time::timeout(timeout, work) => match r {
-                Ok(r) => r,
-                Err(_) => return Err(PipelineError::Transient(format!("{name} timed out after {} s", timeout.as_secs()))),
-            },
-            _ = cancel.cancelled() => return Err(PipelineError::Cancelled),
+        let finished = tokio::select! {
+            r = tokio::time::timeout(timeout, work) => Some(r),
+            _ = cancel.cancelled() => None,
+        };
+        let (out, err, status) = match finished {
+            Some(Ok(r)) => r,
+            stopped => {
+                // Gone before we answer: a retry or the next worker then
+                // never shares the work directory with this one.
+                let _ = child.start_kill();
+                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                return Err(match stopped {
+                    None => PipelineError::Cancelled,
+                    _ => PipelineError::Transient(format!(
+                        "{name} timed out after {} s",
+                        timeout.as_secs()
+                    )),
+                });
+            }
         };
         let status =
             status.map_err(|e| PipelineError::Transient(format!("waiting for {name}: {e}")))?;
@@ -307,14 +320,9 @@ mod tests {
             .unwrap_or(false)
     }
 
-    async fn wait_gone(pid: i32) -> bool {
-        for _ in 0..100 {
-            if !alive(pid) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
+    /// Dead and waited for: not even a zombie is left.
+    fn reaped(pid: i32) -> bool {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
     }
 
     /// A script that writes its pid to `file` (whole, by a rename: the
@@ -381,7 +389,8 @@ mod tests {
         let script = pid_then_sleep(&pidfile);
         let e = run(&t, &script, 3).await.unwrap_err();
         assert!(e.to_string().contains("timed out"), "{e}");
-        assert!(wait_gone(pid_in(&pidfile)).await, "killed on timeout");
+        // Gone by the time the run answers, not some time after.
+        assert!(reaped(pid_in(&pidfile)), "killed on timeout");
 
         let pidfile = dir.path().join("cancel.pid");
         let script = pid_then_sleep(&pidfile);
@@ -396,7 +405,7 @@ mod tests {
         };
         let (r, _) = tokio::join!(job, canceller);
         assert!(matches!(r, Err(PipelineError::Cancelled)));
-        assert!(wait_gone(pid_in(&pidfile)).await, "killed on cancel");
+        assert!(reaped(pid_in(&pidfile)), "killed on cancel");
     }
 
     #[test]
