@@ -1,7 +1,7 @@
 //! `vidhost upload`: one file at a time, by multipart (parts in parallel,
 //! straight to the presigned URLs) or tus (sequential chunks). What the
 //! server has acknowledged is never sent again: a state file per file (keyed
-//! by server, path, size and mtime) names the upload, and on a rerun the
+//! by server, account, path, size and mtime) names the upload, and on a rerun the
 //! server says what it already holds (ListParts-style part list, tus HEAD).
 
 use crate::creds::{client_dir, write_private, Session};
@@ -54,8 +54,8 @@ struct State {
     video_id: String,
     upload_id: Option<String>,
     tus_url: Option<String>,
-    /// The server and file it is an upload of, whatever the file's size and
-    /// mtime were (`source_key`).
+    /// The server, account and file it is an upload of, whatever the file's
+    /// size and mtime were (`source_key`).
     #[serde(default)]
     source: Option<String>,
 }
@@ -100,19 +100,16 @@ fn lock_of(state_path: &Path) -> anyhow::Result<Option<std::fs::File>> {
     }
 }
 
-fn fingerprint(server: &str, path: &Path, meta: &std::fs::Metadata) -> String {
+/// Names one version of the file (its `source_key`, size and mtime): the
+/// state file of its upload.
+fn fingerprint(source: &str, meta: &std::fs::Metadata) -> String {
     let mtime = meta
         .modified()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .unwrap_or_default();
     let mut h = Sha256::new();
-    h.update(format!(
-        "{server}\n{}\n{}\n{}",
-        path.display(),
-        meta.len(),
-        mtime.as_nanos()
-    ));
+    h.update(format!("{source}\n{}\n{}", meta.len(), mtime.as_nanos()));
     hex::encode(&h.finalize()[..16])
 }
 
@@ -179,10 +176,10 @@ pub async fn upload_file(
         .and_then(|n| n.to_str())
         .unwrap_or("upload")
         .to_owned();
-    let state_path = client_dir()?.join("uploads").join(format!(
-        "{}.json",
-        fingerprint(&session.server, &abs, &meta)
-    ));
+    let source = source_key(&session.server, &session.account().await, &abs);
+    let state_path = client_dir()?
+        .join("uploads")
+        .join(format!("{}.json", fingerprint(&source, &meta)));
     let pb = if opts.progress {
         ProgressBar::new(meta.len())
     } else {
@@ -209,7 +206,7 @@ pub async fn upload_file(
         filename,
         opts,
         state_path,
-        source: source_key(&session.server, &session.account().await, &abs),
+        source,
         _lock: lock,
         pb,
     };

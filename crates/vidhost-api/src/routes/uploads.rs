@@ -95,11 +95,11 @@ pub(crate) fn new_video(
     size: Option<u64>,
     meta: VideoPatch,
 ) -> Video {
-    let title = meta
-        .title
-        .filter(|t| !t.is_empty())
-        .or_else(|| filename.as_deref().map(title_from))
-        .filter(|t| !t.trim().is_empty())
+    // The given title, else the file name's stem, else a placeholder.
+    let title = [meta.title, filename.as_deref().map(title_from)]
+        .into_iter()
+        .flatten()
+        .find(|t| !t.trim().is_empty())
         .unwrap_or_else(|| "Untitled".to_owned());
     Video {
         id: new_id(),
