@@ -607,7 +607,12 @@ async fn acknowledged_bytes_survive_kill_9() {
 }
 
 fn clients_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+    // The test runner's own CARGO_MANIFEST_DIR first: a test binary reused
+    // from a shared target dir may have been built in another checkout.
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    dir.join("tests/clients")
 }
 
 fn run_client(program: &str, args: &[&str], dir: &std::path::Path) -> Value {
