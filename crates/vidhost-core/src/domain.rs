@@ -203,6 +203,16 @@ pub fn sniff_video(head: &[u8], size: u64) -> Option<&'static str> {
     if size >= 2 * TS as u64 && head.len() > TS && head.iter().step_by(TS).all(|&b| b == 0x47) {
         return Some("video/mp2t");
     }
+    // BDAV (M2TS: AVCHD camcorders' .mts, Blu-ray): the same packets, each
+    // after a 4-byte arrival timestamp, so the sync byte repeats every 192
+    // bytes from offset 4. ffmpeg's mpegts demuxer reads both.
+    const M2TS: usize = 192;
+    if size >= 2 * M2TS as u64
+        && head.len() > M2TS + 4
+        && head[4..].iter().step_by(M2TS).all(|&b| b == 0x47)
+    {
+        return Some("video/mp2t");
+    }
     None
 }
 
@@ -317,6 +327,19 @@ mod tests {
         let mut text = vec![b'G'; 1];
         text.resize(512, b'x');
         assert_eq!(sniff_video(&text, 4096), None);
+    }
+
+    #[test]
+    fn m2ts_packets_carry_their_sync_byte_after_a_timestamp() {
+        let mut m2ts = vec![0u8; 512];
+        for at in (4..512).step_by(192) {
+            m2ts[at] = 0x47;
+        }
+        assert_eq!(sniff_video(&m2ts, 192 * 100), Some("video/mp2t"));
+        assert_eq!(sniff_video(&m2ts[..196], 196), None, "one packet");
+        m2ts[4 + 192] = 0;
+        assert_eq!(sniff_video(&m2ts, 192 * 100), None, "out of sync");
+        assert_eq!(sniff_video(b"abcdG", 4096), None);
     }
 
     #[test]

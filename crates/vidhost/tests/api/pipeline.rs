@@ -1579,3 +1579,52 @@ async fn job_metrics_of_separate_workers_can_be_scraped() {
     // 200, or `scrape` fails.
     scrape(format!("{worker_url}/healthz")).await;
 }
+
+/// Transport streams as broadcast recorders (188-byte packets) and AVCHD
+/// camcorders (`.mts`: 192-byte BDAV packets) write them are admitted and
+/// processed like any other upload.
+#[tokio::test]
+async fn transport_streams_and_camcorder_mts_become_ready() {
+    let s = TestServer::start_with(&[WORKER, ("VIDHOST_PROCESSING__PRESET", "ultrafast")]).await;
+    let t = s.user("mts@example.com").await;
+    for (name, m2ts) in [("broadcast.ts", "0"), ("camcorder.mts", "1")] {
+        let bytes = make(
+            name,
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=25:duration=2",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=duration=2",
+                "-c:v",
+                "libx264",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-f",
+                "mpegts",
+                "-mpegts_m2ts_mode",
+                m2ts,
+            ],
+        );
+        let packet = if m2ts == "1" { 192 } else { 188 };
+        let sync = if m2ts == "1" { 4 } else { 0 };
+        assert!(
+            bytes[sync..]
+                .iter()
+                .step_by(packet)
+                .take(8)
+                .all(|&b| b == 0x47),
+            "{name}: {packet}-byte packets"
+        );
+        let (v, pb) = processed(&s, &t, bytes, name).await;
+        assert_eq!(v["status"], "ready", "{name}: {v}");
+        assert_eq!(v["content_type"], "video/mp2t", "{name}");
+        assert_eq!(v["width"], 320, "{name}");
+        assert!(pb["hls"].is_string(), "{name}: {pb}");
+    }
+}
