@@ -771,6 +771,16 @@ pub async fn complete_multipart(
             etag: p.etag.trim().trim_matches('"').to_owned(),
         })
         .collect();
+    // Listed in any order, but each part once: S3 refuses a repeated part
+    // number, and here a second entry with another ETag would go unread.
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = claimed.iter().find(|p| !seen.insert(p.part_number)) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_part",
+            format!("part {} is listed twice", twice.part_number),
+        ));
+    }
     let key = original_key(&up.video_id);
     let joined = state
         .store

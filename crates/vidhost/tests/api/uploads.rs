@@ -573,8 +573,25 @@ async fn multipart_parallel_parts_in_any_order() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Each part once: a second entry is refused, even after a right first.
+    let mut twice: Vec<Value> = etags
+        .iter()
+        .map(|(n, e)| json!({"part_number": n, "etag": e}))
+        .collect();
+    twice.push(json!({"part_number": 1, "etag": "0123456789abcdef0123456789abcdef"}));
+    let r = s
+        .post_json(
+            &format!("/api/v1/uploads/multipart/{upload_id}/complete"),
+            Some(&t),
+            json!({"parts": twice}),
+        )
+        .await;
+    let p = problem(r, StatusCode::BAD_REQUEST, "invalid_part").await;
+    assert!(p["detail"].as_str().unwrap().contains("twice"), "{p}");
+    // Listed in any order (here backwards), with quotes or without.
     let parts: Vec<Value> = etags
         .iter()
+        .rev()
         .map(|(n, e)| json!({"part_number": n, "etag": e.trim_matches('"')}))
         .collect();
     let r = s
