@@ -1114,6 +1114,13 @@ macro_rules! catalog_impl {
                     Err(e) if is_unique_violation(&e) => return Ok(false),
                     other => other?,
                 };
+                // The new run supersedes the video's dead letters: an admin
+                // retrying one would run the video a second time, and they
+                // would count in `vidhost_jobs_dead` (and its alert) for good.
+                sqlx::query("DELETE FROM jobs WHERE video_id = $1 AND state = 'dead'")
+                    .bind(video_id)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 Ok(true)
             }

@@ -770,6 +770,22 @@ async fn unreadable_media_fails_goes_to_dead_letters_and_can_be_retried() {
         .await
         .expect("in dead letters");
     assert_eq!(job["attempts"], 1);
+
+    // The owner runs it again: the new run's job replaces the dead letter
+    // (which would otherwise stay listed, and counted, for good).
+    let r = s
+        .post_json(
+            &format!("/api/v1/videos/{id}/reprocess"),
+            Some(&t),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let v = wait_done(&s, &t, &id).await;
+    assert_eq!(v["status"], "failed");
+    let dead = admin_jobs(&s, &admin, "dead", &id).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_ne!(dead[0]["id"], job["id"], "the new run's job");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
