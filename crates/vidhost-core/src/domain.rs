@@ -235,6 +235,9 @@ where
         if len == 0 || len > 40 {
             return Err(format!("a tag must have 1 to 40 characters, got {len}"));
         }
+        if t.chars().any(char::is_control) {
+            return Err("a tag must not contain control characters".to_owned());
+        }
         if seen.insert(t.to_lowercase()) {
             if out.len() == MAX_TAGS {
                 return Err(format!("at most {MAX_TAGS} tags"));
@@ -373,5 +376,7 @@ mod tests {
             vec!["a"]
         );
         assert!(normalize_tags(["x".repeat(41)]).is_err());
+        assert!(normalize_tags(["a\nb"]).is_err(), "control characters");
+        assert!(normalize_tags(["a\tb"]).is_err());
     }
 }

@@ -223,6 +223,12 @@ fn bad_form(e: impl std::fmt::Display) -> ApiError {
     )
 }
 
+/// A `file` part's stream error, as the store hands it back.
+fn is_form_error(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<axum::extract::multipart::MultipartError>())
+}
+
 /// Reads a small text field, refusing more than 64 KiB.
 async fn small_text(mut field: axum::extract::multipart::Field<'_>) -> ApiResult<String> {
     let mut buf = Vec::new();
@@ -288,6 +294,10 @@ pub async fn form(
                                 StoreError::TooLarge(_) => {
                                     ApiError::file_too_large(limit, limit < max)
                                 }
+                                // The form itself is broken (a `file` part
+                                // never closed, a body cut off mid-part):
+                                // the client's fault, not the store's.
+                                StoreError::Io(e) if is_form_error(&e) => bad_form(e),
                                 other => other.into(),
                             },
                         )?;
@@ -326,8 +336,12 @@ pub async fn form(
         if size == 0 {
             return Err(ApiError::validation("the file is empty"));
         }
-        // Metadata parts may also follow the file.
-        let late = meta.parse_with_tags(tags)?;
+        // Metadata parts may also follow the file. A blank title there, as
+        // before it, leaves the file name's.
+        let mut late = meta.parse_with_tags(tags)?;
+        if late.title.as_deref() == Some("") {
+            late.title = None;
+        }
         state.db.update_video_meta(&video.id, &late).await?;
         accept_original(&state, &video, size).await
     }

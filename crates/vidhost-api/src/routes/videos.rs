@@ -105,9 +105,13 @@ impl MetaInput {
             .title
             .map(|t| {
                 let t = t.trim().to_owned();
-                if t.chars().count() > 200 || t.chars().any(char::is_control) {
+                if t.chars().count() > 200 {
                     Err(ApiError::validation(
-                        "title must have at most 200 printable characters",
+                        "title must have at most 200 characters",
+                    ))
+                } else if t.chars().any(char::is_control) {
+                    Err(ApiError::validation(
+                        "title must be one line, without control characters",
                     ))
                 } else {
                     Ok(t)

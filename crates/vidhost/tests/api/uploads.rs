@@ -46,6 +46,29 @@ async fn form_upload_stores_the_file_and_metadata() {
         s.object_keys().await,
         vec![format!("videos/{}/original", v["id"].as_str().unwrap())]
     );
+
+    // A blank title, before the file or after it, leaves the file name's.
+    for title_first in [true, false] {
+        let file =
+            reqwest::multipart::Part::bytes(sample_mp4().to_vec()).file_name("beach day.mp4");
+        let form = reqwest::multipart::Form::new();
+        let form = if title_first {
+            form.text("title", "   ").part("file", file)
+        } else {
+            form.part("file", file).text("title", "   ")
+        };
+        let r = s
+            .http
+            .post(s.url("/api/v1/upload"))
+            .bearer_auth(&t)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["title"], "beach day", "title first: {title_first}");
+    }
 }
 
 /// A form upload of the sample MP4 under `name`, declared as `mime`.
@@ -151,6 +174,22 @@ async fn bad_form_uploads_leave_nothing_behind() {
         .upload_form(&t, sample_mp4().to_vec(), "a.mp4", &fields)
         .await;
     problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_tags").await;
+    // A `file` part that never ends (no closing boundary): the form is
+    // broken, not the server.
+    let mut cut = b"--XB\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.mp4\"\r\n\
+        Content-Type: video/mp4\r\n\r\n"
+        .to_vec();
+    cut.extend_from_slice(sample_mp4());
+    let r = s
+        .http
+        .post(s.url("/api/v1/upload"))
+        .bearer_auth(&t)
+        .header("content-type", "multipart/form-data; boundary=XB")
+        .body(cut)
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::BAD_REQUEST, "invalid_form").await;
     // No file part at all.
     let r = s
         .http

@@ -118,6 +118,25 @@ async fn edit_metadata() {
         .http
         .patch(s.url(&path))
         .bearer_auth(&t)
+        .json(&json!({"tags": ["a\nb"]}))
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_tags").await;
+    let r = s
+        .http
+        .patch(s.url(&path))
+        .bearer_auth(&t)
+        .json(&json!({"title": "two\nlines"}))
+        .send()
+        .await
+        .unwrap();
+    let p = problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert!(p["detail"].as_str().unwrap().contains("one line"), "{p}");
+    let r = s
+        .http
+        .patch(s.url(&path))
+        .bearer_auth(&t)
         .json(&json!({"visibility": "world"}))
         .send()
         .await
