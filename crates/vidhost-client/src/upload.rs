@@ -217,13 +217,26 @@ pub async fn upload_file(
     if saved.is_none() {
         job.abandon_earlier().await;
     }
-    let (video_id, already) = match opts.protocol {
-        Protocol::Multipart => job.multipart(saved).await?,
-        Protocol::Tus => job.tus(saved).await?,
+    let done = match opts.protocol {
+        Protocol::Multipart => job.multipart(saved).await,
+        Protocol::Tus => job.tus(saved).await,
+    };
+    let (video_id, already) = match done {
+        Ok(done) => done,
+        Err(e) => {
+            // Refused for good: the server removed the upload (or never
+            // made it), so there is nothing left to resume.
+            let refused = e
+                .downcast_ref::<ApiFailure>()
+                .is_some_and(|f| REFUSED_FOR_GOOD.contains(&f.code.as_str()));
+            if refused {
+                job.forget();
+            }
+            return Err(e);
+        }
     };
     job.pb.finish_and_clear();
-    let _ = std::fs::remove_file(&job.state_path);
-    let _ = std::fs::remove_file(job.state_path.with_extension("lock"));
+    job.forget();
     Ok(Uploaded {
         watch_url: format!("{}/watch/{video_id}", session.server),
         video_id,
@@ -231,7 +244,16 @@ pub async fn upload_file(
     })
 }
 
+/// Refusals after which the server keeps nothing of the upload.
+const REFUSED_FOR_GOOD: &[&str] = &["invalid_media", "file_too_large", "unsupported_media_type"];
+
 impl Job<'_> {
+    /// Removes the upload's saved state (and its lock file, still held).
+    fn forget(&self) {
+        let _ = std::fs::remove_file(&self.state_path);
+        let _ = std::fs::remove_file(self.state_path.with_extension("lock"));
+    }
+
     fn save(&self, s: &State) -> anyhow::Result<()> {
         write_private(&self.state_path, &serde_json::to_vec(s)?)
     }

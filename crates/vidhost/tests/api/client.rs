@@ -471,3 +471,30 @@ async fn a_refusal_is_reported_and_not_retried() {
         .await;
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+/// A file the server refuses for good at completion (not a video) leaves no
+/// state behind: the server removed that upload, so there is nothing to
+/// resume, and a later run starts afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_is_no_video_leaves_no_state_behind() {
+    let s = TestServer::start().await;
+    s.user("text@example.com").await;
+    let cli = Cli::new();
+    cli.login(&s.base, "text@example.com");
+    let path = cli.dir.path().join("notes.mp4");
+    std::fs::write(&path, "not a video, just words\n".repeat(10_000)).unwrap();
+    for protocol in ["multipart", "tus"] {
+        let out = cli.run(
+            &["upload", path.to_str().unwrap(), "--protocol", protocol],
+            "",
+        );
+        assert_eq!(out.status.code(), Some(1), "{protocol}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("invalid_media"), "{protocol}: {err}");
+        let left: Vec<_> = std::fs::read_dir(cli.dir.path().join("uploads"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{protocol}: {left:?}");
+    }
+}
