@@ -133,6 +133,14 @@ def main():
                         f"{fmt(h['p95_ms'], 2)} / {fmt(h['p99_ms'], 2)}",
                         f"p95 {ARTICLE_P95_MS / max(c['p95_ms'], 1e-3):.0f}× below article's "
                         f"{ARTICLE_P95_MS} ms", "p99 < 25 ms", verdict(c["p99_ms"] < 25)))
+        me = wrk.get(f"api_{db}_me")
+        if me:
+            m = me["wrk"]
+            summary.append((f"(d) {db}: reference — GET /api/v1/me (the same auth, no write) req/s "
+                            f"vs GET /healthz; creation vs it",
+                            fmt(m["rps"]), fmt(h["rps"]),
+                            f"{m['rps'] / h['rps']:.2f} (creation {c['rps'] / m['rps']:.2f} × it)",
+                            "–", ""))
         errs = c["non2xx"] + c["socket_errors"]
         setup = by.get(f"api_setup_{db}", [{}])[0]
         summary.append((f"(d) {db}: creation errors (non-2xx + socket) of {c['responses']:,} "

@@ -7,6 +7,7 @@
 #   (b) the server's peak RSS during (a)
 #   (c) random 1 MiB / 64 KiB byte ranges of /play/{token}/original  vs  nginx (sendfile on)
 #   (d) POST /api/v1/uploads/multipart  vs  GET /healthz, 10 connections, SQLite and PostgreSQL
+#       (and GET /api/v1/me, the same auth without the write, for reference)
 #
 # It starts and stops everything itself (vidhost, nginx, a throw-away
 # PostgreSQL via scripts/pg-test.sh), all on 127.0.0.1, and removes its temp
@@ -377,6 +378,12 @@ api_load() { # api_load DB_LABEL
     run_wrk "api_${db}_healthz" "$SRV_PID" 1000000 \
         -t2 -c10 -d"${API_SECONDS}s" --timeout 10s -s "$BENCH_LUA/api.lua" "$SRV_URL/healthz" \
         -- GET - -
+    # A reference, not a target: the same bearer auth and a JSON answer,
+    # without the durable write (what the creation costs beyond it).
+    log "(d) $db: GET /api/v1/me, 10 connections, ${API_SECONDS} s"
+    run_wrk "api_${db}_me" "$SRV_PID" 1000000 \
+        -t2 -c10 -d"${API_SECONDS}s" --timeout 10s -s "$BENCH_LUA/api.lua" "$SRV_URL/api/v1/me" \
+        -- GET "$TOKEN" -
     log "(d) $db: POST /api/v1/uploads/multipart, 10 connections, ${API_SECONDS} s (cap $((cap * 2)))"
     run_wrk "api_${db}_create" "$SRV_PID" "$cap" \
         -t2 -c10 -d"${API_SECONDS}s" --timeout 10s -s "$BENCH_LUA/api.lua" \
