@@ -198,20 +198,17 @@ pub fn sniff_video(head: &[u8], size: u64) -> Option<&'static str> {
         return Some("video/mpeg");
     }
     // MPEG-TS: 188-byte packets, each starting with the sync byte 0x47 (a
-    // `G`); at least two of them, every one within `head` synced.
-    const TS: usize = 188;
-    if size >= 2 * TS as u64 && head.len() > TS && head.iter().step_by(TS).all(|&b| b == 0x47) {
-        return Some("video/mp2t");
-    }
-    // BDAV (M2TS: AVCHD camcorders' .mts, Blu-ray): the same packets, each
-    // after a 4-byte arrival timestamp, so the sync byte repeats every 192
-    // bytes from offset 4. ffmpeg's mpegts demuxer reads both.
-    const M2TS: usize = 192;
-    if size >= 2 * M2TS as u64
-        && head.len() > M2TS + 4
-        && head[4..].iter().step_by(M2TS).all(|&b| b == 0x47)
-    {
-        return Some("video/mp2t");
+    // `G`); BDAV (M2TS: AVCHD camcorders' .mts, Blu-ray) puts a 4-byte
+    // arrival timestamp before each, so its sync byte repeats every 192
+    // bytes from offset 4. ffmpeg's mpegts demuxer reads both. At least two
+    // packets, every one within `head` synced.
+    for (packet, sync) in [(188usize, 0usize), (192, 4)] {
+        if size >= 2 * packet as u64
+            && head.len() > packet + sync
+            && head[sync..].iter().step_by(packet).all(|&b| b == 0x47)
+        {
+            return Some("video/mp2t");
+        }
     }
     None
 }
