@@ -359,6 +359,9 @@ async fn sweep_loop(state: SharedState) {
         if let Err(e) = routes::uploads::sweep_expired(&state).await {
             tracing::warn!(error = %e.detail, "sweeping expired uploads");
         }
+        if let Err(e) = routes::videos::retry_cleanups(&state).await {
+            tracing::warn!(error = %e.detail, "removing deleted videos' objects");
+        }
         if let Some(l) = &state.limits {
             l.upkeep();
         }

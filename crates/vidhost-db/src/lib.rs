@@ -145,7 +145,21 @@ pub trait Catalog: Send + Sync + 'static {
     // videos
     async fn get_video(&self, id: &str) -> Result<Option<Video>>;
     async fn update_video_meta(&self, id: &str, patch: &VideoPatch) -> Result<()>;
-    async fn delete_video(&self, id: &str) -> Result<bool>;
+    /// Deletes the video's rows (its upload's too) and, in the same
+    /// transaction, queues the removal of its stored objects, due at
+    /// `retry_at` (the caller tries at once). None when the video was not there.
+    async fn delete_video(
+        &self,
+        id: &str,
+        now: Millis,
+        retry_at: Millis,
+    ) -> Result<Option<DeletedVideo>>;
+    /// Cleanups whose next try is due, oldest first.
+    async fn due_cleanups(&self, now: Millis, limit: i64) -> Result<Vec<StoreCleanup>>;
+    /// The objects are gone: forgets the cleanup.
+    async fn finish_cleanup(&self, id: i64) -> Result<()>;
+    /// The store failed: tries again at `next_at`.
+    async fn postpone_cleanup(&self, id: i64, next_at: Millis) -> Result<()>;
     async fn list_videos(&self, q: &VideoQuery) -> Result<Vec<Video>>;
 
     // uploads

@@ -147,6 +147,26 @@ pub struct Upload {
     pub metadata: Option<String>,
 }
 
+/// A deleted video's stored objects, still to remove: everything under
+/// its prefix and, when its upload was in flight, the store's multipart
+/// upload (`store_upload_id`).
+#[derive(Debug, Clone)]
+pub struct StoreCleanup {
+    pub id: i64,
+    pub video_id: String,
+    pub store_upload_id: Option<String>,
+    /// Failed tries so far.
+    pub attempts: i64,
+}
+
+/// What deleting a video took with it: its objects' cleanup, queued in the
+/// same transaction, and its upload if one was in flight.
+#[derive(Debug, Clone)]
+pub struct DeletedVideo {
+    pub cleanup: StoreCleanup,
+    pub upload: Option<Upload>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lease {
     Acquired,

@@ -6,9 +6,9 @@
 //! upgrade halfway.
 
 use crate::{
-    AuditEntry, AuditQuery, Catalog, DbError, Invite, Job, Lease, Outputs, Rendition, Renewal,
-    Result, RotateOutcome, Session, SigningKey, Sort, TotpState, Upload, UploadDone, User, Video,
-    VideoPatch, VideoQuery, VideoStats, ViewBeacon, Viewer,
+    AuditEntry, AuditQuery, Catalog, DbError, DeletedVideo, Invite, Job, Lease, Outputs, Rendition,
+    Renewal, Result, RotateOutcome, Session, SigningKey, Sort, StoreCleanup, TotpState, Upload,
+    UploadDone, User, Video, VideoPatch, VideoQuery, VideoStats, ViewBeacon, Viewer,
 };
 use async_trait::async_trait;
 use sqlx::Row;
@@ -828,9 +828,58 @@ macro_rules! catalog_impl {
                 Ok(())
             }
 
-            async fn delete_video(&self, id: &str) -> Result<bool> {
-                let n = sqlx::query("DELETE FROM videos WHERE id = $1").bind(id).execute(&self.0).await?.rows_affected();
-                Ok(n == 1)
+            async fn delete_video(&self, id: &str, now: Millis, retry_at: Millis) -> Result<Option<DeletedVideo>> {
+                let mut tx = self.0.begin().await?;
+                let sql = format!("DELETE FROM uploads WHERE video_id = $1 RETURNING {UPLOAD_COLS}");
+                let upload = sqlx::query(&sql).bind(id).fetch_optional(&mut *tx).await?.as_ref().map(Self::upload).transpose()?;
+                let n = sqlx::query("DELETE FROM videos WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
+                if n == 0 {
+                    return Ok(None);
+                }
+                let store_upload_id = upload.as_ref().and_then(|u| u.store_upload_id.clone());
+                let (cleanup_id,): (i64,) = sqlx::query_as(
+                    "INSERT INTO store_cleanup (video_id, store_upload_id, attempts, next_at, created_at) \
+                     VALUES ($1, $2, 0, $3, $4) RETURNING id",
+                )
+                .bind(id)
+                .bind(&store_upload_id)
+                .bind(retry_at)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Some(DeletedVideo {
+                    cleanup: StoreCleanup { id: cleanup_id, video_id: id.to_owned(), store_upload_id, attempts: 0 },
+                    upload,
+                }))
+            }
+
+            async fn due_cleanups(&self, now: Millis, limit: i64) -> Result<Vec<StoreCleanup>> {
+                let rows: Vec<(i64, String, Option<String>, i64)> = sqlx::query_as(
+                    "SELECT id, video_id, store_upload_id, attempts FROM store_cleanup WHERE next_at <= $1 ORDER BY next_at, id LIMIT $2",
+                )
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&self.0)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, video_id, store_upload_id, attempts)| StoreCleanup { id, video_id, store_upload_id, attempts })
+                    .collect())
+            }
+
+            async fn finish_cleanup(&self, id: i64) -> Result<()> {
+                sqlx::query("DELETE FROM store_cleanup WHERE id = $1").bind(id).execute(&self.0).await?;
+                Ok(())
+            }
+
+            async fn postpone_cleanup(&self, id: i64, next_at: Millis) -> Result<()> {
+                sqlx::query("UPDATE store_cleanup SET attempts = attempts + 1, next_at = $1 WHERE id = $2")
+                    .bind(next_at)
+                    .bind(id)
+                    .execute(&self.0)
+                    .await?;
+                Ok(())
             }
 
             async fn list_videos(&self, q: &VideoQuery) -> Result<Vec<Video>> {

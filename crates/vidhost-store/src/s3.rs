@@ -22,6 +22,10 @@ use url::Url;
 /// Signatures on server-side requests only need to outlive the request start.
 const SIGN_TTL: Duration = Duration::from_secs(600);
 const PUT_PART: usize = 8 * 1024 * 1024;
+/// A store that says nothing for this long is taken as down: the request
+/// fails with 503 (`timeout_s=` in the storage URL sets another). S3 keeps
+/// a slow CompleteMultipartUpload alive with whitespace, which counts.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct S3Store {
     bucket: Bucket,
@@ -30,6 +34,9 @@ pub struct S3Store {
     prefix: String,
     creds: Credentials,
     http: reqwest::Client,
+    /// How long the store may stay silent: on a request without a streamed
+    /// body, for the whole answer; with one, between two reads.
+    timeout: Duration,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -71,11 +78,22 @@ impl S3Store {
         let mut endpoint = None;
         let mut public = None;
         let mut region = std::env::var("AWS_REGION").ok();
+        let mut timeout = DEFAULT_TIMEOUT;
         for (k, v) in u.query_pairs() {
             match &*k {
                 "endpoint" => endpoint = Some(v.into_owned()),
                 "public_endpoint" => public = Some(v.into_owned()),
                 "region" => region = Some(v.into_owned()),
+                "timeout_s" => timeout = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|t| (1..=3600).contains(t))
+                    .map(Duration::from_secs)
+                    .ok_or_else(|| {
+                        StoreError::Config(format!(
+                            "storage url parameter timeout_s must be 1 to 3600 seconds, got `{v}`"
+                        ))
+                    })?,
                 other => {
                     return Err(StoreError::Config(format!(
                         "unknown storage url parameter `{other}`"
@@ -110,8 +128,8 @@ impl S3Store {
         let public_bucket = make(&public.or(endpoint))?;
         let prefix = u.path().trim_matches('/').to_owned();
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(120))
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .read_timeout(timeout)
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
         Ok(S3Store {
@@ -124,6 +142,7 @@ impl S3Store {
             },
             creds,
             http,
+            timeout,
         })
     }
 
@@ -142,9 +161,13 @@ impl S3Store {
         let mut req = self.http.request(method, url);
         if let Some(b) = body {
             req = req.body(b);
-        } else if empty_write {
-            // Some servers want a Content-Length even on empty writes.
-            req = req.header(reqwest::header::CONTENT_LENGTH, "0");
+        } else {
+            // A small request and a small answer: all of it within the timeout.
+            req = req.timeout(self.timeout);
+            if empty_write {
+                // Some servers want a Content-Length even on empty writes.
+                req = req.header(reqwest::header::CONTENT_LENGTH, "0");
+            }
         }
         req.send().await.map_err(http_error)
     }

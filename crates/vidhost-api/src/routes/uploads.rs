@@ -356,7 +356,14 @@ pub async fn form(
                 .into_response())
         }
         Err(e) => {
-            if let Err(cleanup) = purge_video(&state, &video.id).await {
+            // When the store failed this request, removing what it holds
+            // would wait on it again: the client is answered now.
+            let purged = if e.status == StatusCode::SERVICE_UNAVAILABLE {
+                super::videos::purge_video_in_background(&state, &video.id).await
+            } else {
+                purge_video(&state, &video.id).await
+            };
+            if let Err(cleanup) = purged {
                 tracing::warn!(video = %video.id, error = ?cleanup, "cleanup after a failed form upload");
             }
             tracker.finish("failed", None);

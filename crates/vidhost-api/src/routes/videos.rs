@@ -14,6 +14,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::json;
 use vidhost_core::domain::{is_id, normalize_tags, VideoStatus, Visibility};
+use vidhost_core::time::now_ms;
 use vidhost_db::{Sort, Video, VideoPatch, VideoQuery, Viewer};
 
 pub const ORIGINAL: &str = "original";
@@ -175,24 +176,101 @@ pub async fn patch(
     Ok(axum::Json(super::videos::view(&state, &v)))
 }
 
-/// Removes every stored object of a video, its upload in flight and its row.
-/// Objects go first: if we crash halfway, the row is still there to delete again.
-/// Answers the upload that was in flight, if one was and this call deleted
-/// the video (of two deletes at once, one).
+/// Deletes a video: its rows (its upload's too) at once, then every stored
+/// object of it (the store's multipart upload in flight, all under its
+/// prefix). The rows' transaction also queues that removal
+/// (`store_cleanup`), so when the store fails now, or the process dies in
+/// between, the sweeper finishes it later; the video is gone for everyone
+/// either way. Answers the upload that was in flight, if one was and this
+/// call deleted the video (of two deletes at once, one).
 pub async fn purge_video(
     state: &SharedState,
     video_id: &str,
 ) -> ApiResult<Option<vidhost_db::Upload>> {
-    let upload = state.db.upload_by_video(video_id).await?;
-    if let Some(store_id) = upload.as_ref().and_then(|up| up.store_upload_id.as_ref()) {
+    purge(state, video_id, true).await
+}
+
+/// [`purge_video`] after the store already failed this request: the
+/// objects' removal runs on without the caller, who is answered at once.
+pub async fn purge_video_in_background(
+    state: &SharedState,
+    video_id: &str,
+) -> ApiResult<Option<vidhost_db::Upload>> {
+    purge(state, video_id, false).await
+}
+
+async fn purge(
+    state: &SharedState,
+    video_id: &str,
+    wait: bool,
+) -> ApiResult<Option<vidhost_db::Upload>> {
+    // The sweeper takes the removal over only if this one did not finish it
+    // by the next sweep but one (the store failed, the process died).
+    let now = now_ms();
+    let takeover = now + 2 * sweep_ms(state);
+    let Some(deleted) = state.db.delete_video(video_id, now, takeover).await? else {
+        return Ok(None);
+    };
+    let removal = {
+        let state = state.clone();
+        async move {
+            if let Err(e) = remove_objects(&state, &deleted.cleanup).await {
+                tracing::warn!(video = %deleted.cleanup.video_id, error = %e.detail,
+                    "removing a deleted video's objects failed; the sweeper tries again");
+            }
+        }
+    };
+    if wait {
+        removal.await;
+    } else {
+        tokio::spawn(removal);
+    }
+    Ok(deleted.upload)
+}
+
+/// Removes the objects a cleanup names, then the cleanup itself. Safe to
+/// repeat (on another node at the same time, too).
+pub async fn remove_objects(state: &SharedState, c: &vidhost_db::StoreCleanup) -> ApiResult<()> {
+    if let Some(store_id) = &c.store_upload_id {
         state
             .store
-            .abort_multipart(&original_key(video_id), store_id)
+            .abort_multipart(&original_key(&c.video_id), store_id)
             .await?;
     }
-    state.store.delete_prefix(&video_prefix(video_id)).await?;
-    let deleted = state.db.delete_video(video_id).await?;
-    Ok(upload.filter(|_| deleted))
+    state
+        .store
+        .delete_prefix(&video_prefix(&c.video_id))
+        .await?;
+    state.db.finish_cleanup(c.id).await?;
+    Ok(())
+}
+
+fn sweep_ms(state: &SharedState) -> i64 {
+    state.config.uploads.sweep_interval_s as i64 * 1000
+}
+
+/// Cleanups the store failed earlier: tries each due one again; each
+/// failure waits twice as long as the last (from one sweep interval up to
+/// an hour).
+pub async fn retry_cleanups(state: &SharedState) -> ApiResult<usize> {
+    let due = state.db.due_cleanups(now_ms(), 100).await?;
+    let mut done = 0;
+    for c in &due {
+        match remove_objects(state, c).await {
+            Ok(()) => {
+                done += 1;
+                tracing::info!(video = %c.video_id, attempts = c.attempts + 1, "a deleted video's objects removed");
+            }
+            Err(e) => {
+                let wait_ms = (sweep_ms(state) << c.attempts.clamp(0, 12)).min(3_600_000);
+                let next = now_ms() + wait_ms;
+                tracing::warn!(video = %c.video_id, error = %e.detail, retry_in_s = wait_ms / 1000,
+                    "removing a deleted video's objects failed again");
+                state.db.postpone_cleanup(c.id, next).await?;
+            }
+        }
+    }
+    Ok(done)
 }
 
 pub async fn delete(

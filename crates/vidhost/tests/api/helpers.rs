@@ -152,6 +152,24 @@ impl TestServer {
                 url.1.push_str(&format!("&public_endpoint={v}"));
                 continue;
             }
+            // Test-only: the server reaches the S3 store through `v` (a
+            // proxy), with `VIDHOST_TEST_STORAGE_PARAMS` added to its URL.
+            if *k == "VIDHOST_TEST_SERVER_ENDPOINT" || *k == "VIDHOST_TEST_STORAGE_PARAMS" {
+                let Storage::S3 { endpoint, .. } = &storage else {
+                    panic!("{k} needs S3 storage");
+                };
+                let url = envs
+                    .iter_mut()
+                    .find(|(k, _)| k == "VIDHOST_STORAGE_URL")
+                    .expect("S3 storage");
+                url.1 = if *k == "VIDHOST_TEST_SERVER_ENDPOINT" {
+                    url.1
+                        .replace(&format!("endpoint={endpoint}"), &format!("endpoint={v}"))
+                } else {
+                    format!("{}&{v}", url.1)
+                };
+                continue;
+            }
             envs.push((k.to_string(), v.to_string()));
             if *k == "VIDHOST_DATABASE_URL" {
                 database_url = v.to_string();

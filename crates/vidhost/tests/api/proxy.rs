@@ -1,6 +1,6 @@
 //! A small TCP proxy that injects faults between a client and a server:
-//! it can throttle the client→server direction and cut one connection once a
-//! given number of bytes went through it.
+//! it can throttle the client→server direction, cut one connection once a
+//! given number of bytes went through it, and play dead (`set_hung`).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,6 +19,7 @@ pub struct Faults {
 pub struct Proxy {
     pub url: String,
     drops: Arc<AtomicUsize>,
+    hung: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -34,9 +35,12 @@ impl Proxy {
         let drops = Arc::new(AtomicUsize::new(0));
         let armed = Arc::new(AtomicBool::new(faults.drop_once_after.is_some()));
         let d = drops.clone();
+        let hung = Arc::new(AtomicBool::new(false));
+        let h = hung.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let (target, armed, drops) = (target.clone(), armed.clone(), d.clone());
+                let hung = h.clone();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(&target).await else {
                         return;
@@ -49,11 +53,22 @@ impl Proxy {
                     });
                     let mut buf = vec![0u8; 64 * 1024];
                     let mut total = 0u64;
+                    let mut poisoned = false;
                     loop {
                         let n = match cr.read(&mut buf).await {
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
                         };
+                        // Hung: what the client sends goes nowhere and no
+                        // answer comes; after the hang the connection is
+                        // closed, so nothing sent during it arrives late.
+                        if hung.load(Ordering::SeqCst) {
+                            poisoned = true;
+                            continue;
+                        }
+                        if poisoned {
+                            break;
+                        }
                         total += n as u64;
                         if let Some(limit) = faults.drop_once_after {
                             if total > limit && armed.swap(false, Ordering::SeqCst) {
@@ -77,7 +92,18 @@ impl Proxy {
                 });
             }
         });
-        Proxy { url, drops, task }
+        Proxy {
+            url,
+            drops,
+            hung,
+            task,
+        }
+    }
+
+    /// Stops (or resumes) passing anything on: the server looks alive (it
+    /// accepts connections) but never answers.
+    pub fn set_hung(&self, hung: bool) {
+        self.hung.store(hung, Ordering::SeqCst);
     }
 
     pub fn drops(&self) -> usize {

@@ -332,3 +332,136 @@ async fn list_filters_and_cursor_pagination() {
     )
     .await;
 }
+
+/// Waits (at most `secs`) until `done` holds; false if it never did.
+async fn eventually<F, Fut>(secs: u64, mut done: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < end {
+        if done().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    done().await
+}
+
+#[tokio::test]
+async fn a_deleted_videos_objects_go_even_when_their_removal_was_interrupted() {
+    let s = TestServer::start_with(&[("VIDHOST_UPLOADS__SWEEP_INTERVAL_S", "1")]).await;
+    let t = s.user("u@example.com").await;
+    let pending = "SELECT COUNT(*) FROM store_cleanup";
+
+    // A delete that finishes leaves nothing queued.
+    let v = s.upload_sample(&t, "Deleted").await;
+    let id = v["id"].as_str().unwrap();
+    let r = s.delete(&format!("/api/v1/videos/{id}"), &t).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(s.object_keys().await.is_empty());
+    assert_eq!(sql_count(&s.database_url, pending).await, 0);
+
+    // A process killed right after a delete's commit leaves the video's rows
+    // gone and its removal queued: the sweeper removes the objects.
+    let v = s.upload_sample(&t, "Killed midway").await;
+    let id = v["id"].as_str().unwrap();
+    assert_eq!(s.object_keys().await, vec![format!("videos/{id}/original")]);
+    sql(
+        &s.database_url,
+        &format!("DELETE FROM videos WHERE id = '{id}'"),
+    )
+    .await;
+    sql(
+        &s.database_url,
+        &format!(
+            "INSERT INTO store_cleanup (video_id, store_upload_id, attempts, next_at, created_at) \
+             VALUES ('{id}', NULL, 0, 0, 0)"
+        ),
+    )
+    .await;
+    assert!(
+        eventually(30, || async { s.object_keys().await.is_empty() }).await,
+        "the sweeper removed the objects: {:?}",
+        s.object_keys().await
+    );
+    assert!(
+        eventually(10, || async {
+            sql_count(&s.database_url, pending).await == 0
+        })
+        .await
+    );
+}
+
+/// A store that stops answering (it accepts connections, says nothing):
+/// requests that need it fail with 503 within its timeout, a failed upload
+/// leaves no video or upload listed, and a delete answers at once for the
+/// catalog and removes the objects once the store is back.
+#[tokio::test]
+async fn a_store_that_stops_answering_fails_requests_and_deletes_finish_later() {
+    let probe = TestServer::start().await;
+    let Storage::S3 { endpoint, .. } = &probe.storage else {
+        // On local disk there is no store process to hang; the sweeper's
+        // part is the test above.
+        assert!(probe.disk_root().is_some());
+        return;
+    };
+    let proxy = crate::proxy::Proxy::start(endpoint, Default::default()).await;
+    let s = TestServer::start_with(&[
+        ("VIDHOST_TEST_SERVER_ENDPOINT", &proxy.url),
+        ("VIDHOST_TEST_STORAGE_PARAMS", "timeout_s=2"),
+        ("VIDHOST_UPLOADS__SWEEP_INTERVAL_S", "1"),
+    ])
+    .await;
+    let t = s.user("u@example.com").await;
+    let kept = s.upload_sample(&t, "Stored before").await;
+    let kept_id = kept["id"].as_str().unwrap().to_owned();
+
+    proxy.set_hung(true);
+    let r = s
+        .upload_form(
+            &t,
+            sample_mp4().to_vec(),
+            "during.mp4",
+            &[("title", "During")],
+        )
+        .await;
+    problem(r, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    let uploads = s.get_json("/api/v1/uploads", Some(&t)).await;
+    assert_eq!(
+        uploads["items"],
+        json!([]),
+        "the failed upload is not listed"
+    );
+    let ids = s.all_pages("/api/v1/videos?limit=50", Some(&t), "id").await;
+    assert_eq!(ids, vec![kept_id.clone()], "nor is its video");
+
+    let r = s.delete(&format!("/api/v1/videos/{kept_id}"), &t).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    problem(
+        s.get(&format!("/api/v1/videos/{kept_id}"), Some(&t)).await,
+        StatusCode::NOT_FOUND,
+        "video_not_found",
+    )
+    .await;
+    assert_eq!(
+        s.object_keys().await,
+        vec![format!("videos/{kept_id}/original")],
+        "the store did not answer: the objects are still there"
+    );
+
+    proxy.set_hung(false);
+    assert!(
+        eventually(60, || async { s.object_keys().await.is_empty() }).await,
+        "removed once the store answered again: {:?}",
+        s.object_keys().await
+    );
+    let pending = "SELECT COUNT(*) FROM store_cleanup";
+    assert!(
+        eventually(30, || async {
+            sql_count(&s.database_url, pending).await == 0
+        })
+        .await
+    );
+}
