@@ -30,19 +30,90 @@ pub struct Pipeline {
     pub tools: Tools,
 }
 
+/// How often each worker process looks for abandoned work directories.
+const WORK_SWEEP_EVERY: Duration = Duration::from_secs(600);
+/// A work directory this young is never taken for abandoned.
+const WORK_DIR_GRACE: Duration = Duration::from_secs(600);
+
 fn original_key(id: &str) -> String {
     format!("videos/{id}/original")
 }
 
 impl Pipeline {
-    /// Runs `n` workers until `shutdown` fires.
+    /// Runs `n` workers until `shutdown` fires, and beside them, at start
+    /// and every `WORK_SWEEP_EVERY`, the sweep of abandoned work directories.
     pub async fn run(self: Arc<Self>, n: usize, shutdown: CancellationToken) {
         let workers: Vec<_> = (0..n)
             .map(|_| tokio::spawn(self.clone().work(shutdown.clone())))
             .collect();
+        let sweeper = {
+            let (me, stop) = (self.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                loop {
+                    match me.sweep_work_dirs().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(removed = n, "abandoned work directories removed"),
+                        Err(e) => tracing::warn!(error = %e, "sweeping work directories"),
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(WORK_SWEEP_EVERY) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            })
+        };
         for w in workers {
             let _ = w.await;
         }
+        sweeper.abort();
+    }
+
+    /// Removes the work directories of this data dir that no running job
+    /// owns: what a worker killed mid-job (kill -9, a crash, a lost machine
+    /// coming back) left there after its job went on elsewhere or ended. A
+    /// directory is `{job}-a{attempt}`, and a retry's claim counts a new
+    /// attempt, so only the directory of the attempt that is running stays.
+    /// Directories younger than `WORK_DIR_GRACE` stay too: their job may
+    /// have been claimed (here or by another process on this data dir) after
+    /// the running jobs were read.
+    pub async fn sweep_work_dirs(&self) -> Result<usize, PipelineError> {
+        let root = self.config.data_dir.join("work");
+        let running: std::collections::HashSet<String> = self
+            .db
+            .list_jobs(Some("running"), 1_000_000)
+            .await?
+            .into_iter()
+            .map(|j| format!("{}-a{}", j.id, j.attempts))
+            .collect();
+        let mut entries = match tokio::fs::read_dir(&root).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let mut removed = 0;
+        while let Some(e) = entries.next_entry().await? {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if running.contains(&name) {
+                continue;
+            }
+            let young = e
+                .metadata()
+                .await
+                .and_then(|m| m.modified())
+                .map(|t| t.elapsed().map_or(true, |age| age < WORK_DIR_GRACE))
+                .unwrap_or(true);
+            if young {
+                continue;
+            }
+            let gone = match e.file_type().await {
+                Ok(t) if t.is_dir() => tokio::fs::remove_dir_all(e.path()).await,
+                _ => tokio::fs::remove_file(e.path()).await,
+            };
+            if gone.is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     async fn work(self: Arc<Self>, shutdown: CancellationToken) {

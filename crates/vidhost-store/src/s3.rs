@@ -84,16 +84,18 @@ impl S3Store {
                 "endpoint" => endpoint = Some(v.into_owned()),
                 "public_endpoint" => public = Some(v.into_owned()),
                 "region" => region = Some(v.into_owned()),
-                "timeout_s" => timeout = v
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|t| (1..=3600).contains(t))
-                    .map(Duration::from_secs)
-                    .ok_or_else(|| {
-                        StoreError::Config(format!(
+                "timeout_s" => {
+                    timeout = v
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|t| (1..=3600).contains(t))
+                        .map(Duration::from_secs)
+                        .ok_or_else(|| {
+                            StoreError::Config(format!(
                             "storage url parameter timeout_s must be 1 to 3600 seconds, got `{v}`"
                         ))
-                    })?,
+                        })?
+                }
                 other => {
                     return Err(StoreError::Config(format!(
                         "unknown storage url parameter `{other}`"

@@ -1644,3 +1644,35 @@ async fn transport_streams_and_camcorder_mts_become_ready() {
         assert!(pb["hls"].is_string(), "{name}: {pb}");
     }
 }
+
+/// A worker killed mid-job leaves its work directory (the source, the
+/// segments made so far). Once that job went on elsewhere or ended, the next
+/// worker process on that data dir removes it; a directory young enough
+/// that its job may just have been claimed stays.
+#[tokio::test]
+async fn a_starting_worker_removes_work_directories_no_running_job_owns() {
+    let s = TestServer::start().await;
+    let work = s.data_dir.path().join("work");
+    let stale = work.join("01JABANDONEDJOB0000000000-a1");
+    std::fs::create_dir_all(stale.join("out")).unwrap();
+    std::fs::write(stale.join("out/seg_0001.m4s"), vec![7u8; 4096]).unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::open(&stale)
+        .unwrap()
+        .set_modified(an_hour_ago)
+        .unwrap();
+    let young = work.join("01JJUSTCLAIMEDJOB00000000-a1");
+    std::fs::create_dir_all(&young).unwrap();
+
+    let _worker = s.spawn_worker(1);
+    let mut gone = false;
+    for _ in 0..150 {
+        if !stale.exists() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(gone, "the abandoned work directory was removed");
+    assert!(young.is_dir(), "a young one stays");
+}
