@@ -6,6 +6,7 @@
 //! where the dialects differ, the difference is spelled out per backend.
 
 mod batch;
+mod changes;
 mod error;
 mod models;
 mod sql;
@@ -273,6 +274,9 @@ pub trait Catalog: Send + Sync + 'static {
         outputs: &Outputs,
     ) -> Result<()>;
     async fn set_video_failed(&self, id: &str, error: &str) -> Result<()>;
+    /// Ids of videos whose status, step or progress changed (see
+    /// `changes`): on SQLite this process's writes, on PostgreSQL any's.
+    fn video_changes(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<str>>;
 }
 
 pub type DynCatalog = Arc<dyn Catalog>;
@@ -304,14 +308,22 @@ pub async fn connect(url: &str) -> Result<DynCatalog> {
             .connect_with(opts)
             .await?;
         restrict_sqlite_file(url);
-        Ok(Arc::new(sql::SqliteCatalog(pool, Default::default())))
+        Ok(Arc::new(sql::SqliteCatalog(
+            pool,
+            Default::default(),
+            Default::default(),
+        )))
     } else {
         let pool = PgPoolOptions::new()
             .max_connections(32)
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
-        Ok(Arc::new(sql::PgCatalog(pool, Default::default())))
+        Ok(Arc::new(sql::PgCatalog(
+            pool,
+            Default::default(),
+            Default::default(),
+        )))
     }
 }
 

@@ -86,8 +86,8 @@ where
 }
 
 macro_rules! catalog_impl {
-    ($name:ident, $db:ty, $row:ty, $backend:literal, $migrations:literal, $claim_lock:literal, $create_upload:path) => {
-        pub struct $name(pub sqlx::Pool<$db>, pub crate::batch::Queue);
+    ($name:ident, $db:ty, $row:ty, $backend:literal, $migrations:literal, $claim_lock:literal, $create_upload:path, $announce:ident, $listen:ident) => {
+        pub struct $name(pub sqlx::Pool<$db>, pub crate::batch::Queue, pub crate::changes::Changes);
 
         impl $name {
             fn user(r: &$row) -> Result<User> {
@@ -1174,6 +1174,11 @@ macro_rules! catalog_impl {
                 Ok(true)
             }
 
+            fn video_changes(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<str>> {
+                self.2.$listen(&self.0);
+                self.2.subscribe()
+            }
+
             async fn set_video_progress(&self, id: &str, status: VideoStatus, step: Option<&str>, progress: f64) -> Result<()> {
                 sqlx::query("UPDATE videos SET status = $1, step = $2, progress = $3 WHERE id = $4")
                     .bind(status.as_str())
@@ -1182,6 +1187,7 @@ macro_rules! catalog_impl {
                     .bind(id)
                     .execute(&self.0)
                     .await?;
+                self.2.$announce(&self.0, id).await;
                 Ok(())
             }
 
@@ -1210,6 +1216,7 @@ macro_rules! catalog_impl {
                 .await?;
                 sqlx::query(FINISH_JOB).bind(now).bind(job).bind(owner).execute(&mut *tx).await?;
                 tx.commit().await?;
+                self.2.$announce(&self.0, id).await;
                 Ok(())
             }
 
@@ -1229,6 +1236,7 @@ macro_rules! catalog_impl {
                     .bind(id)
                     .execute(&self.0)
                     .await?;
+                self.2.$announce(&self.0, id).await;
                 Ok(())
             }
 
@@ -1329,7 +1337,9 @@ catalog_impl!(
     "./migrations/sqlite",
     // One writer at a time: the UPDATE itself is the lock.
     "",
-    crate::batch::create_upload_sqlite
+    crate::batch::create_upload_sqlite,
+    announce_sqlite,
+    listen_sqlite
 );
 catalog_impl!(
     PgCatalog,
@@ -1339,7 +1349,9 @@ catalog_impl!(
     "./migrations/postgres",
     // Concurrent workers skip rows another transaction is claiming.
     "FOR UPDATE SKIP LOCKED",
-    crate::batch::create_upload_pg
+    crate::batch::create_upload_pg,
+    announce_pg,
+    listen_pg
 );
 
 #[cfg(test)]

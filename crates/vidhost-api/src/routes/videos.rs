@@ -520,9 +520,18 @@ pub async fn events(
     let viewer = MaybeCaller(caller).viewer();
     load_visible(&state, &id, &viewer).await?;
     type Last = Option<(String, f64, Option<String>)>;
+    type Changes = tokio::sync::broadcast::Receiver<std::sync::Arc<str>>;
+    // Subscribed before the first read: no change falls between the two.
+    let changes = state.db.video_changes();
     let stream = futures::stream::unfold(
-        (state, id, None::<(String, f64, Option<String>)>, false),
-        |(state, id, mut last, done): (SharedState, String, Last, bool)| async move {
+        (
+            state,
+            id,
+            None::<(String, f64, Option<String>)>,
+            false,
+            changes,
+        ),
+        |(state, id, mut last, done, mut changes): (SharedState, String, Last, bool, Changes)| async move {
             if done {
                 return None;
             }
@@ -539,13 +548,28 @@ pub async fn events(
                     let event = Event::default().event("status").data(data.to_string());
                     return Some((
                         Ok::<_, std::convert::Infallible>(event),
-                        (state, id, last, finished),
+                        (state, id, last, finished, changes),
                     ));
                 }
                 if finished {
                     return None;
                 }
+                // A change of this video wakes the stream at once; the poll
+                // covers writers nobody hears (a worker process on SQLite).
+                let changed = async {
+                    loop {
+                        match changes.recv().await {
+                            Ok(v) if *v == *id => return,
+                            Ok(_) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                std::future::pending::<()>().await
+                            }
+                        }
+                    }
+                };
                 tokio::select! {
+                    _ = changed => {}
                     _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
                     // The server is stopping: a client reconnects elsewhere.
                     _ = state.stopping.cancelled() => return None,
