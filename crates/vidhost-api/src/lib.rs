@@ -386,8 +386,10 @@ async fn sweep_loop(state: SharedState) {
                 tracing::warn!(error = %e.detail, "reloading signing keys");
             }
         }
-        // An hour past the expiry: every upload that old has been swept.
-        let idle = Duration::from_secs(state.config.uploads.expiry_s + 3600);
+        // Past the expiry (by an hour, by default): every upload that old
+        // has been swept.
+        let u = &state.config.uploads;
+        let idle = Duration::from_secs(u.expiry_s + u.leftovers_after_s);
         match state.store.sweep_leftovers(idle).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "leftovers of interrupted writes removed"),

@@ -106,6 +106,9 @@ pub struct UploadConfig {
     pub default_visibility: Visibility,
     /// How often each server looks for expired uploads to remove.
     pub sweep_interval_s: u64,
+    /// How long past an upload's expiry what interrupted writes left
+    /// behind (staging, temp files, S3 multipart uploads) is kept.
+    pub leftovers_after_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,6 +194,7 @@ impl Default for Config {
                 min_part_size_bytes: 8 * MIB,
                 default_visibility: Visibility::Private,
                 sweep_interval_s: 60,
+                leftovers_after_s: 3600,
             },
             rate_limits: RateLimitConfig {
                 enabled: true,

@@ -47,12 +47,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 /// which can echo the request (a SignatureDoesNotMatch carries the
 /// canonical request and the access key id).
 fn s3_reason(xml: &str) -> String {
-    let field = |name: &str| {
-        let open = format!("<{name}>");
-        let start = xml.find(&open)? + open.len();
-        let end = start + xml[start..].find(&format!("</{name}>"))?;
-        Some(xml[start..end].chars().take(200).collect::<String>())
-    };
+    let field = |name: &str| xml_field(xml, name).map(|f| f.chars().take(200).collect::<String>());
     match (field("Code"), field("Message")) {
         (Some(c), Some(m)) => format!("{c}: {m}"),
         (Some(c), None) => c,
@@ -672,6 +667,83 @@ impl ObjectStore for S3Store {
         let key = self.full_key(key)?;
         self.abort(&key, upload).await
     }
+
+    /// Aborts our incomplete multipart uploads started longer than `idle`
+    /// ago (ListMultipartUploads under `videos/`): what a process killed
+    /// mid-write (a form upload, a worker's output) never aborted. An
+    /// upload's expiry is fixed at its creation and a worker's step has a
+    /// timeout, so none that old belongs to anything live.
+    async fn sweep_leftovers(&self, idle: Duration) -> Result<usize> {
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(idle).map_err(|e| StoreError::Config(e.to_string()))?;
+        let prefix = format!("{}videos/", self.prefix);
+        let mut marker: Option<(String, String)> = None;
+        let mut removed = 0;
+        // At most 1,000 pages of 1,000 a sweep; the next sweep goes on.
+        for _ in 0..1000 {
+            // ListObjectsV2's request without its own parameters is
+            // ListMultipartUploads (rusty-s3 has no action for it).
+            let mut action = self.bucket.list_objects_v2(Some(&self.creds));
+            let q = action.query_mut();
+            q.remove("list-type");
+            q.remove("encoding-type");
+            q.insert("uploads", "");
+            q.insert("prefix", prefix.clone());
+            if let Some((key, id)) = &marker {
+                q.insert("key-marker", key.clone());
+                q.insert("upload-id-marker", id.clone());
+            }
+            let url = action.sign(SIGN_TTL);
+            let text = Self::expect_ok(self.send(Method::GET, url, None).await?)
+                .await?
+                .text()
+                .await
+                .map_err(http_error)?;
+            for block in text.split("<Upload>").skip(1) {
+                let (Some(key), Some(id), Some(started)) = (
+                    xml_field(block, "Key"),
+                    xml_field(block, "UploadId"),
+                    xml_field(block, "Initiated"),
+                ) else {
+                    continue;
+                };
+                let old = chrono::DateTime::parse_from_rfc3339(&started).is_ok_and(|t| t < cutoff);
+                if old {
+                    self.abort(&xml_unescape(&key), &xml_unescape(&id)).await?;
+                    removed += 1;
+                }
+            }
+            let truncated = xml_field(&text, "IsTruncated").as_deref() == Some("true");
+            match (
+                xml_field(&text, "NextKeyMarker"),
+                xml_field(&text, "NextUploadIdMarker"),
+            ) {
+                (Some(k), Some(u)) if truncated => {
+                    marker = Some((xml_unescape(&k), xml_unescape(&u)))
+                }
+                _ => break,
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// The text of the first `<name>` element in `xml`.
+fn xml_field(xml: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = xml.find(&open)? + open.len();
+    let end = start + xml[start..].find(&format!("</{name}>"))?;
+    Some(xml[start..end].to_owned())
+}
+
+/// Our keys and S3's upload ids are plain ASCII, but an XML answer may
+/// still escape some of it.
+fn xml_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
 }
 
 #[cfg(test)]

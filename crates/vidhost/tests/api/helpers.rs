@@ -490,6 +490,33 @@ impl TestServer {
         }
     }
 
+    /// Starts an S3 multipart upload at `key` behind the server's back, as a
+    /// process killed mid-write leaves one; returns its upload id.
+    pub async fn start_stray_multipart(&self, key: &str) -> String {
+        let Storage::S3 { endpoint, bucket } = &self.storage else {
+            panic!("S3 storage only");
+        };
+        let b = test_bucket(endpoint, bucket);
+        let c = creds();
+        let url = rusty_s3::S3Action::sign(
+            &b.create_multipart_upload(Some(&c), key),
+            Duration::from_secs(60),
+        );
+        let text = Client::new()
+            .post(url)
+            .header("content-length", "0")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        rusty_s3::actions::CreateMultipartUpload::parse_response(&text)
+            .unwrap()
+            .upload_id()
+            .to_owned()
+    }
+
     /// The server's process id (to signal it).
     pub fn pid(&self) -> u32 {
         self._child.id().expect("running")

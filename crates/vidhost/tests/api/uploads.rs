@@ -1315,8 +1315,8 @@ async fn leftovers_of_interrupted_writes_are_swept_and_live_uploads_kept() {
         .unwrap();
     assert!(r.status().is_success());
 
-    // S3 keeps its own staging (incomplete multipart uploads), which the
-    // bucket's lifecycle rule expires (README); there the live upload
+    // S3 keeps its own staging (incomplete multipart uploads; its sweep is
+    // the next test, which needs a short expiry); here the live upload
     // below must simply come through the sweeps whole.
     if let Storage::Disk(root) = &s.storage {
         sweep_leftovers_on_disk(root).await;
@@ -1343,6 +1343,39 @@ async fn leftovers_of_interrupted_writes_are_swept_and_live_uploads_kept() {
     let v: Value = r.json().await.unwrap();
     let got = s.original_of(&t, v["id"].as_str().unwrap()).await;
     assert_eq!(sha256(&got), sha256(file));
+}
+
+/// On S3, what a killed write leaves is an incomplete multipart upload in
+/// the bucket: the sweep aborts those older than the expiry plus
+/// `leftovers_after_s`, under the server's own prefix only.
+#[tokio::test]
+async fn stray_s3_multipart_uploads_are_aborted_by_the_sweep() {
+    let s = TestServer::start_with(&[
+        ("VIDHOST_UPLOADS__SWEEP_INTERVAL_S", "1"),
+        ("VIDHOST_UPLOADS__EXPIRY_S", "1"),
+        ("VIDHOST_UPLOADS__LEFTOVERS_AFTER_S", "0"),
+    ])
+    .await;
+    let Storage::S3 { .. } = &s.storage else {
+        // On disk the same sweep's staging and temp files are the test above.
+        assert!(s.disk_root().is_some());
+        return;
+    };
+    let ours = s
+        .start_stray_multipart("videos/01JSTRAYFORMUPLOAD0000000/original")
+        .await;
+    let not_ours = s.start_stray_multipart("elsewhere/backup.bin").await;
+    assert!(!ours.is_empty() && !not_ours.is_empty());
+    assert_eq!(s.pending_multipart_count().await, 2);
+    let mut left = 2;
+    for _ in 0..100 {
+        left = s.pending_multipart_count().await;
+        if left == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 1, "ours aborted, the one outside videos/ kept");
 }
 
 /// An upload refused before its body is read (here: no token) is answered
