@@ -178,7 +178,9 @@ impl From<StoreError> for ApiError {
                 "range_not_satisfiable",
                 "bad range",
             ),
-            StoreError::Unavailable(m) => ApiError::unavailable("object store", m),
+            StoreError::Unavailable(m) | StoreError::Unreachable(m) => {
+                ApiError::unavailable("object store", m)
+            }
             StoreError::Busy => ApiError::new(
                 StatusCode::LOCKED,
                 "upload_locked",

@@ -159,8 +159,9 @@ pub trait Catalog: Send + Sync + 'static {
     async fn due_cleanups(&self, now: Millis, limit: i64) -> Result<Vec<StoreCleanup>>;
     /// The objects are gone: forgets the cleanup.
     async fn finish_cleanup(&self, id: i64) -> Result<()>;
-    /// The store failed: tries again at `next_at`.
-    async fn postpone_cleanup(&self, id: i64, next_at: Millis) -> Result<()>;
+    /// Takes a due cleanup for one try (counted), due again at `until`
+    /// unless finished; false when another node took it first.
+    async fn claim_cleanup(&self, id: i64, now: Millis, until: Millis) -> Result<bool>;
     async fn list_videos(&self, q: &VideoQuery) -> Result<Vec<Video>>;
 
     // uploads
@@ -221,10 +222,11 @@ pub trait Catalog: Send + Sync + 'static {
         retry_at: Option<Millis>,
         now: Millis,
     ) -> Result<bool>;
-    /// Puts a job its worker stopped (a graceful shutdown) back in the
-    /// queue, due at once, without the attempt its claim counted; false
-    /// when `owner` no longer holds it.
-    async fn release_job(&self, id: &str, owner: &str, now: Millis) -> Result<bool>;
+    /// Puts a job its worker stopped (a graceful shutdown, a store that does
+    /// not answer) back in the queue, due at `run_at`, without the attempt
+    /// its claim counted; false when `owner` no longer holds it.
+    async fn release_job(&self, id: &str, owner: &str, now: Millis, run_at: Millis)
+        -> Result<bool>;
     async fn list_jobs(&self, state: Option<&str>, limit: i64) -> Result<Vec<Job>>;
     async fn count_jobs(&self, state: &str) -> Result<i64>;
     /// Re-queues a dead job; its video goes back to `uploaded`.

@@ -873,13 +873,15 @@ macro_rules! catalog_impl {
                 Ok(())
             }
 
-            async fn postpone_cleanup(&self, id: i64, next_at: Millis) -> Result<()> {
-                sqlx::query("UPDATE store_cleanup SET attempts = attempts + 1, next_at = $1 WHERE id = $2")
-                    .bind(next_at)
+            async fn claim_cleanup(&self, id: i64, now: Millis, until: Millis) -> Result<bool> {
+                let n = sqlx::query("UPDATE store_cleanup SET attempts = attempts + 1, next_at = $1 WHERE id = $2 AND next_at <= $3")
+                    .bind(until)
                     .bind(id)
+                    .bind(now)
                     .execute(&self.0)
-                    .await?;
-                Ok(())
+                    .await?
+                    .rows_affected();
+                Ok(n == 1)
             }
 
             async fn list_videos(&self, q: &VideoQuery) -> Result<Vec<Video>> {
@@ -1085,15 +1087,16 @@ macro_rules! catalog_impl {
                 Ok(r.rows_affected() == 1)
             }
 
-            async fn release_job(&self, id: &str, owner: &str, now: Millis) -> Result<bool> {
+            async fn release_job(&self, id: &str, owner: &str, now: Millis, run_at: Millis) -> Result<bool> {
                 let r = sqlx::query(
-                    "UPDATE jobs SET state = 'queued', run_at = $1, lease_owner = NULL, lease_expires = NULL, \
+                    "UPDATE jobs SET state = 'queued', run_at = $4, lease_owner = NULL, lease_expires = NULL, \
                      attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = $1 \
                      WHERE id = $2 AND lease_owner = $3 AND state = 'running'",
                 )
                 .bind(now)
                 .bind(id)
                 .bind(owner)
+                .bind(run_at)
                 .execute(&self.0)
                 .await?;
                 Ok(r.rows_affected() == 1)

@@ -27,6 +27,10 @@ pub enum PipelineError {
     /// Worth another try: a killed process, an unreachable store or database.
     #[error("{0}")]
     Transient(String),
+    /// The object store gave no answer: nothing is wrong with the job, so
+    /// it waits for the store without spending an attempt.
+    #[error("{0}")]
+    StoreUnreachable(String),
     /// The video was deleted or the job's lease was lost: stop quietly.
     #[error("cancelled")]
     Cancelled,
@@ -42,7 +46,12 @@ impl From<vidhost_db::DbError> for PipelineError {
 
 impl From<vidhost_store::StoreError> for PipelineError {
     fn from(e: vidhost_store::StoreError) -> Self {
-        PipelineError::Transient(format!("object store: {e}"))
+        match e {
+            vidhost_store::StoreError::Unreachable(_) => {
+                PipelineError::StoreUnreachable(format!("object store: {e}"))
+            }
+            e => PipelineError::Transient(format!("object store: {e}")),
+        }
     }
 }
 

@@ -185,7 +185,8 @@ impl Pipeline {
                 // back to the queue for the next worker at once, rather
                 // than stay `running` until its lease lapses, and the
                 // interruption costs it no attempt.
-                match self.db.release_job(&job.id, owner, now_ms()).await {
+                let now = now_ms();
+                match self.db.release_job(&job.id, owner, now, now).await {
                     Ok(true) => {
                         tracing::info!(video = %job.video_id, "stopping: processing handed back to the queue")
                     }
@@ -197,6 +198,16 @@ impl Pipeline {
                 "cancelled"
             }
             Err(PipelineError::Cancelled) => "cancelled",
+            Err(PipelineError::StoreUnreachable(msg)) => {
+                // Not the job's fault: it waits for the store (a retry
+                // interval) without spending an attempt, however long the
+                // outage; another step's failure still counts.
+                let now = now_ms();
+                let wait = self.config.processing.retry_base_s as i64 * 1000;
+                tracing::warn!(video = %job.video_id, error = %msg, "the object store does not answer; processing waits for it");
+                let _ = self.db.release_job(&job.id, owner, now, now + wait).await;
+                "retry"
+            }
             Err(e @ (PipelineError::Invalid(_) | PipelineError::ToolFailed { .. })) => {
                 self.bury(owner, &job, &e.to_string()).await;
                 "dead"

@@ -22,6 +22,10 @@ pub enum StoreError {
     Full,
     #[error("object store unavailable: {0}")]
     Unavailable(String),
+    /// No answer at all (refused, reset, silent past the timeout): the store
+    /// is down or cut off, not refusing this request.
+    #[error("object store unreachable: {0}")]
+    Unreachable(String),
     #[error("object store configuration: {0}")]
     Config(String),
     #[error("object store I/O: {0}")]

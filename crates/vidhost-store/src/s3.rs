@@ -60,7 +60,7 @@ fn s3_reason(xml: &str) -> String {
 /// stays valid for `SIGN_TTL`, and this text reaches logs, job errors and
 /// `/readyz`.
 fn http_error(e: reqwest::Error) -> StoreError {
-    unavailable(e.without_url())
+    StoreError::Unreachable(e.without_url().to_string())
 }
 
 impl S3Store {
@@ -471,8 +471,12 @@ impl ObjectStore for S3Store {
         self.delete(from).await
     }
 
+    /// Every object under `prefix`, and every incomplete multipart upload
+    /// there (one a form upload or a worker's output left when the store
+    /// failed under it, which no row names).
     async fn delete_prefix(&self, prefix: &str) -> Result<()> {
         let full = self.full_key(prefix)?;
+        self.abort_uploads_under(&full, None).await?;
         let mut token: Option<String> = None;
         loop {
             let mut action = self.bucket.list_objects_v2(Some(&self.creds));
@@ -669,26 +673,39 @@ impl ObjectStore for S3Store {
     }
 
     /// Aborts our incomplete multipart uploads started longer than `idle`
-    /// ago (ListMultipartUploads under `videos/`): what a process killed
-    /// mid-write (a form upload, a worker's output) never aborted. An
-    /// upload's expiry is fixed at its creation and a worker's step has a
-    /// timeout, so none that old belongs to anything live.
+    /// ago under `videos/`: what a process killed mid-write (a form upload,
+    /// a worker's output) never aborted. An upload's expiry is fixed at its
+    /// creation and a worker's step has a timeout, so none that old belongs
+    /// to anything live.
     async fn sweep_leftovers(&self, idle: Duration) -> Result<usize> {
         let cutoff = chrono::Utc::now()
             - chrono::Duration::from_std(idle).map_err(|e| StoreError::Config(e.to_string()))?;
-        let prefix = format!("{}videos/", self.prefix);
+        self.abort_uploads_under(&format!("{}videos/", self.prefix), Some(cutoff))
+            .await
+    }
+}
+
+impl S3Store {
+    /// Aborts the incomplete multipart uploads under the full key prefix
+    /// `full` (those started before `started_before`, if given), found with
+    /// ListMultipartUploads (by hand: rusty-s3 has no action for it).
+    /// Returns how many it aborted.
+    async fn abort_uploads_under(
+        &self,
+        full: &str,
+        started_before: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<usize> {
         let mut marker: Option<(String, String)> = None;
         let mut removed = 0;
-        // At most 1,000 pages of 1,000 a sweep; the next sweep goes on.
+        // At most 1,000 pages of 1,000 a call; the next sweep goes on.
         for _ in 0..1000 {
-            // ListObjectsV2's request without its own parameters is
-            // ListMultipartUploads (rusty-s3 has no action for it).
+            // ListObjectsV2's request without its own parameters.
             let mut action = self.bucket.list_objects_v2(Some(&self.creds));
             let q = action.query_mut();
             q.remove("list-type");
             q.remove("encoding-type");
             q.insert("uploads", "");
-            q.insert("prefix", prefix.clone());
+            q.insert("prefix", full.to_owned());
             if let Some((key, id)) = &marker {
                 q.insert("key-marker", key.clone());
                 q.insert("upload-id-marker", id.clone());
@@ -707,8 +724,10 @@ impl ObjectStore for S3Store {
                 ) else {
                     continue;
                 };
-                let old = chrono::DateTime::parse_from_rfc3339(&started).is_ok_and(|t| t < cutoff);
-                if old {
+                let due = started_before.is_none_or(|cutoff| {
+                    chrono::DateTime::parse_from_rfc3339(&started).is_ok_and(|t| t < cutoff)
+                });
+                if due {
                     self.abort(&xml_unescape(&key), &xml_unescape(&id)).await?;
                     removed += 1;
                 }

@@ -1001,40 +1001,55 @@ pub async fn list(
     State(state): State<SharedState>,
     caller: Caller,
 ) -> ApiResult<impl IntoResponse> {
-    let mut items = Vec::new();
-    for up in state.db.uploads_of(&caller.user.id).await? {
-        if up.expires_at <= now_ms() {
-            continue;
-        }
-        let key = original_key(&up.video_id);
-        let received: u64 = match (&up.method, &up.store_upload_id) {
-            (UploadMethod::Multipart, Some(id)) => state
-                .store
-                .list_parts(&key, id)
-                .await
-                .map(|ps| ps.iter().map(|p| p.size).sum())
-                .unwrap_or(0),
-            (UploadMethod::Presigned, _) => state
-                .store
-                .head(&presigned_key(&up.video_id))
-                .await
-                .ok()
-                .flatten()
-                .map(|m| m.size)
-                .unwrap_or(0),
-            // tus keeps its durable offset in the catalog.
-            (UploadMethod::Tus, _) => up.received as u64,
-            _ => 0,
-        };
-        items.push(json!({
-            "video_id": up.video_id,
-            "method": up.method,
-            "upload_id": (up.method == UploadMethod::Multipart).then_some(&up.upload_id),
-            "size": up.size,
-            "received_bytes": received,
-            "expires_at": rfc3339(up.expires_at),
-        }));
-    }
+    use futures::{StreamExt, TryStreamExt};
+    let now = now_ms();
+    let live: Vec<_> = state
+        .db
+        .uploads_of(&caller.user.id)
+        .await?
+        .into_iter()
+        .filter(|up| up.expires_at > now)
+        .collect();
+    // What the store holds of each, asked for several at once. A store that
+    // fails fails the list (503): a 0 would look like a real answer.
+    let items: Vec<_> = futures::stream::iter(live)
+        .map(|up| {
+            let state = &state;
+            async move {
+                let key = original_key(&up.video_id);
+                let received: u64 = match (&up.method, &up.store_upload_id) {
+                    (UploadMethod::Multipart, Some(id)) => {
+                        match state.store.list_parts(&key, id).await {
+                            Ok(ps) => ps.iter().map(|p| p.size).sum(),
+                            // Finished or aborted meanwhile.
+                            Err(StoreError::NotFound) => 0,
+                            Err(StoreError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                            Err(e) => return Err(ApiError::from(e)),
+                        }
+                    }
+                    (UploadMethod::Presigned, _) => state
+                        .store
+                        .head(&presigned_key(&up.video_id))
+                        .await?
+                        .map(|m| m.size)
+                        .unwrap_or(0),
+                    // tus keeps its durable offset in the catalog.
+                    (UploadMethod::Tus, _) => up.received as u64,
+                    _ => 0,
+                };
+                Ok(json!({
+                    "video_id": up.video_id,
+                    "method": up.method,
+                    "upload_id": (up.method == UploadMethod::Multipart).then_some(&up.upload_id),
+                    "size": up.size,
+                    "received_bytes": received,
+                    "expires_at": rfc3339(up.expires_at),
+                }))
+            }
+        })
+        .buffered(8)
+        .try_collect()
+        .await?;
     Ok(axum::Json(json!({ "items": items })))
 }
 

@@ -249,24 +249,33 @@ fn sweep_ms(state: &SharedState) -> i64 {
     state.config.uploads.sweep_interval_s as i64 * 1000
 }
 
-/// Cleanups the store failed earlier: tries each due one again; each
-/// failure waits twice as long as the last (from one sweep interval up to
-/// an hour).
+/// Cleanups the store failed earlier (or whose process died): each due one
+/// is claimed (so one node takes it, for two sweep intervals) and tried
+/// again. The first failure ends the pass: the store is most likely down,
+/// and one timeout a sweep is enough to find out when it is back. Until
+/// then a deleted video's objects stay, playable by grants issued before
+/// the delete; once the store answers, within two sweep intervals.
 pub async fn retry_cleanups(state: &SharedState) -> ApiResult<usize> {
-    let due = state.db.due_cleanups(now_ms(), 100).await?;
+    let now = now_ms();
+    let due = state.db.due_cleanups(now, 100).await?;
     let mut done = 0;
     for c in &due {
+        if !state
+            .db
+            .claim_cleanup(c.id, now, now + 2 * sweep_ms(state))
+            .await?
+        {
+            continue;
+        }
         match remove_objects(state, c).await {
             Ok(()) => {
                 done += 1;
                 tracing::info!(video = %c.video_id, attempts = c.attempts + 1, "a deleted video's objects removed");
             }
             Err(e) => {
-                let wait_ms = (sweep_ms(state) << c.attempts.clamp(0, 12)).min(3_600_000);
-                let next = now_ms() + wait_ms;
-                tracing::warn!(video = %c.video_id, error = %e.detail, retry_in_s = wait_ms / 1000,
-                    "removing a deleted video's objects failed again");
-                state.db.postpone_cleanup(c.id, next).await?;
+                tracing::warn!(video = %c.video_id, error = %e.detail, attempts = c.attempts + 1,
+                    "removing a deleted video's objects failed again; next try in two sweeps");
+                break;
             }
         }
     }

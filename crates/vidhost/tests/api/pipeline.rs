@@ -1685,3 +1685,36 @@ async fn a_starting_worker_removes_work_directories_no_running_job_owns() {
     assert!(gone, "the abandoned work directory was removed");
     assert!(young.is_dir(), "a young one stays");
 }
+
+/// An outage of the object store while a video is processed is no fault of
+/// the video: the job waits for the store without spending attempts (here
+/// it has only one), and finishes once the store answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_during_processing_spends_no_attempts() {
+    let probe = TestServer::start().await;
+    let Storage::S3 { endpoint, .. } = &probe.storage else {
+        // Local disk has no store process to go silent.
+        assert!(probe.disk_root().is_some());
+        return;
+    };
+    let proxy = crate::proxy::Proxy::start(endpoint, Default::default()).await;
+    let s = TestServer::start_with(&[
+        WORKER,
+        ("VIDHOST_TEST_SERVER_ENDPOINT", &proxy.url),
+        ("VIDHOST_TEST_STORAGE_PARAMS", "timeout_s=1"),
+        ("VIDHOST_PROCESSING__MAX_ATTEMPTS", "1"),
+        ("VIDHOST_PROCESSING__RETRY_BASE_S", "1"),
+    ])
+    .await;
+    let t = s.user("outage@example.com").await;
+    let r = s.upload_form(&t, sample_mp4().to_vec(), "a.mp4", &[]).await;
+    let id = created_id(r).await;
+    proxy.set_hung(true);
+    // Long enough for several tries to find the store silent.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let v: Value = s.get_json(&format!("/api/v1/videos/{id}"), Some(&t)).await;
+    assert_ne!(v["status"], "failed", "{v}");
+    proxy.set_hung(false);
+    let v = wait_done(&s, &t, &id).await;
+    assert_eq!(v["status"], "ready", "{v}");
+}
