@@ -169,6 +169,15 @@ impl S3Store {
         req.send().await.map_err(http_error)
     }
 
+    /// The body of a small GET (a listing) that must succeed.
+    async fn get_text(&self, url: Url) -> Result<String> {
+        Self::expect_ok(self.send(Method::GET, url, None).await?)
+            .await?
+            .text()
+            .await
+            .map_err(http_error)
+    }
+
     async fn expect_ok(resp: reqwest::Response) -> Result<reqwest::Response> {
         let status = resp.status();
         if status.is_success() {
@@ -485,11 +494,7 @@ impl ObjectStore for S3Store {
                 action.with_continuation_token(t.as_str());
             }
             let url = action.sign(SIGN_TTL);
-            let text = Self::expect_ok(self.send(Method::GET, url, None).await?)
-                .await?
-                .text()
-                .await
-                .map_err(http_error)?;
+            let text = self.get_text(url).await?;
             let page = ListObjectsV2::parse_response(&text).map_err(unavailable)?;
             futures::stream::iter(page.contents.into_iter().map(|o| async move {
                 // Listed with encoding-type=url: keys come back percent-encoded.
@@ -604,11 +609,7 @@ impl ObjectStore for S3Store {
                 action.set_part_number_marker(m);
             }
             let url = action.sign(SIGN_TTL);
-            let text = Self::expect_ok(self.send(Method::GET, url, None).await?)
-                .await?
-                .text()
-                .await
-                .map_err(http_error)?;
+            let text = self.get_text(url).await?;
             let page = ListParts::parse_response(&text).map_err(unavailable)?;
             parts.extend(page.parts.iter().map(|p| PartInfo {
                 part_number: p.number as u32,
@@ -711,11 +712,7 @@ impl S3Store {
                 q.insert("upload-id-marker", id.clone());
             }
             let url = action.sign(SIGN_TTL);
-            let text = Self::expect_ok(self.send(Method::GET, url, None).await?)
-                .await?
-                .text()
-                .await
-                .map_err(http_error)?;
+            let text = self.get_text(url).await?;
             for block in text.split("<Upload>").skip(1) {
                 let (Some(key), Some(id), Some(started)) = (
                     xml_field(block, "Key"),

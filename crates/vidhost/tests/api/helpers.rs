@@ -191,6 +191,26 @@ impl TestServer {
         }
     }
 
+    /// A server whose S3 store it reaches through a fault-injecting proxy
+    /// (`Proxy::set_hung`), with requests to the store timing out after a
+    /// second or two (`timeout_s`) and `env` added. None on local disk, which
+    /// has no store process to fail.
+    pub async fn start_behind_store_proxy(
+        timeout_s: u64,
+        env: &[(&str, &str)],
+    ) -> Option<(crate::proxy::Proxy, TestServer)> {
+        let endpoint = std::env::var("VIDHOST_TEST_S3_ENDPOINT").ok()?;
+        let proxy = crate::proxy::Proxy::start(&endpoint, Default::default()).await;
+        let params = format!("timeout_s={timeout_s}");
+        let mut all = vec![
+            ("VIDHOST_TEST_SERVER_ENDPOINT", proxy.url.as_str()),
+            ("VIDHOST_TEST_STORAGE_PARAMS", params.as_str()),
+        ];
+        all.extend_from_slice(env);
+        let s = TestServer::start_with(&all).await;
+        Some((proxy, s))
+    }
+
     /// Starts a `vidhost worker` process on this server's database and store.
     /// A `vidhost worker` process with `workers` concurrent workers.
     pub fn spawn_worker(&self, workers: usize) -> Child {

@@ -1691,21 +1691,16 @@ async fn a_starting_worker_removes_work_directories_no_running_job_owns() {
 /// it has only one), and finishes once the store answers again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_outage_during_processing_spends_no_attempts() {
-    let probe = TestServer::start().await;
-    let Storage::S3 { endpoint, .. } = &probe.storage else {
-        // Local disk has no store process to go silent.
-        assert!(probe.disk_root().is_some());
-        return;
-    };
-    let proxy = crate::proxy::Proxy::start(endpoint, Default::default()).await;
-    let s = TestServer::start_with(&[
+    let env = [
         WORKER,
-        ("VIDHOST_TEST_SERVER_ENDPOINT", &proxy.url),
-        ("VIDHOST_TEST_STORAGE_PARAMS", "timeout_s=1"),
         ("VIDHOST_PROCESSING__MAX_ATTEMPTS", "1"),
         ("VIDHOST_PROCESSING__RETRY_BASE_S", "1"),
-    ])
-    .await;
+    ];
+    let Some((proxy, s)) = TestServer::start_behind_store_proxy(1, &env).await else {
+        // Local disk has no store process to go silent.
+        assert!(std::env::var("VIDHOST_TEST_S3_ENDPOINT").is_err());
+        return;
+    };
     let t = s.user("outage@example.com").await;
     let r = s.upload_form(&t, sample_mp4().to_vec(), "a.mp4", &[]).await;
     let id = created_id(r).await;

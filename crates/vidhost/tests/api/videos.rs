@@ -414,20 +414,13 @@ async fn a_deleted_videos_objects_go_even_when_their_removal_was_interrupted() {
 /// catalog and removes the objects once the store is back.
 #[tokio::test]
 async fn a_store_that_stops_answering_fails_requests_and_deletes_finish_later() {
-    let probe = TestServer::start().await;
-    let Storage::S3 { endpoint, .. } = &probe.storage else {
+    let env = [("VIDHOST_UPLOADS__SWEEP_INTERVAL_S", "1")];
+    let Some((proxy, s)) = TestServer::start_behind_store_proxy(2, &env).await else {
         // On local disk there is no store process to hang; the sweeper's
         // part is the test above.
-        assert!(probe.disk_root().is_some());
+        assert!(std::env::var("VIDHOST_TEST_S3_ENDPOINT").is_err());
         return;
     };
-    let proxy = crate::proxy::Proxy::start(endpoint, Default::default()).await;
-    let s = TestServer::start_with(&[
-        ("VIDHOST_TEST_SERVER_ENDPOINT", &proxy.url),
-        ("VIDHOST_TEST_STORAGE_PARAMS", "timeout_s=2"),
-        ("VIDHOST_UPLOADS__SWEEP_INTERVAL_S", "1"),
-    ])
-    .await;
     let t = s.user("u@example.com").await;
     let kept = s.upload_sample(&t, "Stored before").await;
     let kept_id = kept["id"].as_str().unwrap().to_owned();
