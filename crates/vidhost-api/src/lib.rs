@@ -90,6 +90,7 @@ impl App {
             viewer_key,
             metrics,
             original_types: Default::default(),
+            videos_seen: Default::default(),
             users: Default::default(),
             sessions: Default::default(),
             tokens: Default::default(),

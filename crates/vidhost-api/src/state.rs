@@ -16,9 +16,12 @@ pub struct AppState {
     pub viewer_key: Arc<Key>,
     pub metrics: Metrics,
     /// Content type of uploaded originals by video id. Safe to keep: it
-    /// never changes once the upload completed, and a deleted video's
-    /// object is gone from the store, which delivery checks on every request.
+    /// never changes once the upload completed, and delivery checks that
+    /// the video still exists (`videos_seen`).
     pub original_types: std::sync::Mutex<std::collections::HashMap<String, Arc<str>>>,
+    /// Videos this node found still existing, and when (delivery checks a
+    /// grant's video at most every few seconds: `delivery::check_exists`).
+    pub videos_seen: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// User rows read by authentication in the last second.
     pub users: crate::auth::UserCache,
     /// Whether sessions were live in the last second.

@@ -46,6 +46,36 @@ fn known_original_type(state: &SharedState, video: &str) -> Option<std::sync::Ar
         .cloned()
 }
 
+/// How long a node trusts that a grant's video still exists.
+const EXISTS_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// 404 unless the grant's video still exists, as this node saw it at most
+/// `EXISTS_FOR` ago (one catalog read per video and node every few seconds).
+/// A deleted video's objects outlive its rows while the store fails (their
+/// removal waits for the sweeper); its grants must not reach them meanwhile.
+async fn check_exists(state: &SharedState, video_id: &str) -> ApiResult<()> {
+    let now = std::time::Instant::now();
+    let fresh = |t: &std::time::Instant| now.duration_since(*t) < EXISTS_FOR;
+    if state
+        .videos_seen
+        .lock()
+        .expect("not poisoned")
+        .get(video_id)
+        .is_some_and(fresh)
+    {
+        return Ok(());
+    }
+    if state.db.get_video(video_id).await?.is_none() {
+        return Err(ApiError::video_not_found());
+    }
+    let mut seen = state.videos_seen.lock().expect("not poisoned");
+    if seen.len() > 10_000 {
+        seen.retain(|_, t| fresh(t));
+    }
+    seen.insert(video_id.to_owned(), now);
+    Ok(())
+}
+
 pub async fn original(
     State(state): State<SharedState>,
     Path(token): Path<String>,
@@ -55,6 +85,7 @@ pub async fn original(
     if g.k != GrantKind::Owner {
         return Err(no_such_file());
     }
+    check_exists(&state, &g.v).await?;
     let ct = match known_original_type(&state, &g.v) {
         Some(ct) => ct,
         None => {
@@ -94,8 +125,8 @@ pub async fn original(
     .await
 }
 
-/// Serves one output object of the grant's video (any grant kind); the
-/// store is the authority on existence, so a deleted video is 404 at once.
+/// Serves one output object of the grant's video (any grant kind), if the
+/// video still exists and the store has the object.
 async fn output(
     state: &SharedState,
     token: &str,
@@ -105,6 +136,7 @@ async fn output(
     req: &Parts,
 ) -> ApiResult<Response> {
     let g = grant(state, token).await?;
+    check_exists(state, &g.v).await?;
     let key = key_of(&g.v).ok_or_else(no_such_file)?;
     let Some(meta) = state.store.head(&key).await? else {
         return Err(missing(state, &g.v).await);

@@ -211,6 +211,12 @@ async fn purge(
     let Some(deleted) = state.db.delete_video(video_id, now, takeover).await? else {
         return Ok(None);
     };
+    // This node's deliveries refuse it at once (others within seconds).
+    state
+        .videos_seen
+        .lock()
+        .expect("not poisoned")
+        .remove(video_id);
     let removal = {
         let state = state.clone();
         async move {

@@ -414,7 +414,8 @@ async fn a_deleted_videos_objects_go_even_when_their_removal_was_interrupted() {
 /// catalog and removes the objects once the store is back.
 #[tokio::test]
 async fn a_store_that_stops_answering_fails_requests_and_deletes_finish_later() {
-    let env = [("VIDHOST_UPLOADS__SWEEP_INTERVAL_S", "1")];
+    // The sweeper takes a failed removal over two intervals (6 s) later.
+    let env = [("VIDHOST_UPLOADS__SWEEP_INTERVAL_S", "3")];
     let Some((proxy, s)) = TestServer::start_behind_store_proxy(2, &env).await else {
         // On local disk there is no store process to hang; the sweeper's
         // part is the test above.
@@ -424,6 +425,11 @@ async fn a_store_that_stops_answering_fails_requests_and_deletes_finish_later() 
     let t = s.user("u@example.com").await;
     let kept = s.upload_sample(&t, "Stored before").await;
     let kept_id = kept["id"].as_str().unwrap().to_owned();
+    let pb = s
+        .get_json(&format!("/api/v1/videos/{kept_id}/playback"), Some(&t))
+        .await;
+    let original = pb["original"].as_str().unwrap().to_owned();
+    assert_eq!(s.get(&original, None).await.status(), StatusCode::OK);
 
     proxy.set_hung(true);
     let r = s
@@ -459,6 +465,16 @@ async fn a_store_that_stops_answering_fails_requests_and_deletes_finish_later() 
     );
 
     proxy.set_hung(false);
+    // The store answers again and still holds the objects (the sweeper has
+    // not come round yet), but a grant issued before the delete no longer
+    // reaches them.
+    assert!(!s.object_keys().await.is_empty());
+    problem(
+        s.get(&original, None).await,
+        StatusCode::NOT_FOUND,
+        "video_not_found",
+    )
+    .await;
     assert!(
         eventually(60, || async { s.object_keys().await.is_empty() }).await,
         "removed once the store answered again: {:?}",
