@@ -802,6 +802,18 @@ pub async fn complete_multipart(
             format!("part {} is listed twice", twice.part_number),
         ));
     }
+    // Every part, each once (S3 itself would take a subset and make a
+    // shorter file; this upload declared its size).
+    if let Some(n) = (1..=up.part_count as u32).find(|n| !seen.contains(n)) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_part",
+            format!(
+                "part {n} is not listed: `parts` lists every one of the upload's {} parts",
+                up.part_count
+            ),
+        ));
+    }
     let key = original_key(&up.video_id);
     let joined = state
         .store

@@ -413,7 +413,14 @@ pub async fn list(
         q: p.q
             .filter(|s| !s.trim().is_empty())
             .map(|s| s.trim().chars().take(200).collect()),
-        owner: p.owner,
+        // `owner=me`: the caller's own (anonymous callers own nothing).
+        owner: match (p.owner, &caller.0) {
+            (Some(o), Some(c)) if o == "me" => Some(c.user.id.clone()),
+            (Some(o), None) if o == "me" => {
+                return Err(ApiError::validation("owner=me needs a signed-in caller"))
+            }
+            (o, _) => o,
+        },
         status,
         tag: p.tag,
         sort,

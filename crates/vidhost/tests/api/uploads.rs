@@ -627,6 +627,22 @@ async fn multipart_parallel_parts_in_any_order() {
         .await;
     let p = problem(r, StatusCode::BAD_REQUEST, "invalid_part").await;
     assert!(p["detail"].as_str().unwrap().contains("twice"), "{p}");
+    // Every part must be listed: an empty list says which one is missing.
+    let r = s
+        .post_json(
+            &format!("/api/v1/uploads/multipart/{upload_id}/complete"),
+            Some(&t),
+            json!({"parts": []}),
+        )
+        .await;
+    let p = problem(r, StatusCode::BAD_REQUEST, "invalid_part").await;
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("part 1 is not listed"),
+        "{p}"
+    );
     // Listed in any order (here backwards), with quotes or without.
     let parts: Vec<Value> = etags
         .iter()

@@ -327,6 +327,34 @@ async fn list_filters_and_cursor_pagination() {
         .get_json("/api/v1/videos?status=uploaded&limit=100", Some(&admin))
         .await;
     assert_eq!(all["items"].as_array().unwrap().len(), 4);
+    // The admin's own list is empty; by owner id, or `me`, the owner's.
+    let mine = s
+        .all_pages("/api/v1/videos?owner=me", Some(&admin), "id")
+        .await;
+    assert!(mine.is_empty(), "{mine:?}");
+    let owner_id = s.get_json("/api/v1/me", Some(&t)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut by_id = s
+        .all_pages(
+            &format!("/api/v1/videos?owner={owner_id}"),
+            Some(&admin),
+            "id",
+        )
+        .await;
+    let mut mine = s.all_pages("/api/v1/videos?owner=me", Some(&t), "id").await;
+    by_id.sort();
+    mine.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!((by_id, mine), (expected.clone(), expected));
+    problem(
+        s.get("/api/v1/videos?owner=me", None).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
     problem(
         s.get("/api/v1/videos?limit=101", None).await,
         StatusCode::UNPROCESSABLE_ENTITY,
