@@ -437,14 +437,7 @@ impl TestServer {
                 let c = creds();
                 let url =
                     rusty_s3::S3Action::sign(&b.list_objects_v2(Some(&c)), Duration::from_secs(60));
-                let text = Client::new()
-                    .get(url)
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
+                let text = text_of(Client::new().get(url)).await;
                 let parsed = rusty_s3::actions::ListObjectsV2::parse_response(&text).unwrap();
                 parsed
                     .contents
@@ -497,14 +490,7 @@ impl TestServer {
                 let mut action = b.list_objects_v2(Some(&c));
                 rusty_s3::S3Action::query_mut(&mut action).insert("uploads", "");
                 let url = rusty_s3::S3Action::sign(&action, Duration::from_secs(60));
-                let text = Client::new()
-                    .get(url)
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
+                let text = text_of(Client::new().get(url)).await;
                 text.matches("<UploadId>").count()
             }
         }
@@ -522,15 +508,7 @@ impl TestServer {
             &b.create_multipart_upload(Some(&c), key),
             Duration::from_secs(60),
         );
-        let text = Client::new()
-            .post(url)
-            .header("content-length", "0")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = text_of(Client::new().post(url).header("content-length", "0")).await;
         rusty_s3::actions::CreateMultipartUpload::parse_response(&text)
             .unwrap()
             .upload_id()
@@ -698,6 +676,11 @@ pub async fn sql_count(database_url: &str, q: &str) -> i64 {
         let mut c = sqlx::PgConnection::connect(database_url).await.unwrap();
         sqlx::query_scalar(q).fetch_one(&mut c).await.unwrap()
     }
+}
+
+/// The body of a request to the S3 test server.
+async fn text_of(req: reqwest::RequestBuilder) -> String {
+    req.send().await.unwrap().text().await.unwrap()
 }
 
 /// Runs one statement on a server's database, as an operator could.
