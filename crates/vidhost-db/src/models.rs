@@ -155,7 +155,7 @@ pub struct StoreCleanup {
     pub id: i64,
     pub video_id: String,
     pub store_upload_id: Option<String>,
-    /// Failed tries so far.
+    /// Tries the sweeper took so far (each claim counts one).
     pub attempts: i64,
 }
 

@@ -237,6 +237,8 @@ async fn purge(
 /// Removes the objects a cleanup names, then the cleanup itself. Safe to
 /// repeat (on another node at the same time, too).
 pub async fn remove_objects(state: &SharedState, c: &vidhost_db::StoreCleanup) -> ApiResult<()> {
+    // On disk the upload's staging lies outside the prefix; on S3 the
+    // prefix's removal would abort it too, but this names it exactly.
     if let Some(store_id) = &c.store_upload_id {
         state
             .store
@@ -258,9 +260,9 @@ fn sweep_ms(state: &SharedState) -> i64 {
 /// Cleanups the store failed earlier (or whose process died): each due one
 /// is claimed (so one node takes it, for two sweep intervals) and tried
 /// again. The first failure ends the pass: the store is most likely down,
-/// and one timeout a sweep is enough to find out when it is back. Until
-/// then a deleted video's objects stay, playable by grants issued before
-/// the delete; once the store answers, within two sweep intervals.
+/// and one timeout a sweep is enough to find out when it is back; then the
+/// objects go within two sweep intervals. Meanwhile delivery refuses them
+/// (`delivery::check_exists`).
 pub async fn retry_cleanups(state: &SharedState) -> ApiResult<usize> {
     let now = now_ms();
     let due = state.db.due_cleanups(now, 100).await?;
