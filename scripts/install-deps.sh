@@ -3,7 +3,8 @@
 # that are missing. Safe to run repeatedly; a no-op (and fast) when everything
 # is already present.
 #
-#   apt:   ffmpeg postgresql wrk nginx-light curl   (+ python3 if absent)
+#   apt:   ffmpeg postgresql wrk nginx-light curl chromium   (+ python3 if absent)
+#   pip:   tuspy, playwright (drives the system Chromium)
 #   cargo: garage (the S3 test server), cached in ~/.cache/vidhost-tools
 #
 # Env knobs:
@@ -46,6 +47,9 @@ have wrk || need_apt wrk
 { have nginx || [[ -x /usr/sbin/nginx ]]; } || need_apt nginx-light
 have curl || need_apt curl
 have python3 || need_apt python3
+# The web UI's browser test drives Debian's Chromium (Playwright's own
+# browser downloads are not used: they come from a CDN, not a registry).
+[[ -x /usr/bin/chromium ]] || need_apt chromium
 
 # Temporary policy-rc.d so that installing postgresql/nginx does not start
 # system-wide daemons (port 5432/80). Only installed if none exists, and
@@ -99,6 +103,14 @@ else
     log "tuspy: installing"
     PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
         python3 -m pip install -q 'tuspy==1.1.0'
+fi
+# Playwright (PyPI) drives the system Chromium in the web UI test.
+if python3 -c 'import playwright.sync_api' >/dev/null 2>&1; then
+    log "playwright: present"
+else
+    log "playwright: installing"
+    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+        python3 -m pip install -q 'playwright==1.65.3'
 fi
 have node || need_node=1
 if [[ ${need_node:-0} == 1 ]]; then

@@ -20,6 +20,7 @@ pub mod routes;
 pub mod sendfile;
 pub mod state;
 pub mod views;
+mod web;
 
 use anyhow::Context;
 use axum::http::{header, HeaderName, HeaderValue, Method};

@@ -130,5 +130,5 @@ pub fn router() -> Router<SharedState> {
         };
         r = r.route(path, mr);
     }
-    r
+    r.merge(crate::web::router())
 }

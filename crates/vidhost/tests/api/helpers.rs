@@ -694,3 +694,31 @@ pub async fn sql(database_url: &str, q: &str) {
         sqlx::query(q).execute(&mut c).await.unwrap();
     }
 }
+
+/// The third-party clients (and the browser test) under tests/clients.
+pub fn clients_dir() -> std::path::PathBuf {
+    // The test runner's own CARGO_MANIFEST_DIR first: a test binary reused
+    // from a shared target dir may have been built in another checkout.
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    dir.join("tests/clients")
+}
+
+/// Runs a client program; its last stdout line is JSON of what it saw.
+pub fn run_client(program: &str, args: &[&str], dir: &std::path::Path) -> Value {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{program} printed {stdout}: {e}"))
+}

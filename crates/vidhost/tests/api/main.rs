@@ -14,3 +14,4 @@ mod ratelimit;
 mod tus;
 mod uploads;
 mod videos;
+mod web;

@@ -606,32 +606,6 @@ async fn acknowledged_bytes_survive_kill_9() {
     );
 }
 
-fn clients_dir() -> std::path::PathBuf {
-    // The test runner's own CARGO_MANIFEST_DIR first: a test binary reused
-    // from a shared target dir may have been built in another checkout.
-    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
-    dir.join("tests/clients")
-}
-
-fn run_client(program: &str, args: &[&str], dir: &std::path::Path) -> Value {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("{program} printed {stdout}: {e}"))
-}
-
 fn write_sample(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
     // 1.5 MiB: a real video header, then filler.
     let mut file = sample_mp4().to_vec();
