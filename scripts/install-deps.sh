@@ -97,21 +97,19 @@ fi
 # Third-party tus clients the tests drive: tuspy (PyPI) and tus-js-client
 # (npm, run under Node).
 # ===========================================================================
-if python3 -c 'import tusclient' >/dev/null 2>&1; then
-    log "tuspy: present"
-else
-    log "tuspy: installing"
-    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
-        python3 -m pip install -q 'tuspy==1.1.0'
-fi
+# need_pip NAME MODULE SPEC: installs SPEC from PyPI unless MODULE imports.
+need_pip() {
+    if python3 -c "import $2" >/dev/null 2>&1; then
+        log "$1: present"
+    else
+        log "$1: installing"
+        PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+            python3 -m pip install -q "$3"
+    fi
+}
+need_pip tuspy tusclient 'tuspy==1.1.0'
 # Playwright (PyPI) drives the system Chromium in the web UI test.
-if python3 -c 'import playwright.sync_api' >/dev/null 2>&1; then
-    log "playwright: present"
-else
-    log "playwright: installing"
-    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
-        python3 -m pip install -q 'playwright==1.65.3'
-fi
+need_pip playwright playwright.sync_api 'playwright==1.65.3'
 have node || need_node=1
 if [[ ${need_node:-0} == 1 ]]; then
     apt-get update -q && apt-get install -y -q --no-install-recommends nodejs npm

@@ -32,31 +32,31 @@ fn asset(body: &'static [u8], content_type: &'static str) -> Asset {
     }
 }
 
-static SHELL: LazyLock<Asset> = LazyLock::new(|| {
-    asset(
-        include_bytes!("../web/index.html"),
-        "text/html; charset=utf-8",
-    )
-});
-static APP_JS: LazyLock<Asset> = LazyLock::new(|| {
-    asset(
-        include_bytes!("../web/app.js"),
-        "text/javascript; charset=utf-8",
-    )
-});
-static APP_CSS: LazyLock<Asset> =
-    LazyLock::new(|| asset(include_bytes!("../web/app.css"), "text/css; charset=utf-8"));
-static HLS_JS: LazyLock<Asset> = LazyLock::new(|| {
-    asset(
-        include_bytes!("../web/vendor/hls.light.min.js"),
-        "text/javascript; charset=utf-8",
-    )
-});
-static QR_JS: LazyLock<Asset> = LazyLock::new(|| {
-    asset(
-        include_bytes!("../web/vendor/qrcode.js"),
-        "text/javascript; charset=utf-8",
-    )
+/// The shell first, then the assets, each with the path it is served at.
+static FILES: LazyLock<[(&str, Asset); 5]> = LazyLock::new(|| {
+    const JS: &str = "text/javascript; charset=utf-8";
+    [
+        (
+            "",
+            asset(
+                include_bytes!("../web/index.html"),
+                "text/html; charset=utf-8",
+            ),
+        ),
+        ("/assets/app.js", asset(include_bytes!("../web/app.js"), JS)),
+        (
+            "/assets/app.css",
+            asset(include_bytes!("../web/app.css"), "text/css; charset=utf-8"),
+        ),
+        (
+            "/assets/vendor/hls.light.min.js",
+            asset(include_bytes!("../web/vendor/hls.light.min.js"), JS),
+        ),
+        (
+            "/assets/vendor/qrcode.js",
+            asset(include_bytes!("../web/vendor/qrcode.js"), JS),
+        ),
+    ]
 });
 
 /// Scripts and styles from this origin only, none inline; media and images
@@ -99,30 +99,12 @@ fn serve(a: &Asset, req_headers: &HeaderMap) -> Response {
     resp
 }
 
-/// Any page of the UI: the shell, which renders the page for its path.
-pub async fn page(headers: HeaderMap) -> Response {
-    serve(&SHELL, &headers)
-}
-
-pub async fn app_js(headers: HeaderMap) -> Response {
-    serve(&APP_JS, &headers)
-}
-
-pub async fn app_css(headers: HeaderMap) -> Response {
-    serve(&APP_CSS, &headers)
-}
-
-pub async fn hls_js(headers: HeaderMap) -> Response {
-    serve(&HLS_JS, &headers)
-}
-
-pub async fn qrcode_js(headers: HeaderMap) -> Response {
-    serve(&QR_JS, &headers)
-}
-
-/// The UI's routes: the contract's page paths and the assets.
+/// The UI's routes: the contract's page paths (each the shell, which
+/// renders the page for its path) and the assets.
 pub fn router<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
     use axum::routing::get;
+    let file =
+        |i: usize| get(move |headers: HeaderMap| async move { serve(&FILES[i].1, &headers) });
     let mut r = axum::Router::new();
     for path in [
         "/",
@@ -134,10 +116,10 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
         "/account",
         "/admin",
     ] {
-        r = r.route(path, get(page));
+        r = r.route(path, file(0));
     }
-    r.route("/assets/app.js", get(app_js))
-        .route("/assets/app.css", get(app_css))
-        .route("/assets/vendor/hls.light.min.js", get(hls_js))
-        .route("/assets/vendor/qrcode.js", get(qrcode_js))
+    for i in 1..FILES.len() {
+        r = r.route(FILES[i].0, file(i));
+    }
+    r
 }
