@@ -92,6 +92,7 @@ impl App {
             metrics,
             original_types: Default::default(),
             videos_seen: Default::default(),
+            seen_generation: Default::default(),
             users: Default::default(),
             sessions: Default::default(),
             tokens: Default::default(),

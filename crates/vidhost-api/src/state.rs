@@ -19,9 +19,12 @@ pub struct AppState {
     /// never changes once the upload completed, and delivery checks that
     /// the video still exists (`videos_seen`).
     pub original_types: std::sync::Mutex<std::collections::HashMap<String, Arc<str>>>,
-    /// Videos this node found still existing, and when (delivery checks a
-    /// grant's video at most every few seconds: `delivery::check_exists`).
-    pub videos_seen: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Videos this node found still existing, when, and whether they were
+    /// private then (delivery checks a grant's video at most every few
+    /// seconds: `delivery::check_grant`).
+    pub videos_seen: std::sync::Mutex<std::collections::HashMap<String, Seen>>,
+    /// Bumped whenever this node forgets a video it saw (`forget_seen`).
+    pub seen_generation: std::sync::atomic::AtomicU64,
     /// User rows read by authentication in the last second.
     pub users: crate::auth::UserCache,
     /// Whether sessions were live in the last second.
@@ -36,3 +39,11 @@ pub struct AppState {
 }
 
 pub type SharedState = Arc<AppState>;
+
+/// What delivery last read of a video (`delivery::check_grant`).
+#[derive(Clone, Copy)]
+pub struct Seen {
+    pub at: std::time::Instant,
+    /// Only owner/admin grants may play it.
+    pub private: bool,
+}

@@ -26,7 +26,7 @@ function h(tag, attrs, ...children) {
 const $main = () => document.getElementById("main");
 function show(...nodes) {
   const m = $main();
-  m.replaceChildren(...nodes);
+  m.replaceChildren(...nodes.filter((n) => n !== null && n !== undefined));
 }
 function fmtDuration(s) {
   if (s === null || s === undefined) return "";
@@ -120,7 +120,10 @@ async function loadMe() {
 
 // ---- navigation ---------------------------------------------------------------
 
-function go(path) { history.pushState({}, "", path); route(); }
+function go(path, replace) {
+  if (replace) history.replaceState({}, "", path); else history.pushState({}, "", path);
+  route();
+}
 document.addEventListener("click", (ev) => {
   const a = ev.target.closest("a");
   if (!a || a.target || ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.button !== 0) return;
@@ -187,7 +190,8 @@ async function route() {
 
 function needSignIn() {
   if (me) return false;
-  go(`/login?next=${encodeURIComponent(location.pathname)}`);
+  // Replaced, not pushed: Back then leaves the page that needed a sign-in.
+  go(`/login?next=${encodeURIComponent(location.pathname)}`, true);
   return true;
 }
 
@@ -228,7 +232,8 @@ async function pageHome() {
     const p = new URLSearchParams({ limit: "24", sort });
     if (q) p.set("q", q);
     if (cursor) p.set("cursor", cursor);
-    const r = await api("GET", `/api/v1/videos?${p}`);
+    // What anyone may see (public and ready), whoever is signed in.
+    const r = await api("GET", `/api/v1/videos?${p}`, undefined, { auth: false });
     grid.append(...r.items.map(card));
     cursor = r.next_cursor;
     more.hidden = !cursor;
@@ -242,7 +247,8 @@ async function pageHome() {
 
 function nextPath() {
   const n = new URLSearchParams(location.search).get("next");
-  return n && n.startsWith("/") && !n.startsWith("//") ? n : "/library";
+  // A path on this site only: not `//host` or `/\host`, which browsers read as another origin.
+  return n && /^\/(?![/\\])/.test(n) ? n : "/library";
 }
 
 async function pageLogin() {
@@ -259,7 +265,7 @@ async function pageLogin() {
     try {
       auth.set(await api("POST", "/api/v1/auth/login", body, { auth: false }));
       await loadMe();
-      go(nextPath());
+      go(nextPath(), true);
     } catch (e) {
       if (e.code === "mfa_required" || e.code === "invalid_totp") {
         totpRow.hidden = false;
@@ -291,7 +297,7 @@ async function pageRegister() {
       await api("POST", "/api/v1/auth/register", body, { auth: false });
       auth.set(await api("POST", "/api/v1/auth/login", { email: email.value, password: password.value }, { auth: false }));
       await loadMe();
-      go("/library");
+      go("/library", true);
     } catch (e) { msg.append(errorBox(e)); }
   } },
   h("label", {}, "E-mail"), email, h("label", {}, "Display name"), name,
@@ -368,7 +374,8 @@ class TusUpload {
       try { off = await this.patch(off); failures = 0; } catch (e) {
         if (this.paused) return false;
         if (e.status === 401 && await refresh(bearer())) continue;
-        if (e instanceof ApiError && e.status !== 409 && e.status < 500) throw e;
+        // Refused for good (not a video, too large, expired): nothing to resume.
+        if (e instanceof ApiError && e.status !== 409 && e.status < 500) { tusSave(this.fp, null); throw e; }
         if (++failures > 5) throw e;
         await new Promise((r) => setTimeout(r, 1000 * failures));
         off = await this.offset(); // where the server is, after a failure
@@ -383,10 +390,15 @@ class TusUpload {
 
 async function pageUpload() {
   if (needSignIn()) return;
+  if (me.role === "viewer") {
+    show(h("h1", {}, "Upload"), h("p", { class: "error" }, "Your account may watch but not upload (role viewer). An admin can change that."));
+    return;
+  }
   const list = h("div", { id: "uploads" });
   const picker = h("input", { type: "file", multiple: true, accept: "video/*,.mkv,.ts,.mts", id: "file-input" });
+  // "" leaves it to the server's default (uploads.default_visibility).
   const visibility = h("select", { name: "visibility", "aria-label": "Visibility" },
-    ...["public", "unlisted", "private"].map((v) => h("option", { value: v }, v)));
+    h("option", { value: "" }, "server default"), ...["private", "unlisted", "public"].map((v) => h("option", { value: v }, v)));
   const drop = h("div", { class: "drop", id: "drop" },
     h("p", {}, "Drop video files here, or ", picker),
     h("p", { class: "row", style: "justify-content:center" }, "Visibility:", visibility));
@@ -395,11 +407,21 @@ async function pageUpload() {
   drop.ondragover = (e) => { e.preventDefault(); drop.classList.add("over"); };
   drop.ondragleave = () => drop.classList.remove("over");
   drop.ondrop = (e) => { e.preventDefault(); drop.classList.remove("over"); add(e.dataTransfer.files); };
-  const saved = Object.values(tusSaved());
-  const resumeNote = saved.length ? h("div", { class: "box", id: "interrupted" },
-    h("p", {}, "Interrupted uploads: choose the same file again to go on where it stopped."),
-    h("ul", {}, ...saved.map((s) => h("li", {}, `${s.name} (${fmtBytes(s.size)})`)))) : null;
+  const resumeNote = h("div", { class: "box", id: "interrupted", hidden: true });
   show(h("h1", {}, "Upload"), drop, resumeNote, list);
+  // Interrupted uploads the server still holds (those it finished, refused,
+  // expired or that were deleted are forgotten here).
+  const alive = [];
+  for (const [fp, v] of Object.entries(tusSaved())) {
+    const r = await fetch(v.url, { method: "HEAD", headers: { "Tus-Resumable": "1.0.0", Authorization: `Bearer ${bearer()}` } }).catch(() => null);
+    if (r && r.ok) alive.push(Object.assign(v, { offset: Number(r.headers.get("Upload-Offset")) }));
+    else if (r && (r.status === 404 || r.status === 410)) tusSave(fp, null);
+  }
+  if (alive.length) {
+    resumeNote.replaceChildren(h("p", {}, "Interrupted uploads: choose the same file again to go on where it stopped."),
+      h("ul", {}, ...alive.map((v) => h("li", {}, `${v.name} (${fmtBytes(v.offset)} of ${fmtBytes(v.size)})`))));
+    resumeNote.hidden = false;
+  }
 }
 
 function uploadItem(file, visibility) {
@@ -441,8 +463,25 @@ async function pageLibrary() {
     items.push(...r.items);
     cursor = r.next_cursor;
   } while (cursor && items.length < 1000);
-  if (!items.length) { table.replaceWith(h("p", { class: "muted", id: "library" }, "No videos yet. ", h("a", { href: "/upload" }, "Upload one"), ".")); return; }
-  for (const v of items) tbody.append(libraryRow(v));
+  const empty = () => table.replaceWith(h("p", { class: "muted", id: "library" }, "No videos yet. ", h("a", { href: "/upload" }, "Upload one"), "."));
+  if (!items.length) { empty(); return; }
+  const rows = items.map((v) => libraryRow(v, () => { if (!tbody.children.length) empty(); }));
+  tbody.append(...rows.map((r) => r.row));
+  // Live status: the rows still on their way are read again every 2 s (one
+  // request at a time: a browser has only six connections per server, and
+  // an event stream per row would take them all).
+  let stopped = false;
+  onLeave(() => { stopped = true; });
+  (async () => {
+    while (!stopped) {
+      await new Promise((r) => setTimeout(r, 2000));
+      for (const r of rows) {
+        if (stopped) return;
+        if (!r.row.isConnected || !r.pending()) continue;
+        try { r.update(await api("GET", `/api/v1/videos/${encodeURIComponent(r.id)}`)); } catch (e) { if (e.status === 404) r.row.remove(); }
+      }
+    }
+  })();
 }
 
 function statusCell(v) {
@@ -453,37 +492,37 @@ function statusCell(v) {
   return cell;
 }
 
-function libraryRow(v) {
+function libraryRow(v, onRemoved) {
   const title = h("input", { type: "text", value: v.title, "aria-label": "Title" });
   const vis = h("select", { "aria-label": "Visibility" }, ...["public", "unlisted", "private"].map((x) => h("option", { value: x, selected: x === v.visibility }, x)));
+  const description = h("textarea", { "aria-label": "Description" }, v.description || "");
+  const tags = h("input", { type: "text", value: v.tags.join(", "), "aria-label": "Tags", placeholder: "comma, separated" });
+  const more = h("details", {}, h("summary", {}, "Description and tags"), h("label", {}, "Description"), description, h("label", {}, "Tags"), tags);
   const msg = h("span");
   const save = h("button", { class: "secondary", onclick: async () => {
     msg.replaceChildren();
-    try { await api("PATCH", `/api/v1/videos/${encodeURIComponent(v.id)}`, { title: title.value, visibility: vis.value }); msg.replaceChildren(h("span", { class: "ok" }, "saved")); } catch (e) { msg.replaceChildren(errorBox(e)); }
+    const patch = { title: title.value, visibility: vis.value, description: description.value,
+      tags: tags.value.split(",").map((t) => t.trim()).filter(Boolean) };
+    try { Object.assign(v, await api("PATCH", `/api/v1/videos/${encodeURIComponent(v.id)}`, patch)); msg.replaceChildren(h("span", { class: "ok" }, "saved")); } catch (e) { msg.replaceChildren(errorBox(e)); }
   } }, "Save");
   const del = h("button", { class: "danger", onclick: async () => {
     if (!confirm(`Delete “${v.title}” and every file of it?`)) return;
-    try { await api("DELETE", `/api/v1/videos/${encodeURIComponent(v.id)}`); row.remove(); } catch (e) { msg.replaceChildren(errorBox(e)); }
+    try { await api("DELETE", `/api/v1/videos/${encodeURIComponent(v.id)}`); row.remove(); onRemoved(); } catch (e) { msg.replaceChildren(errorBox(e)); }
   } }, "Delete");
   let status = statusCell(v);
   const row = h("tr", { "data-video-id": v.id },
-    h("td", {}, h("a", { href: `/watch/${encodeURIComponent(v.id)}` }, v.original_filename || v.id), title),
+    h("td", {}, h("a", { href: `/watch/${encodeURIComponent(v.id)}` }, v.original_filename || v.id), title, more),
     status, h("td", {}, vis), h("td", {}, fmtDate(v.created_at)), h("td", {}, h("div", { class: "row" }, save, del), msg));
-  if (v.status !== "ready" && v.status !== "failed" && v.status !== "awaiting_upload") {
-    // Live status: the events stream ends at ready or failed.
-    const es = new EventSource(`/api/v1/videos/${encodeURIComponent(v.id)}/events?access_token=${encodeURIComponent(bearer())}`);
-    es.addEventListener("status", (ev) => {
-      const d = JSON.parse(ev.data);
-      Object.assign(v, d);
-      const next = statusCell(v);
-      status.replaceWith(next);
-      status = next;
-      if (d.status === "ready" || d.status === "failed") es.close();
-    });
-    es.onerror = () => { if (es.readyState === EventSource.CLOSED) es.close(); };
-    onLeave(() => es.close());
-  }
-  return row;
+  return {
+    row, id: v.id,
+    pending: () => v.status === "uploaded" || v.status === "processing",
+    update: (next) => {
+      Object.assign(v, { status: next.status, progress: next.progress, error: next.error });
+      const cell = statusCell(v);
+      status.replaceWith(cell);
+      status = cell;
+    },
+  };
 }
 
 // ---- /watch/{id} : the player -------------------------------------------------------
@@ -492,7 +531,8 @@ async function pageWatch(id) {
   const v = await api("GET", `/api/v1/videos/${encodeURIComponent(id)}`);
   const head = [h("h1", { id: "title" }, v.title), h("p", { class: "muted" }, v.owner.display_name, " · ", fmtDate(v.ready_at || v.created_at))];
   if (v.status !== "ready") {
-    const st = h("p", { id: "processing" }, `This video is ${v.status.replace("_", " ")}`, v.status === "failed" && v.error ? `: ${v.error}` : ".");
+    const says = { awaiting_upload: "still being uploaded", uploaded: "waiting to be processed", processing: "being processed", failed: "not playable: processing failed" };
+    const st = h("p", { id: "processing" }, `This video is ${says[v.status] || v.status}`, v.status === "failed" && v.error ? ` (${v.error})` : ".");
     show(...head, st);
     if (v.status === "uploaded" || v.status === "processing") {
       const es = new EventSource(`/api/v1/videos/${encodeURIComponent(id)}/events${bearer() ? `?access_token=${encodeURIComponent(bearer())}` : ""}`);
@@ -619,7 +659,7 @@ async function pageAccount() {
   const wmsg = h("span");
   const password = h("form", { class: "box narrow", onsubmit: async (ev) => {
     ev.preventDefault();
-    try { await api("POST", "/api/v1/me/password", { current_password: cur.value, new_password: next.value }); cur.value = next.value = ""; wmsg.replaceChildren(h("span", { class: "ok" }, "Password changed; your other sessions were signed out.")); } catch (e) { wmsg.replaceChildren(errorBox(e)); }
+    try { await api("POST", "/api/v1/me/password", { current_password: cur.value, new_password: next.value }); cur.value = next.value = ""; wmsg.replaceChildren(h("span", { class: "ok" }, "Password changed; your other sessions were signed out.")); loadSessions().catch(() => {}); } catch (e) { wmsg.replaceChildren(errorBox(e)); }
   } }, h("label", {}, "Current password"), cur, h("label", {}, "New password"), next, h("p", {}, h("button", { type: "submit" }, "Change password"), " ", wmsg));
 
   const mfa = h("div", { class: "box narrow", id: "mfa" });
@@ -662,7 +702,7 @@ async function pageAccount() {
     sessions.replaceChildren(...r.items.map((s) => h("tr", {},
       h("td", {}, s.user_agent || "unknown client", s.current ? h("strong", {}, " (this one)") : null),
       h("td", {}, s.ip || ""), h("td", {}, fmtDate(s.created_at)), h("td", {}, fmtDate(s.last_used_at)),
-      h("td", {}, s.current ? null : h("button", { class: "danger", onclick: async () => { await api("DELETE", `/api/v1/me/sessions/${encodeURIComponent(s.id)}`); loadSessions(); } }, "Sign out")))));
+      h("td", {}, s.current ? null : h("button", { class: "danger", onclick: () => api("DELETE", `/api/v1/me/sessions/${encodeURIComponent(s.id)}`).catch(() => { /* already ended */ }).finally(loadSessions) }, "Sign out")))));
   };
   show(h("h1", {}, "Account"), profile, h("h2", {}, "Password"), password, h("h2", {}, "Two-factor sign-in"), mfa,
     h("h2", {}, "Sessions"), h("table", {}, h("thead", {}, h("tr", {}, ...["Client", "IP", "Signed in", "Last used", ""].map((t) => h("th", {}, t)))), sessions));
@@ -686,7 +726,12 @@ async function pageAdmin() {
       const role = h("select", { "aria-label": `Role of ${u.email}` }, ...["admin", "uploader", "viewer"].map((x) => h("option", { value: x, selected: x === u.role }, x)));
       const disabled = h("input", { type: "checkbox", checked: u.disabled, "aria-label": `Disable ${u.email}` });
       const msg = h("span");
-      const save = async (patch) => { try { await api("PATCH", `/api/v1/admin/users/${encodeURIComponent(u.id)}`, patch); msg.replaceChildren(h("span", { class: "ok" }, "saved")); } catch (e) { msg.replaceChildren(errorBox(e)); } };
+      // A refused change shows the value the server kept.
+      const save = async (patch) => {
+        try { Object.assign(u, await api("PATCH", `/api/v1/admin/users/${encodeURIComponent(u.id)}`, patch)); msg.replaceChildren(h("span", { class: "ok" }, "saved")); } catch (e) { msg.replaceChildren(errorBox(e)); }
+        role.value = u.role;
+        disabled.checked = u.disabled;
+      };
       role.onchange = () => save({ role: role.value });
       disabled.onchange = () => save({ disabled: disabled.checked });
       return h("tr", {}, h("td", {}, u.email), h("td", {}, u.display_name), h("td", {}, role), h("td", {}, disabled), h("td", {}, u.mfa_enabled ? "on" : "off"), h("td", {}, fmtDate(u.created_at)), h("td", {}, msg));
@@ -701,19 +746,21 @@ async function pageAdmin() {
 
   async function adminJobs(state = "dead") {
     const sel = h("select", { "aria-label": "Job state" }, ...["queued", "running", "failed", "dead"].map((s) => h("option", { value: s, selected: s === state }, s)));
-    sel.onchange = () => adminJobs(sel.value);
+    const failed = (e) => box.replaceChildren(errorBox(e));
+    sel.onchange = () => adminJobs(sel.value).catch(failed);
     const r = await api("GET", `/api/v1/admin/jobs?state=${encodeURIComponent(state)}`);
     const rows = r.items.map((j) => h("tr", {}, h("td", {}, h("a", { href: `/watch/${encodeURIComponent(j.video_id)}` }, j.video_id)), h("td", {}, j.state), h("td", {}, `${j.attempts}/${j.max_attempts}`),
       h("td", { class: "error" }, j.last_error || ""), h("td", {}, fmtDate(j.updated_at)),
-      h("td", {}, j.state === "dead" ? h("button", { onclick: async () => { await api("POST", `/api/v1/admin/jobs/${encodeURIComponent(j.id)}/retry`); adminJobs(state); } }, "Retry") : null)));
+      h("td", {}, j.state === "dead" ? h("button", { onclick: () => api("POST", `/api/v1/admin/jobs/${encodeURIComponent(j.id)}/retry`).then(() => adminJobs(state)).catch(failed) }, "Retry") : null)));
     box.replaceChildren(h("div", { class: "row" }, "State:", sel),
       rows.length ? h("table", { id: "admin-jobs" }, h("thead", {}, h("tr", {}, ...["Video", "State", "Attempts", "Last error", "Updated", ""].map((t) => h("th", {}, t)))), h("tbody", {}, ...rows)) : h("p", { class: "muted" }, `No ${state} jobs.`));
   }
 
   async function adminAudit() {
     const r = await api("GET", "/api/v1/admin/audit?limit=100");
-    box.replaceChildren(h("table", { id: "admin-audit" }, h("thead", {}, h("tr", {}, ...["When", "Action", "Actor", "Target", "IP"].map((t) => h("th", {}, t)))),
-      h("tbody", {}, ...r.items.map((e) => h("tr", {}, h("td", {}, fmtDate(e.at)), h("td", {}, e.action), h("td", {}, e.actor ? e.actor.email || e.actor.id : ""), h("td", {}, e.target || ""), h("td", {}, e.ip || ""))))));
+    const detail = (d) => Object.entries(d || {}).map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ");
+    box.replaceChildren(h("table", { id: "admin-audit" }, h("thead", {}, h("tr", {}, ...["When", "Action", "Actor", "Target", "Detail", "IP"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, ...r.items.map((e) => h("tr", {}, h("td", {}, fmtDate(e.at)), h("td", {}, e.action), h("td", {}, e.actor ? e.actor.email || e.actor.id : ""), h("td", {}, e.target || ""), h("td", {}, detail(e.detail)), h("td", {}, e.ip || ""))))));
   }
   await adminUsers();
 }

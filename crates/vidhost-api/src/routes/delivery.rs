@@ -4,7 +4,7 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::grants::{expired, GrantKind, PlayGrant, PLAY};
-use crate::state::SharedState;
+use crate::state::{Seen, SharedState};
 use axum::body::Body;
 // Handlers take the whole `Request` last and pass on its head (`Parts`):
 // the `HeaderMap` extractor would clone the map on every segment request.
@@ -15,7 +15,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use vidhost_core::domain::VideoStatus;
+use vidhost_core::domain::{VideoStatus, Visibility};
 use vidhost_store::ObjectMeta;
 
 use super::videos::original_key;
@@ -49,31 +49,62 @@ fn known_original_type(state: &SharedState, video: &str) -> Option<std::sync::Ar
 /// How long a node trusts that a grant's video still exists.
 const EXISTS_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// 404 unless the grant's video still exists, as this node saw it at most
-/// `EXISTS_FOR` ago (one catalog read per video and node every few seconds).
-/// A deleted video's objects outlive its rows while the store fails (their
-/// removal waits for the sweeper); its grants must not reach them meanwhile.
-async fn check_exists(state: &SharedState, video_id: &str) -> ApiResult<()> {
+/// The grant's video still exists, and may still be played with this kind
+/// of grant: a viewer grant stops working when its video turns private
+/// (owner and admin grants go on), and a deleted video's objects, which
+/// outlive its rows while the store fails (their removal then waits for the
+/// sweeper), are not reached by its grants meanwhile. The catalog is read at most every
+/// `EXISTS_FOR` per video and node; a delete or a visibility change made on
+/// this node takes effect here at once (`forget_seen`).
+async fn check_grant(state: &SharedState, g: &PlayGrant) -> ApiResult<()> {
     let now = std::time::Instant::now();
-    let fresh = |t: &std::time::Instant| now.duration_since(*t) < EXISTS_FOR;
-    if state
+    let seen = seen_recently(state, &g.v, now);
+    let seen = match seen {
+        Some(s) => s,
+        None => {
+            let Some(video) = state.db.get_video(&g.v).await? else {
+                return Err(ApiError::video_not_found());
+            };
+            let s = Seen {
+                at: now,
+                private: video.visibility == Visibility::Private,
+            };
+            let mut all = state.videos_seen.lock().expect("not poisoned");
+            if all.len() > 10_000 {
+                all.retain(|_, t| now.duration_since(t.at) < EXISTS_FOR);
+            }
+            all.insert(g.v.clone(), s);
+            s
+        }
+    };
+    if seen.private && g.k != GrantKind::Owner {
+        return Err(ApiError::video_not_found());
+    }
+    Ok(())
+}
+
+fn seen_recently(state: &SharedState, video: &str, now: std::time::Instant) -> Option<Seen> {
+    state
         .videos_seen
         .lock()
         .expect("not poisoned")
-        .get(video_id)
-        .is_some_and(fresh)
-    {
-        return Ok(());
-    }
-    if state.db.get_video(video_id).await?.is_none() {
-        return Err(ApiError::video_not_found());
-    }
-    let mut seen = state.videos_seen.lock().expect("not poisoned");
-    if seen.len() > 10_000 {
-        seen.retain(|_, t| fresh(t));
-    }
-    seen.insert(video_id.to_owned(), now);
-    Ok(())
+        .get(video)
+        .copied()
+        .filter(|s| now.duration_since(s.at) < EXISTS_FOR)
+}
+
+/// Makes this node's deliveries read the video's row again before the next
+/// answer (it was deleted, or its visibility changed).
+pub fn forget_seen(state: &SharedState, video: &str) {
+    state
+        .videos_seen
+        .lock()
+        .expect("not poisoned")
+        .remove(video);
+    // Connections' memos of earlier checks (`quick`) lapse too.
+    state
+        .seen_generation
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
 }
 
 pub async fn original(
@@ -85,7 +116,7 @@ pub async fn original(
     if g.k != GrantKind::Owner {
         return Err(no_such_file());
     }
-    check_exists(&state, &g.v).await?;
+    check_grant(&state, &g).await?;
     let ct = match known_original_type(&state, &g.v) {
         Some(ct) => ct,
         None => {
@@ -136,7 +167,7 @@ async fn output(
     req: &Parts,
 ) -> ApiResult<Response> {
     let g = grant(state, token).await?;
-    check_exists(state, &g.v).await?;
+    check_grant(state, &g).await?;
     let key = key_of(&g.v).ok_or_else(no_such_file)?;
     let Some(meta) = state.store.head(&key).await? else {
         return Err(missing(state, &g.v).await);
@@ -595,6 +626,12 @@ struct Memo {
     /// Weak, so that a file the store lets go (deleted, replaced, idle) is
     /// not held open by an idle connection.
     file: std::sync::Weak<std::fs::File>,
+    /// When delivery last read the video (`check_grant`), and the node's
+    /// `seen_generation` then: the memo holds only as long as that read
+    /// (`EXISTS_FOR`) and until this node deletes a video or changes one's
+    /// visibility.
+    seen_at: std::time::Instant,
+    seen_generation: u64,
     /// The header lines that depend only on the version of the file.
     lines: Vec<u8>,
 }
@@ -615,7 +652,14 @@ pub(crate) fn quick<'a>(
         .0
         .as_ref()
         .filter(|m| {
-            *m.path == *path && !expired(m.expires) && state.grants.ring.find(&m.kid).is_some()
+            *m.path == *path
+                && !expired(m.expires)
+                && state.grants.ring.find(&m.kid).is_some()
+                && m.seen_at.elapsed() < EXISTS_FOR
+                && m.seen_generation
+                    == state
+                        .seen_generation
+                        .load(std::sync::atomic::Ordering::Acquire)
         })
         .and_then(|m| {
             let file = m.file.upgrade()?;
@@ -686,6 +730,15 @@ fn resolve(state: &SharedState, path: &str) -> Option<(Memo, std::sync::Arc<std:
     if !usable(state, &g) {
         return None;
     }
+    // Only while the hyper path checked the video lately (it still exists,
+    // and this grant may play it); else that path answers, and checks.
+    let seen_generation = state
+        .seen_generation
+        .load(std::sync::atomic::Ordering::Acquire);
+    let seen = seen_recently(state, &g.v, std::time::Instant::now())?;
+    if seen.private && g.k != GrantKind::Owner {
+        return None;
+    }
     let v = g.v.as_str();
     let original_type;
     // Up to three segments (a fourth means more), without allocating.
@@ -748,6 +801,8 @@ fn resolve(state: &SharedState, path: &str) -> Option<(Memo, std::sync::Arc<std:
         stamp,
         file: std::sync::Arc::downgrade(&file),
         lines,
+        seen_at: seen.at,
+        seen_generation,
     };
     Some((memo, file))
 }

@@ -168,6 +168,9 @@ pub async fn patch(
         ));
     }
     state.db.update_video_meta(&id, &patch).await?;
+    // Turned private: this node's viewer grants stop at once (others
+    // within seconds).
+    super::delivery::forget_seen(&state, &id);
     let v = state
         .db
         .get_video(&id)
@@ -212,11 +215,7 @@ async fn purge(
         return Ok(None);
     };
     // This node's deliveries refuse it at once (others within seconds).
-    state
-        .videos_seen
-        .lock()
-        .expect("not poisoned")
-        .remove(video_id);
+    super::delivery::forget_seen(state, video_id);
     let removal = {
         let state = state.clone();
         async move {
@@ -262,7 +261,7 @@ fn sweep_ms(state: &SharedState) -> i64 {
 /// again. The first failure ends the pass: the store is most likely down,
 /// and one timeout a sweep is enough to find out when it is back; then the
 /// objects go within two sweep intervals. Meanwhile delivery refuses them
-/// (`delivery::check_exists`).
+/// (`delivery::check_grant`).
 pub async fn retry_cleanups(state: &SharedState) -> ApiResult<usize> {
     let now = now_ms();
     let due = state.db.due_cleanups(now, 100).await?;

@@ -1713,3 +1713,72 @@ async fn a_store_outage_during_processing_spends_no_attempts() {
     let v = wait_done(&s, &t, &id).await;
     assert_eq!(v["status"], "ready", "{v}");
 }
+
+/// A viewer's playback URLs stop working the moment their video turns
+/// private (on the node that made the change; the others within seconds),
+/// keep-alive connections that already served them included, while the
+/// owner's go on; and they work again once it is public.
+#[tokio::test]
+async fn viewer_urls_stop_when_the_video_turns_private() {
+    let s = TestServer::start_with(&[WORKER]).await;
+    let t = s.user("private@example.com").await;
+    let r = s
+        .upload_form(
+            &t,
+            sample_mp4().to_vec(),
+            "v.mp4",
+            &[("visibility", "public")],
+        )
+        .await;
+    let id = created_id(r).await;
+    assert_eq!(wait_done(&s, &t, &id).await["status"], "ready");
+    let viewer: Value = s
+        .get_json(&format!("/api/v1/videos/{id}/playback"), None)
+        .await;
+    let owner: Value = s
+        .get_json(&format!("/api/v1/videos/{id}/playback"), Some(&t))
+        .await;
+    let poster = |pb: &Value| s.url(pb["poster"].as_str().expect("a poster"));
+    let (as_viewer, as_owner) = (poster(&viewer), poster(&owner));
+    assert_ne!(as_viewer, as_owner, "viewer and owner grants differ");
+    // The first answer comes through the router, which reads the video;
+    // then a new keep-alive connection gets its answers from the
+    // connection's own fast path, the second from its memo of the first.
+    let r = s.http.get(&as_viewer).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let viewer_http = reqwest::Client::new();
+    for _ in 0..2 {
+        let r = viewer_http.get(&as_viewer).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.bytes().await.unwrap();
+    }
+    let set = |visibility: &'static str| {
+        s.http
+            .patch(s.url(&format!("/api/v1/videos/{id}")))
+            .bearer_auth(&t)
+            .json(&serde_json::json!({ "visibility": visibility }))
+            .send()
+    };
+    assert_eq!(set("private").await.unwrap().status(), StatusCode::OK);
+    for _ in 0..2 {
+        let r = viewer_http.get(&as_viewer).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::NOT_FOUND,
+            "a private video's viewer grant"
+        );
+        let problem: Value = r.json().await.unwrap();
+        assert_eq!(problem["code"], "video_not_found");
+        let r = s.http.get(&as_owner).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "the owner still plays it");
+        r.bytes().await.unwrap();
+    }
+    let hls = s.url(viewer["hls"].as_str().unwrap());
+    assert_eq!(
+        s.http.get(&hls).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(set("public").await.unwrap().status(), StatusCode::OK);
+    let r = s.http.get(&as_viewer).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "public again");
+}

@@ -95,14 +95,25 @@ def main():
         row = page.locator("tr[data-video-id='%s']" % video_id)
         expect(row).to_be_visible()
         expect(row.locator("[data-status]")).to_have_attribute("data-status", "ready", timeout=180_000)
-        # Edit the title and make the video public from the library.
+        # Uploads take the server's default visibility (private): the home
+        # page, public videos only, does not show it, even to its owner.
+        page.goto(BASE + "/")
+        expect(page.locator("#videos")).to_be_visible()
+        assert page.locator(".card[data-video-id='%s']" % video_id).count() == 0
+        # Edit the metadata and make the video public from the library.
+        page.goto(BASE + "/library")
+        row = page.locator("tr[data-video-id='%s']" % video_id)
         title = "Sunset over the test pattern %d" % int(time.time())
         row.locator("input[aria-label=Title]").fill(title)
+        row.locator("summary").click()
+        row.locator("textarea[aria-label=Description]").fill("Colour bars at dusk.")
+        row.locator("input[aria-label=Tags]").fill("bars, dusk")
         row.locator("select[aria-label=Visibility]").select_option("public")
         row.locator("button", has_text="Save").click()
         expect(row.locator(".ok")).to_have_text("saved")
         v = api("/api/v1/videos/" + video_id, token_of(page))
         assert v["title"] == title and v["visibility"] == "public", v
+        assert v["description"] == "Colour bars at dusk." and v["tags"] == ["bars", "dusk"], v
 
         # Watch: hls.js plays the HLS ladder in the <video> element.
         page.goto(BASE + watch_href)
