@@ -217,11 +217,16 @@ async function pageHome() {
   const input = h("input", { type: "search", name: "q", value: q, placeholder: "Search videos", "aria-label": "Search videos" });
   const sortSel = h("select", { name: "sort", "aria-label": "Sort" },
     ...["recent", "popular", "relevance"].map((s) => h("option", { value: s, selected: s === sort }, s)));
+  let sortPicked = false;
+  sortSel.onchange = () => { sortPicked = true; };
   const form = h("form", { class: "row", role: "search", onsubmit: (ev) => {
     ev.preventDefault();
     const p = new URLSearchParams();
-    if (input.value.trim()) p.set("q", input.value.trim());
-    if (sortSel.value !== "recent" || input.value.trim()) p.set("sort", sortSel.value);
+    const words = input.value.trim();
+    if (words) p.set("q", words);
+    // A sort the user did not pick follows the query: relevance for words.
+    const by = sortPicked || params.get("sort") ? sortSel.value : (words ? "relevance" : "recent");
+    if (by !== "recent" || words) p.set("sort", by);
     go(`/${p.toString() ? "?" + p : ""}`);
   } }, h("div", { style: "flex:1" }, input), sortSel, h("button", { type: "submit" }, "Search"));
   const grid = h("div", { class: "grid", id: "videos" });
@@ -247,8 +252,11 @@ async function pageHome() {
 
 function nextPath() {
   const n = new URLSearchParams(location.search).get("next");
-  // A path on this site only: not `//host` or `/\host`, which browsers read as another origin.
-  return n && /^\/(?![/\\])/.test(n) ? n : "/library";
+  if (!n || !n.startsWith("/")) return "/library";
+  // A page of this site only: resolved as the browser would (which reads
+  // `//host`, `/\host` or `/<tab>/host` as another origin).
+  const u = new URL(n, location.origin);
+  return u.origin === location.origin ? u.pathname + u.search : "/library";
 }
 
 async function pageLogin() {
@@ -478,7 +486,9 @@ async function pageLibrary() {
       for (const r of rows) {
         if (stopped) return;
         if (!r.row.isConnected || !r.pending()) continue;
-        try { r.update(await api("GET", `/api/v1/videos/${encodeURIComponent(r.id)}`)); } catch (e) { if (e.status === 404) r.row.remove(); }
+        try { r.update(await api("GET", `/api/v1/videos/${encodeURIComponent(r.id)}`)); } catch (e) {
+          if (e.status === 404) { r.row.remove(); if (!tbody.children.length) empty(); } // deleted elsewhere
+        }
       }
     }
   })();
@@ -506,7 +516,7 @@ function libraryRow(v, onRemoved) {
     try { Object.assign(v, await api("PATCH", `/api/v1/videos/${encodeURIComponent(v.id)}`, patch)); msg.replaceChildren(h("span", { class: "ok" }, "saved")); } catch (e) { msg.replaceChildren(errorBox(e)); }
   } }, "Save");
   const del = h("button", { class: "danger", onclick: async () => {
-    if (!confirm(`Delete “${v.title}” and every file of it?`)) return;
+    if (!confirm(`Delete “${title.value || v.title}” and every file of it?`)) return;
     try { await api("DELETE", `/api/v1/videos/${encodeURIComponent(v.id)}`); row.remove(); onRemoved(); } catch (e) { msg.replaceChildren(errorBox(e)); }
   } }, "Delete");
   let status = statusCell(v);
@@ -702,7 +712,7 @@ async function pageAccount() {
     sessions.replaceChildren(...r.items.map((s) => h("tr", {},
       h("td", {}, s.user_agent || "unknown client", s.current ? h("strong", {}, " (this one)") : null),
       h("td", {}, s.ip || ""), h("td", {}, fmtDate(s.created_at)), h("td", {}, fmtDate(s.last_used_at)),
-      h("td", {}, s.current ? null : h("button", { class: "danger", onclick: () => api("DELETE", `/api/v1/me/sessions/${encodeURIComponent(s.id)}`).catch(() => { /* already ended */ }).finally(loadSessions) }, "Sign out")))));
+      h("td", {}, s.current ? null : h("button", { class: "danger", onclick: () => api("DELETE", `/api/v1/me/sessions/${encodeURIComponent(s.id)}`).catch(() => { /* already ended */ }).then(loadSessions).catch(() => { /* shown on the next load */ }) }, "Sign out")))));
   };
   show(h("h1", {}, "Account"), profile, h("h2", {}, "Password"), password, h("h2", {}, "Two-factor sign-in"), mfa,
     h("h2", {}, "Sessions"), h("table", {}, h("thead", {}, h("tr", {}, ...["Client", "IP", "Signed in", "Last used", ""].map((t) => h("th", {}, t)))), sessions));
@@ -758,7 +768,7 @@ async function pageAdmin() {
 
   async function adminAudit() {
     const r = await api("GET", "/api/v1/admin/audit?limit=100");
-    const detail = (d) => Object.entries(d || {}).map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ");
+    const detail = (d) => Object.entries(d || {}).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ");
     box.replaceChildren(h("table", { id: "admin-audit" }, h("thead", {}, h("tr", {}, ...["When", "Action", "Actor", "Target", "Detail", "IP"].map((t) => h("th", {}, t)))),
       h("tbody", {}, ...r.items.map((e) => h("tr", {}, h("td", {}, fmtDate(e.at)), h("td", {}, e.action), h("td", {}, e.actor ? e.actor.email || e.actor.id : ""), h("td", {}, e.target || ""), h("td", {}, detail(e.detail)), h("td", {}, e.ip || ""))))));
   }

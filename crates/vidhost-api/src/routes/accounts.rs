@@ -658,7 +658,7 @@ pub async fn admin_patch_user(
         Some(&caller.user.id),
         action::USER_CHANGED,
         Some(&id),
-        json!({"role": role, "disabled": b.disabled}),
+        json!({"email": user.email, "role": role, "disabled": b.disabled}),
     )
     .await;
     Ok(axum::Json(UserView::from(&user)))

@@ -144,6 +144,7 @@ def main():
         page.fill("input[name=q]", "sunset")
         page.press("input[name=q]", "Enter")
         page.wait_for_url("**/?q=sunset*")
+        assert "sort=relevance" in page.url, "a search sorts by relevance: " + page.url
         card = page.locator(".card[data-video-id='%s']" % video_id)
         expect(card).to_be_visible()
         thumb = card.locator(".thumb").evaluate("e => e.style.backgroundImage")
