@@ -184,8 +184,9 @@ pub async fn patch(
 /// prefix). The rows' transaction also queues that removal
 /// (`store_cleanup`), so when the store fails now, or the process dies in
 /// between, the sweeper finishes it later; the video is gone for everyone
-/// either way. Answers the upload that was in flight, if one was and this
-/// call deleted the video (of two deletes at once, one).
+/// either way. The caller waits for the objects' removal at most
+/// `REMOVAL_WAIT`. Answers the upload that was in flight, if one was and
+/// this call deleted the video (of two deletes at once, one).
 pub async fn purge_video(
     state: &SharedState,
     video_id: &str,
@@ -225,13 +226,18 @@ async fn purge(
             }
         }
     };
+    let removing = tokio::spawn(removal);
     if wait {
-        removal.await;
-    } else {
-        tokio::spawn(removal);
+        // A store that answers removes a video's objects well within this;
+        // one that hangs does not hold the caller for its whole timeout
+        // (the removal goes on, and the sweeper retries it if it fails).
+        let _ = tokio::time::timeout(REMOVAL_WAIT, removing).await;
     }
     Ok(deleted.upload)
 }
+
+/// How long a DELETE waits for its video's objects to go (`purge`).
+const REMOVAL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Removes the objects a cleanup names, then the cleanup itself. Safe to
 /// repeat (on another node at the same time, too).
