@@ -323,18 +323,16 @@ const fingerprint = (f) => `${f.name}|${f.size}|${f.lastModified}`;
 function tusSaved() { try { return JSON.parse(localStorage.getItem(TUS_KEY)) || {}; } catch { return {}; } }
 function tusSave(fp, v) { const s = tusSaved(); if (v) s[fp] = v; else delete s[fp]; localStorage.setItem(TUS_KEY, JSON.stringify(s)); }
 const b64 = (s) => btoa(String.fromCharCode(...new TextEncoder().encode(s)));
+const tusHeaders = (extra) => Object.assign({ "Tus-Resumable": "1.0.0", Authorization: `Bearer ${bearer()}` }, extra);
 
 class TusUpload {
   constructor(file, meta, onprogress) {
     this.file = file; this.meta = meta; this.onprogress = onprogress;
     this.fp = fingerprint(file); this.xhr = null; this.paused = false;
   }
-  headers(extra) {
-    return Object.assign({ "Tus-Resumable": "1.0.0", Authorization: `Bearer ${bearer()}` }, extra);
-  }
   async tusFetch(method, url, headers) {
-    let r = await fetch(url, { method, headers: this.headers(headers) });
-    if (r.status === 401 && await refresh(bearer())) r = await fetch(url, { method, headers: this.headers(headers) });
+    let r = await fetch(url, { method, headers: tusHeaders(headers) });
+    if (r.status === 401 && await refresh(bearer())) r = await fetch(url, { method, headers: tusHeaders(headers) });
     return r;
   }
   async offset() {
@@ -361,7 +359,7 @@ class TusUpload {
       const x = new XMLHttpRequest();
       this.xhr = x;
       x.open("PATCH", this.url);
-      for (const [k, v] of Object.entries(this.headers({ "Upload-Offset": String(off), "Content-Type": "application/offset+octet-stream" }))) x.setRequestHeader(k, v);
+      for (const [k, v] of Object.entries(tusHeaders({ "Upload-Offset": String(off), "Content-Type": "application/offset+octet-stream" }))) x.setRequestHeader(k, v);
       x.upload.onprogress = (e) => this.onprogress(off + e.loaded, this.file.size);
       x.onload = () => {
         if (x.status === 204) resolve(Number(x.getResponseHeader("Upload-Offset")));
@@ -421,7 +419,7 @@ async function pageUpload() {
   // expired or that were deleted are forgotten here).
   const alive = [];
   for (const [fp, v] of Object.entries(tusSaved())) {
-    const r = await fetch(v.url, { method: "HEAD", headers: { "Tus-Resumable": "1.0.0", Authorization: `Bearer ${bearer()}` } }).catch(() => null);
+    const r = await fetch(v.url, { method: "HEAD", headers: tusHeaders() }).catch(() => null);
     if (r && r.ok) alive.push(Object.assign(v, { offset: Number(r.headers.get("Upload-Offset")) }));
     else if (r && (r.status === 404 || r.status === 410)) tusSave(fp, null);
   }

@@ -77,10 +77,15 @@ async fn check_grant(state: &SharedState, g: &PlayGrant) -> ApiResult<()> {
             s
         }
     };
-    if seen.private && g.k != GrantKind::Owner {
+    if !may_play(seen, g) {
         return Err(ApiError::video_not_found());
     }
     Ok(())
+}
+
+/// A private video plays only with an owner (or admin) grant.
+fn may_play(seen: Seen, g: &PlayGrant) -> bool {
+    !seen.private || g.k == GrantKind::Owner
 }
 
 fn seen_recently(state: &SharedState, video: &str, now: std::time::Instant) -> Option<Seen> {
@@ -736,7 +741,7 @@ fn resolve(state: &SharedState, path: &str) -> Option<(Memo, std::sync::Arc<std:
         .seen_generation
         .load(std::sync::atomic::Ordering::Acquire);
     let seen = seen_recently(state, &g.v, std::time::Instant::now())?;
-    if seen.private && g.k != GrantKind::Owner {
+    if !may_play(seen, &g) {
         return None;
     }
     let v = g.v.as_str();

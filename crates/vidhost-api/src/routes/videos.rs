@@ -168,9 +168,11 @@ pub async fn patch(
         ));
     }
     state.db.update_video_meta(&id, &patch).await?;
-    // Turned private: this node's viewer grants stop at once (others
-    // within seconds).
-    super::delivery::forget_seen(&state, &id);
+    // Perhaps turned private: this node's viewer grants stop at once
+    // (others within seconds). Other edits leave delivery's memos be.
+    if patch.visibility.is_some() {
+        super::delivery::forget_seen(&state, &id);
+    }
     let v = state
         .db
         .get_video(&id)
